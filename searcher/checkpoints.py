@@ -1,0 +1,93 @@
+"""Saved students: each complete trial's student is saved, and only the best k stay on disk.
+
+Retention reads the study from storage under a file lock, so several workers can run it: a checkpoint is deleted
+only when its trial is finished and outside the keep set (top k by the task metric, plus the Pareto front of a
+multi-objective study). A running trial's folder is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from searcher.errors import SearcherError, first_line
+from searcher.records import MODEL_DIR, pareto, ranked
+
+log = logging.getLogger(__name__)
+
+DIR_PATTERN = re.compile(r"^trial-(\d+)$")
+
+
+class CheckpointError(SearcherError, OSError):
+    """The student could not be written (disk full, folder not writable): the trial fails with this reason."""
+
+
+def trial_dir(models_dir: Path, number: int) -> Path:
+    return Path(models_dir) / f"trial-{number:04d}"
+
+
+def save(model, tokenizer, out: Path, run_info: dict) -> Path:
+    """Save model (safetensors + config with id2label/label2id), tokenizer and the resolved run settings.
+
+    Written to a temporary folder and renamed, so a crash never leaves a half-written checkpoint behind.
+    """
+    out = Path(out)
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "searcher_run.json").write_text(json.dumps(run_info, indent=1, sort_keys=True))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot save the student to {out}: {first_line(e)}; free disk space or make "
+                              f"[study] output_dir writable") from e
+    return out
+
+
+def keep_set(study: optuna.Study, keep_best: int) -> set[int]:
+    keep = {t.number for t in ranked(study)[:keep_best]}
+    if len(study.directions) > 1:
+        keep |= {t.number for t in pareto(study)}
+    return keep
+
+
+def retain(study: optuna.Study, models_dir: Path, keep_best: int) -> list[int]:
+    """Delete the checkpoints of finished trials outside the keep set. Returns the trial numbers removed."""
+    from filelock import FileLock
+
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    removed = []
+    with FileLock(str(models_dir / ".retain.lock")):
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        keep = keep_set(study, keep_best)
+        for path in sorted(models_dir.iterdir()):
+            m = DIR_PATTERN.match(path.name)
+            if not m or not path.is_dir():
+                continue
+            number = int(m.group(1))
+            trial = trials.get(number)
+            if trial is None or not trial.state.is_finished() or number in keep:
+                continue
+            if trial.state == TrialState.COMPLETE and trial.user_attrs.get(MODEL_DIR) not in (None, str(path)):
+                continue  # saved somewhere else: not ours to judge
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(number)
+    if removed:
+        log.info("checkpoints: removed %s (keeping the best %d)", ", ".join(f"trial {n}" for n in removed), keep_best)
+    return removed

@@ -1,0 +1,118 @@
+"""The `searcher` command: parses arguments, calls the stages, and turns errors into one line and an exit code.
+
+Exit codes: 0 done, 1 a run failed (see the message), 2 bad input (study file, data, teacher, flags), 130 Ctrl-C.
+Heavy imports (torch, transformers, optuna) happen inside the commands so `searcher --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from searcher.errors import ConfigError, DataError, SearcherError, StudentError, StudyError, TeacherError
+
+BAD_INPUT = (ConfigError, DataError, TeacherError, StudentError, StudyError)
+
+
+def _study_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", metavar="STUDY.toml", help="the study file (see studies/)")
+    p.add_argument("--storage", help="Optuna storage URL (default: $SEARCHER_STORAGE, [study] storage, or SQLite "
+                                     "beside the study file)")
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--trial", type=int, metavar="N", help="one trial by number")
+    g.add_argument("--best", action="store_true", help="the best trial (default)")
+    g.add_argument("--top", type=int, metavar="K", help="the K best trials")
+    g.add_argument("--pareto", action="store_true", help="the Pareto front (multi-objective studies)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="searcher", description="Distill a teacher into the best small student "
+                                     "with Optuna; publish it with a model card.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("optimize", help="run or resume a study")
+    _study_arg(p)
+    p.add_argument("--n-trials", type=int, metavar="N", help="run at most N trials in this process (the study's "
+                                                              "n_trials still caps the total over all workers)")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    p.add_argument("--no-wait", action="store_true", help="exit as soon as the study's n_trials are taken, without "
+                                                         "waiting for other workers' running trials")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per trial)")
+
+    p = sub.add_parser("best", help="print the leaderboard")
+    _study_arg(p)
+    p.add_argument("--top", type=int, default=10, metavar="K", help="how many trials (default 10)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("card", help="write model card folders (card + model + record) for chosen trials")
+    _study_arg(p)
+    _selection(p)
+    p.add_argument("--out", metavar="DIR", help="where to write (default: <output_dir>/cards)")
+    p.add_argument("--template", metavar="FILE", help="a Jinja card template (default: [card] template or ours)")
+
+    p = sub.add_parser("push", help="publish chosen trials to the Hugging Face Hub")
+    _study_arg(p)
+    _selection(p)
+    p.add_argument("--repo-id", metavar="TEMPLATE", help="e.g. acme/{study}-L{layers}-H{hidden} (default: [hub])")
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument("--private", dest="private", action="store_true", default=None, help="private repos (default)")
+    vis.add_argument("--public", dest="private", action="store_false", help="public repos")
+    p.add_argument("--dry-run", action="store_true", help="show what would be uploaded; contact nobody")
+
+    p = sub.add_parser("dashboard", help="start optuna-dashboard on the study's storage")
+    _study_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+
+    p = sub.add_parser("space", help="print the search space as JSON for `optuna ask --search-space`")
+    p.add_argument("study", metavar="STUDY.toml")
+
+    p = sub.add_parser("run-trial", help="train a trial created by `optuna ask` and tell its result")
+    _study_arg(p)
+    p.add_argument("--trial-number", type=int, required=True, metavar="N")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _logging(args.quiet)
+    try:
+        from searcher import commands
+
+        return getattr(commands, args.command.replace("-", "_"))(args) or 0
+    except BAD_INPUT as e:
+        print(f"searcher: error: {e}", file=sys.stderr)
+        return 2
+    except SearcherError as e:
+        print(f"searcher: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("searcher: interrupted; the running trial was marked failed and queued again: run the same command "
+              "to resume", file=sys.stderr)
+        return 130
+
+
+def _logging(quiet: bool) -> None:
+    """searcher's own messages go to stderr as plain lines (results go to stdout)."""
+    logger = logging.getLogger("searcher")
+    for handler in [h for h in logger.handlers if getattr(h, "_searcher_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._searcher_cli = True
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

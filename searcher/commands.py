@@ -1,0 +1,153 @@
+"""One function per CLI command: load the study file, call the stages, print results. No argument parsing here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from searcher.config import load_study
+
+log = logging.getLogger("searcher")
+
+
+def _quiet_libraries() -> None:
+    import optuna
+
+    # our one line per trial says why a trial failed; optuna would add a full traceback for each
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars on every student would bury results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def optimize(args) -> int:
+    from searcher import optimize as engine, runtime, storage
+    from searcher.prepare import prepare
+    from searcher.progress import Progress
+
+    config = load_study(args.study)
+    _quiet_libraries()
+    run = runtime.from_config(config.train)
+    prepared = prepare(config, run)  # every input check happens here, before the study is touched
+    study = engine.open_study(prepared, args.storage)
+    url = config.storage_url(args.storage)
+    log.info("study %r in %s: %d trials so far; device %s, AMP %s", config.study.name, storage.redact(url),
+             len(study.trials), run.device, run.amp)
+    progress = Progress(config, enabled=not args.no_progress and sys.stderr.isatty(),
+                        total=args.n_trials or config.study.n_trials)
+    hooks = [progress.trial_done] + _after_trial_hooks(prepared)
+    started = time.monotonic()
+    try:
+        summary = engine.run(prepared, study, n_trials=args.n_trials, timeout=args.timeout or config.study.timeout,
+                             after_trial=hooks, on_epoch=progress.epoch_done, wait_for_others=not args.no_wait)
+    finally:
+        progress.close()
+    log.info("stopped: %s (%d trial(s) in %.0fs)", summary.stopped_because, len(summary.ran),
+             time.monotonic() - started)
+    _after_study(prepared, study)
+    print()
+    print_leaderboard(study, config, top=5)
+    from searcher.records import TrialRecord, ranked
+
+    best = next((TrialRecord.from_trial(t) for t in ranked(study)), None)
+    if best is not None and best.kept:
+        print(f"\nbest student: trial {best.number}, {config.study.objectives[0]} {best.values[0]:.4f}: "
+              f"{best.model_dir}")
+    return 0
+
+
+def _after_trial_hooks(prepared):
+    """Dashboard records (note, figure, card artifacts) after each trial."""
+    from searcher import dashboard
+
+    return [dashboard.after_trial_hook(prepared.config)]
+
+
+def _after_study(prepared, study) -> None:
+    """Publishing after the study, when the study file asks for it ([hub] push)."""
+    if prepared.config.hub.push == "none":
+        return
+    from searcher import hub
+
+    hub.push_after_study(prepared.config, study)
+
+
+def best(args) -> int:
+    from searcher import storage
+
+    config = load_study(args.study)
+    _quiet_libraries()
+    study = storage.load(config, args.storage)
+    if args.json:
+        from searcher.leaderboard import rows
+
+        print(json.dumps(rows(study, config, args.top), indent=1))
+    else:
+        print_leaderboard(study, config, top=args.top)
+    return 0
+
+
+def print_leaderboard(study, config, top: int) -> None:
+    from searcher.leaderboard import render
+
+    print(render(study, config, top))
+
+
+def space(args) -> int:
+    from searcher import space as sp
+
+    config = load_study(args.study)
+    print(sp.search_space_json(config))
+    return 0
+
+
+def run_trial(args) -> int:
+    from searcher import runtime
+    from searcher.asktell import run_asked_trial
+    from searcher.prepare import prepare
+
+    config = load_study(args.study)
+    _quiet_libraries()
+    prepared = prepare(config, runtime.from_config(config.train))
+    frozen = run_asked_trial(prepared, args.trial_number, args.storage, after_trial=_after_trial_hooks(prepared))
+    from searcher.progress import trial_line
+
+    print(trial_line(frozen, config))
+    return 0 if frozen.state.name != "FAIL" else 1
+
+
+def card(args) -> int:
+    from searcher import card as cards, storage
+
+    config = load_study(args.study)
+    _quiet_libraries()
+    study = storage.load(config, args.storage)
+    for folder in cards.export(study, config, trial=args.trial, top=args.top, pareto_front=args.pareto,
+                               out=args.out, template=args.template):
+        print(folder)
+    return 0
+
+
+def push(args) -> int:
+    from searcher import hub, storage
+
+    config = load_study(args.study)
+    _quiet_libraries()
+    study = storage.load(config, args.storage)
+    hub.push(study, config, trial=args.trial, top=args.top, pareto_front=args.pareto, repo_id=args.repo_id,
+             private=args.private, dry_run=args.dry_run)
+    return 0
+
+
+def dashboard(args) -> int:
+    from searcher import dashboard as dash
+
+    config = load_study(args.study)
+    return dash.serve(config, args.storage, args.host, args.port)
+

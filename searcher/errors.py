@@ -1,0 +1,45 @@
+"""The error classes searcher raises.
+
+Every error a user can cause derives from `SearcherError` and says in one line what is wrong and how to get out.
+Only the CLI prints them; library code raises and chains (`raise ... from e`).
+"""
+
+from __future__ import annotations
+
+
+class SearcherError(Exception):
+    """Root of every error searcher raises on purpose."""
+
+
+class ConfigError(SearcherError, ValueError):
+    """The study file (or a flag) is wrong: unknown key, wrong type, impossible range."""
+
+
+class DataError(SearcherError, ValueError):
+    """The data cannot be loaded or does not fit the study file (missing file, column or label)."""
+
+
+class TeacherError(SearcherError, ValueError):
+    """The teacher cannot be loaded or does not fit the data (label count, missing model)."""
+
+
+class StudentError(SearcherError, ValueError):
+    """A student cannot be built from the grid or checkpoint list."""
+
+
+class StudyError(SearcherError, LookupError):
+    """The study, trial or checkpoint asked for does not exist or is not in a usable state."""
+
+
+class PublishError(SearcherError):
+    """Publishing to the Hub failed or cannot start (no token, server keeps failing)."""
+
+
+class NonFiniteLossError(SearcherError, ArithmeticError):
+    """The training loss became NaN or infinite; the trial is pruned with this reason."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message: enough to say what failed, without a wall of text."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -1,0 +1,71 @@
+"""The leaderboard `searcher best` prints: ranked complete trials with metrics, student, hyperparameters and where
+the saved student is."""
+
+from __future__ import annotations
+
+import optuna
+
+from searcher.records import TrialRecord, ranked, state_counts
+
+
+def rows(study: optuna.Study, config, top: int) -> list[dict]:
+    out = []
+    for rank, trial in enumerate(ranked(study)[:top], start=1):
+        r = TrialRecord.from_trial(trial)
+        out.append({
+            "rank": rank,
+            "trial": r.number,
+            "values": dict(zip(config.study.objectives, r.values or [])),
+            "metrics": r.metrics,
+            "test_metrics": r.test_metrics,
+            "student": r.student,
+            "params": r.params,
+            "hyperparams": r.hyperparams,
+            "latency_ms": r.latency_ms,
+            "size_mb": r.size_mb,
+            "model_dir": r.model_dir if r.kept else None,
+            "published": study.user_attrs.get(f"hub:trial-{r.number}"),
+        })
+    return out
+
+
+def render(study: optuna.Study, config, top: int) -> str:
+    counts = state_counts(study)
+    head = (f"study {study.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+            f"{counts['FAIL']} failed, {counts['RUNNING']} running, {counts['WAITING']} waiting")
+    table = rows(study, config, top)
+    if not table:
+        return head + "\nno complete trial yet"
+    test = any(row["test_metrics"] for row in table)
+    header = ["rank", "trial", *config.study.objectives]
+    if "f1" not in config.study.objectives:
+        header.append("f1")
+    if test:
+        header.append("test acc")
+    header += ["student", "params", "lr", "batch", "T", "alpha", "epochs", "latency ms", "saved student"]
+    lines = [header]
+    for row in table:
+        r, hp, s = row, row["hyperparams"], row["student"]
+        cells = [str(r["rank"]), str(r["trial"])]
+        cells += [f"{v:.4f}" for v in r["values"].values()]
+        if "f1" not in config.study.objectives:
+            cells.append(f"{r['metrics'].get('f1', float('nan')):.4f}")
+        if test:
+            cells.append(f"{r['test_metrics'].get('accuracy', float('nan')):.4f}" if r["test_metrics"] else "-")
+        label = f"L{s.get('layers')}/H{s.get('hidden')}/A{s.get('heads')}"
+        if s.get("init") != "pretrained":
+            label += f" {s.get('init')}"
+        cells += [label, f"{s.get('params', 0) / 1e6:.1f}M", f"{hp.get('learning_rate', 0):.2e}",
+                  str(hp.get("batch_size")), f"{hp.get('temperature', 0):.2f}", f"{hp.get('alpha', 0):.2f}",
+                  str(hp.get("epochs")),
+                  f"{r['latency_ms'].get('single_median'):.1f}" if r["latency_ms"] else "-",
+                  (r["model_dir"] or "(not kept)") + (f"  [hub: {r['published']['repo_id']}]"
+                                                      if r["published"] else "")]
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [head, ""]
+    for i, line in enumerate(lines):
+        text.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        if i == 0:
+            text.append("  ".join("-" * w for w in widths))
+    return "\n".join(text)

@@ -1,0 +1,145 @@
+"""Everything a study needs before its first trial: data, teacher (fine-tuned once if asked), cached teacher logits.
+
+`prepare` runs every check that can fail on bad input (files, columns, labels, shapes) BEFORE the study is created,
+so a bad study file leaves the storage untouched. Its result is loaded once per worker and shared by all trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from searcher import data, student, teacher
+from searcher.config import StudyConfig
+from searcher.errors import StudentError, first_line
+from searcher.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    config: StudyConfig
+    task: data.Task
+    runtime: Runtime
+    teacher_dir: str
+    teacher_config: object
+    logits: teacher.TeacherLogits
+    teacher_info: dict
+    _teacher: Optional[tuple] = field(default=None, repr=False)
+    _encoded: dict = field(default_factory=dict, repr=False)
+
+    def teacher_model(self):
+        """(model, tokenizer) of the teacher, loaded on first use (init teacher/random students need them)."""
+        if self._teacher is None:
+            self._teacher = teacher.load_model(self.teacher_dir, self.task,
+                                               None if self.config.teacher.base else self.config.teacher.revision)
+        return self._teacher
+
+    def encoded(self, tokenizer) -> dict[str, data.Encoded]:
+        """Every split tokenized by `tokenizer`: once per tokenizer per worker, and once per machine on disk."""
+        key = data.tokenizer_fingerprint(tokenizer)
+        if key not in self._encoded:
+            self._encoded[key] = {
+                name: data.encode(split, tokenizer, self.config.data.max_length, self.config.cache_dir,
+                                  f"{self.task.fingerprint}:{name}")
+                for name, split in self.task.splits().items()
+            }
+        return self._encoded[key]
+
+
+def check_students(config: StudyConfig, teacher_config) -> None:
+    """Shape checks that need the teacher's config: init "teacher" copies its layers."""
+    st = config.student
+    if st.checkpoints is not None or "teacher" not in st.init:
+        return
+    t_hidden = int(getattr(teacher_config, "hidden_size", 0) or 0)
+    t_layers = int(getattr(teacher_config, "num_hidden_layers", 0) or 0)
+    bad = [h for h in (st.hidden or ()) if h != t_hidden]
+    if bad and st.init == ("teacher",):
+        raise StudentError(f"{config.path}: [student] init = \"teacher\" copies the teacher's layers, so hidden must "
+                           f"be the teacher's {t_hidden}, got {bad[0]}; set hidden = [{t_hidden}] or init = \"random\"")
+    if max(st.layers) > t_layers:
+        raise StudentError(f"{config.path}: [student] layers {max(st.layers)} is more than the teacher's {t_layers}; "
+                           f"init = \"teacher\" needs layers <= {t_layers}")
+
+
+def check_pretrained(config: StudyConfig) -> None:
+    """Every pretrained student candidate must resolve (a config download at most) before the study starts."""
+    from transformers import AutoConfig
+
+    st = config.student
+    if st.checkpoints is not None:
+        candidates = [config.resolve_model(c) for c in st.checkpoints]
+    elif "pretrained" in st.init:
+        candidates = [config.resolve_model(student.grid_checkpoint(config, L, H))
+                      for L in st.layers for H in (st.hidden or ())]
+    else:
+        return
+    for c in candidates:
+        try:
+            AutoConfig.from_pretrained(c)
+        except Exception as e:
+            raise StudentError(f"student checkpoint {c!r} cannot be loaded: {first_line(e)}; fix [student] "
+                               f"checkpoint(s), go online, or use init = \"teacher\"/\"random\"") from e
+
+
+def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
+    tcfg = teacher.load_config(config)
+    check_students(config, tcfg)
+    order = teacher.label_names(tcfg) if config.teacher.model else None
+    task = data.load_task(config, label_order=order)
+    teacher.check_labels(config, tcfg, task)
+    check_pretrained(config)
+    log.info("data: %s", ", ".join(f"{k} {v}" for k, v in task.description["sizes"].items()))
+
+    teacher_dir = teacher.prepared_dir(config, task, runtime, tcfg)
+    logits = teacher.cached_logits(config, task, teacher_dir, runtime, tcfg)
+    prepared = Prepared(config, task, runtime, teacher_dir, tcfg, logits, {})
+    prepared.teacher_info = _teacher_info(prepared)
+    return prepared
+
+
+def _teacher_info(p: Prepared) -> dict:
+    c = p.config
+    model, _ = p.teacher_model()
+    info = {
+        "model": c.teacher.model or None,
+        "base": c.teacher.base or None,
+        "fine_tuned_by_searcher": bool(c.teacher.base),
+        "path": p.teacher_dir,
+        **teacher.shape(model),
+        "metrics": p.logits.metrics,
+    }
+    size = sum(f.stat().st_size for f in Path(p.teacher_dir).glob("*.safetensors")) if Path(p.teacher_dir).is_dir() else 0
+    info["size_mb"] = round(size / 1e6, 1) if size else round(info["params"] * 4 / 1e6, 1)
+    if c.train.latency:
+        info["latency_ms"] = _teacher_latency(p, model)
+    if not c.student.needs_teacher_model:
+        p._teacher = None  # pretrained students never need the teacher in memory
+    return info
+
+
+def _teacher_latency(p: Prepared, model) -> dict:
+    """Measured once per (teacher, data, machine) and cached: BERT-base takes ~10-20 s to time on 2 cores."""
+    import torch
+
+    from searcher import latency
+
+    key = hashlib.sha256(json.dumps([teacher.identity(p.teacher_dir), p.task.fingerprint, platform.node(),
+                                     torch.get_num_threads()]).encode()).hexdigest()[:20]
+    path = p.config.cache_dir / "latency" / f"{key}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    _, tokenizer = p.teacher_model()
+    result = latency.measure(model, p.encoded(tokenizer)["validation"])
+    data.atomic_write_text(path, json.dumps(result))
+    return result

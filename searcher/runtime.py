@@ -1,0 +1,107 @@
+"""Where and how tensors run: device choice, AMP mode, autocast and micro-batch defaults.
+
+AMP "auto" means bf16 on CUDA devices that support it, else fp16 with a gradient scaler; fp32 on CPU, because bf16
+autocast is 20-45% slower than fp32 on the AVX-512 CPUs we measured (../shared/STACK.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+AmpMode = Literal["bf16", "fp16", "off"]
+
+# Largest micro-batch tried first on CPU: beyond this, a CPU gains no throughput and only uses memory.
+CPU_MICRO_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str  # "cpu", "cuda", "cuda:1", ...
+    amp: AmpMode
+    micro_batch_size: Optional[int]  # None: as large as the effective batch allows (CUDA) / CPU_MICRO_BATCH (CPU)
+    eval_batch_size: Optional[int]
+    group_by_length: bool = True
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def amp_label(self) -> str:
+        """How the card names it: the public cards print 'Native AMP' for torch.cuda.amp training."""
+        return "Native AMP" if self.amp != "off" else ""
+
+    def micro_for(self, batch_size: int) -> int:
+        if self.micro_batch_size is not None:
+            return min(self.micro_batch_size, batch_size)
+        return batch_size if self.is_cuda else min(batch_size, CPU_MICRO_BATCH)
+
+    def eval_for(self, batch_size: int) -> int:
+        """Evaluation batch: the training batch (as the textbook recipe sets it), capped like a micro-batch."""
+        if self.eval_batch_size is not None:
+            return self.eval_batch_size
+        return self.micro_for(batch_size)
+
+    def autocast(self):
+        import torch
+
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device_type="cuda" if self.is_cuda else "cpu", dtype=dtype)
+
+    def grad_scaler(self):
+        """A GradScaler for fp16 (on CUDA, or on CPU where torch supports it), else None."""
+        import torch
+
+        if self.amp != "fp16":
+            return None
+        return torch.amp.GradScaler("cuda" if self.is_cuda else "cpu")
+
+
+def resolve(device: str = "auto", amp: str = "auto", micro_batch_size: Optional[int] = None,
+            eval_batch_size: Optional[int] = None, group_by_length: bool = True) -> Runtime:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from searcher.errors import ConfigError
+
+        raise ConfigError(f"[train] device = {device!r} but no CUDA device is visible; use device = \"auto\" or \"cpu\"")
+    if amp == "auto":
+        if device.startswith("cuda"):
+            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            amp = "off"
+    return Runtime(device, amp, micro_batch_size, eval_batch_size, group_by_length)
+
+
+def from_config(train_section, num_threads_default: Optional[int] = None) -> Runtime:
+    import torch
+
+    threads = train_section.num_threads or num_threads_default
+    if threads:
+        torch.set_num_threads(threads)
+    return resolve(train_section.device, train_section.amp, train_section.micro_batch_size,
+                   train_section.eval_batch_size, train_section.group_by_length)
+
+
+def is_oom(error: BaseException) -> bool:
+    """True for CUDA (or any torch) out-of-memory errors, which are retried with a smaller micro-batch."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return isinstance(error, oom) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def empty_cache(device: str) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()

@@ -1,0 +1,230 @@
+"""Shared fixtures: a tiny world built in tmp dirs (vocabulary, tokenizer, teacher, data, study files). No network.
+
+The tiny task is learnable (sentences of "good" words vs "bad" words), so accuracies move and pruning has something
+to compare, yet every trial takes well under a second on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# No test may reach the real Hugging Face Hub. huggingface_hub reads HF_ENDPOINT and HF_HOME once, at import, so they
+# are set here, before anything imports it: every Hub call goes to the local test Hub on this port (started by the
+# `hub` fixture; without it, connections are refused at once), and no login cache of this machine is seen.
+HUB_PORT = _free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="searcher-tests-hf-")
+for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.pop(var, None)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_ETAG_TIMEOUT"] = "2"
+os.environ["SEARCHER_HUB_BACKOFF"] = "0.05"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+GOOD = "good great fine lovely superb brilliant warm funny smart moving".split()
+BAD = "bad awful dull boring weak poor silly flat tired clumsy".split()
+NEUTRAL = "the a film movie plot story acting cast is was very quite rather and but".split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = SPECIAL + GOOD + BAD + NEUTRAL
+
+
+def sentence(rng: random.Random, label: int) -> str:
+    words = rng.sample(NEUTRAL, rng.randint(2, 6))
+    pool = GOOD if label else BAD
+    other = BAD if label else GOOD
+    words += rng.sample(pool, rng.randint(1, 3))
+    if rng.random() < 0.2:
+        words += rng.sample(other, 1)  # some noise so accuracy is not trivially 1.0
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_rows(path: Path, header: list[str], rows: list[list], delimiter: str = ",") -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def make_tokenizer():
+    from transformers import BertTokenizerFast
+
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
+    assert len(tok) == len(VOCAB)  # the old vocab_file= keyword silently gives an empty vocabulary
+    return tok
+
+
+def make_bert(num_labels: int = 2, layers: int = 2, hidden: int = 64, seed: int = 0, labels=None):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    names = labels or [str(i) for i in range(num_labels)]
+    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=max(1, hidden // 32), intermediate_size=2 * hidden,
+                     max_position_embeddings=64, num_labels=num_labels,
+                     id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    return BertForSequenceClassification(cfg)
+
+
+def to_toml(doc: dict) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(doc)
+
+
+class World:
+    """Paths of the tiny world, and a factory for study files that use it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.data = root / "data"
+        self.teacher = root / "teacher"  # a fine-tuned 2-label classifier (labels "neg"/"pos")
+        self.base = root / "base"  # the same architecture, never fine-tuned (for [teacher] base)
+        self.cache = root / "cache"
+
+    def study(self, directory: Path, name: str = "tiny", **sections) -> Path:
+        doc = {
+            "study": {"name": name, "n_trials": 3, "seed": 7, "pruner": "none", "heartbeat_interval": 1,
+                      "grace_period": 3, "cache_dir": str(self.cache)},
+            "data": {"train": str(self.data / "train.csv"), "validation": str(self.data / "validation.csv"),
+                     "text_columns": ["text"], "label_column": "label", "max_length": 32},
+            "teacher": {"model": str(self.teacher)},
+            "student": {"layers": [1, 2], "hidden": [64], "init": "random"},
+            "search": {"learning_rate": [2e-3, 6e-3], "batch_size": [8, 16], "temperature": [1.0, 4.0],
+                       "alpha": [0.0, 1.0], "epochs": 3},
+            "train": {"latency": True},
+        }
+        for section, values in sections.items():
+            if values is None:
+                doc.pop(section, None)
+            elif section == "enqueue":
+                doc["enqueue"] = values
+            else:
+                doc.setdefault(section, {}).update(values)
+                doc[section] = {k: v for k, v in doc[section].items() if v is not None}
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.toml"
+        path.write_text(to_toml(doc))
+        return path
+
+
+def build_world(root: Path) -> World:
+    import torch
+
+    from searcher import distill, runtime
+    from searcher.data import Encoded
+
+    world = World(root)
+    world.data.mkdir(parents=True)
+    rng = random.Random(0)
+    for name, n in (("train", 192), ("validation", 64), ("test", 64)):
+        rows = []
+        for _ in range(n):
+            label = rng.randint(0, 1)
+            rows.append([sentence(rng, label), "pos" if label else "neg"])
+        write_rows(world.data / f"{name}.csv", ["text", "label"], rows)
+    # sentence pairs (RTE-like): does the hypothesis share the premise's polarity? string labels, TSV
+    pairs = []
+    for _ in range(160):
+        a, b = rng.randint(0, 1), rng.randint(0, 1)
+        pairs.append([len(pairs), sentence(rng, a), sentence(rng, b), "entailment" if a == b else "not_entailment"])
+    write_rows(world.data / "pairs_train.tsv", ["index", "sentence1", "sentence2", "label"], pairs[:128], "\t")
+    write_rows(world.data / "pairs_dev.tsv", ["index", "sentence1", "sentence2", "label"], pairs[128:], "\t")
+
+    tok = make_tokenizer()
+    base = make_bert(labels=["neg", "pos"], seed=1)
+    base.save_pretrained(world.base)
+    tok.save_pretrained(world.base)
+
+    # the teacher: the base trained for a few epochs with plain cross-entropy (alpha = 1)
+    teacher = make_bert(labels=["neg", "pos"], seed=1)
+    train_rows = list(csv.reader(open(world.data / "train.csv")))[1:]
+    enc = tok([r[0] for r in train_rows], truncation=True, max_length=32)
+    ids = enc["input_ids"]
+    import numpy as np
+
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])])
+    flat = np.concatenate([np.asarray(x, dtype=np.int32) for x in ids])
+    tti = np.zeros_like(flat, dtype=np.int8)
+    labels = np.array([1 if r[1] == "pos" else 0 for r in train_rows])
+    data = Encoded(flat, tti, offsets, labels, 0)
+    hp = distill.Hyperparams(learning_rate=2e-3, batch_size=8, temperature=1.0, alpha=1.0, epochs=8, seed=0)
+    distill.train(teacher, data, None, data, None, hp, runtime.resolve("cpu", "off"))
+    teacher.save_pretrained(world.teacher)
+    tok.save_pretrained(world.teacher)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return world
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> World:
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "sst2" / "train.tsv").is_file():
+        pytest.skip(f"real data not found at {SHARED_DATA} (CI has ../shared/data; a fresh clone does not)")
+    return SHARED_DATA
+
+
+def run_cli(*args: str) -> int:
+    from searcher.cli import main
+
+    return main(list(args))
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+
+    def call(*args):
+        code = run_cli(*map(str, args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+PYTHON = sys.executable
+
+
+TOKEN = "hf_test_0123456789abcdefSECRET"
+
+
+@pytest.fixture(scope="session")
+def hub_server():
+    from hubserver import Hub
+
+    hub = Hub(token=TOKEN)
+    hub.start(HUB_PORT)
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def hub(hub_server, monkeypatch):
+    """The local test Hub, emptied, with HF_TOKEN set for this test."""
+    hub_server.reset()
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return hub_server

@@ -1,0 +1,280 @@
+"""Model cards: golden files are the spec; metadata round-trips; exported folders load and predict the same.
+
+The golden studies are built from fixed records (the public bert-mini-sst2-distilled card's numbers for the seed
+configuration), so the cards are byte-for-byte reproducible. Set UPDATE_GOLDEN=1 to rewrite them after a reviewed
+change to the template.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard import metadata_load
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from searcher import card, records, storage
+from searcher.config import load_study, resolved_dict
+from searcher.errors import ConfigError, StudyError
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden"
+SEED_STUDY = ROOT / "studies" / "sst2-bert-mini.toml"
+
+# the public card's training results (../shared/examples/cards/bert-mini-sst2-distilled.README.md)
+PUBLIC_ROWS = [(2.1552, 1.0, 66, 1.4847, 0.8349), (0.8451, 2.0, 132, 1.3495, 0.8624), (0.5864, 3.0, 198, 1.2257, 0.8532),
+               (0.4553, 4.0, 264, 1.2571, 0.8544), (0.3708, 5.0, 330, 1.2132, 0.8658), (0.3086, 6.0, 396, 1.2370, 0.8589),
+               (0.2701, 7.0, 462, 1.1900, 0.8635), (0.246, 8.0, 528, 1.1792, 0.856651376146789)]
+DISTRIBUTIONS = {"learning_rate": FloatDistribution(1e-5, 1e-3, log=True),
+                 "batch_size": CategoricalDistribution([16, 32, 64, 128, 256, 512, 1024]),
+                 "temperature": FloatDistribution(1.0, 20.0), "alpha": FloatDistribution(0.0, 1.0)}
+
+
+def history(rows, shift=0.0):
+    cols = {c: [] for c in records.HISTORY_COLUMNS}
+    for tl, ep, step, vl, acc in rows:
+        for c, v in zip(("train_loss", "epoch", "step", "eval_loss", "accuracy", "f1", "precision", "recall",
+                         "seconds"), (tl, int(ep), step, vl, acc - shift, acc - 0.001, acc + 0.002, acc - 0.002, 41.5)):
+            cols[c].append(v)
+    return cols
+
+
+def trial_attrs(lr, batch, micro, layers, hidden, params, acc, rows, amp="bf16", latency=1.9):
+    return {
+        "hyperparams": {"learning_rate": lr, "batch_size": batch, "temperature": 4.0, "alpha": 0.5, "epochs": 8,
+                        "weight_decay": 0.0, "warmup_ratio": 0.0, "seed": 33, "max_grad_norm": 1.0},
+        "student": {"layers": layers, "hidden": hidden, "heads": hidden // 64, "params": params, "init": "pretrained",
+                    "checkpoint": f"google/bert_uncased_L-{layers}_H-{hidden}_A-{hidden // 64}",
+                    "model_type": "bert"},
+        "batch": {"effective": batch, "micro": micro, "accumulation": batch // micro, "eval": micro},
+        "runtime": {"device": "cuda", "amp": amp},
+        "metrics": {"loss": rows[-1][3], "accuracy": acc, "f1": acc - 0.001, "precision": acc + 0.002,
+                    "recall": acc - 0.002},
+        "history": history(rows),
+        "wall_time_s": 333.3,
+        "latency_ms": {"single_median": latency, "single_p90": latency + 0.2, "batched_median": 10 * latency,
+                       "batched_p90": 11 * latency, "batch": 32, "throughput_per_s": round(3200 / latency, 1),
+                       "threads": 2},
+        "size_mb": round(params * 4 / 1e6, 2),
+    }
+
+
+def golden_study(multi: bool = False) -> optuna.Study:
+    config = load_study(SEED_STUDY)
+    directions = ["maximize", "minimize"] if multi else ["maximize"]
+    study = optuna.create_study(study_name="sst2-bert-mini", directions=directions)
+    study.set_metric_names(["accuracy", "latency_ms"] if multi else ["accuracy"])
+    cfg = resolved_dict(config)
+    if multi:
+        cfg["study"]["directions"], cfg["study"]["objectives"] = directions, ["accuracy", "latency_ms"]
+        cfg["study"]["pruner"] = {"type": "none", "n_startup_trials": 5, "n_warmup_steps": 0, "reduction_factor": 3}
+    cfg["path"] = "/home/user/project/studies/sst2-bert-mini.toml"
+    study.set_user_attr(storage.ATTR_CONFIG, cfg)
+    study.set_user_attr(storage.ATTR_STUDY_FILE, SEED_STUDY.read_text())
+    study.set_user_attr(storage.ATTR_TEACHER, {
+        "model": "textattack/bert-base-uncased-SST-2", "base": None, "fine_tuned_by_searcher": False,
+        "path": "/home/user/.cache/huggingface/x", "layers": 12, "hidden": 768, "heads": 12, "params": 109483778,
+        "size_mb": 438.0, "metrics": {"validation": {"loss": 0.2531, "accuracy": 0.9243119266055045,
+                                                     "f1": 0.9242, "precision": 0.9246, "recall": 0.9241}},
+        "latency_ms": {"single_median": 24.0, "single_p90": 26.5, "batched_median": 410.0, "batched_p90": 430.0,
+                       "batch": 32, "throughput_per_s": 78.0, "threads": 2}})
+    study.set_user_attr(storage.ATTR_DATASET, {
+        "dataset": "glue", "subset": "sst2", "revision": None,
+        "splits": {"train": "train", "validation": "validation"}, "text_columns": ["sentence"],
+        "label_column": "label", "label_names": ["negative", "positive"],
+        "sizes": {"train": 67349, "validation": 872}, "fingerprint": "0123456789abcdef0123"})
+    study.set_user_attr(storage.ATTR_VERSIONS, {"searcher": "0.1.0", "transformers": "5.23.0", "torch": "2.13.0",
+                                                "datasets": "5.2.0", "tokenizers": "0.23.3", "optuna": "5.0.0",
+                                                "huggingface-hub": "2.4.0", "python": "3.11.7"})
+    study.set_user_attr(storage.ATTR_RANGES, {"learning_rate": "[1e-05, 0.001] (log)",
+                                              "batch_size": "[16, 32, 64, 128, 256, 512, 1024]",
+                                              "temperature": "[1.0, 20.0]", "alpha": "[0.0, 1.0]", "epochs": "8",
+                                              "layers": "4", "hidden": "256"})
+    seed_params = {"learning_rate": 0.00021185586235152412, "batch_size": 1024, "temperature": 4.0, "alpha": 0.5}
+    seed = trial_attrs(0.00021185586235152412, 1024, 1024, 4, 256, 11171074, 0.856651376146789, PUBLIC_ROWS)
+    other_rows = [(r[0] + 0.1, r[1], r[2] * 4, r[3] + 0.05, r[4] - 0.03) for r in PUBLIC_ROWS]
+    other = trial_attrs(0.0001, 256, 64, 4, 256, 11171074, 0.8266513761467889, other_rows, amp="off", latency=1.7)
+    pruned = trial_attrs(1e-5, 16, 16, 4, 256, 11171074, 0.5, PUBLIC_ROWS[:1])
+    pruned["prune_reason"] = "median pruner at epoch 1: accuracy 0.5000 was not good enough against earlier trials"
+
+    def add(params, attrs, values, state=TrialState.COMPLETE):
+        acc = [attrs["history"]["accuracy"][i] for i in range(len(attrs["history"]["epoch"]))]
+        study.add_trial(create_trial(
+            state=state, params=params, distributions=DISTRIBUTIONS, user_attrs=attrs,
+            values=values if state == TrialState.COMPLETE else None,
+            intermediate_values={i + 1: a for i, a in enumerate(acc)}))
+
+    def vals(attrs):
+        return [attrs["metrics"]["accuracy"], attrs["latency_ms"]["single_median"]] if multi \
+            else [attrs["metrics"]["accuracy"]]
+
+    add(seed_params, seed, vals(seed))
+    add({**seed_params, "learning_rate": 0.0001, "batch_size": 256}, other, vals(other))
+    add({**seed_params, "learning_rate": 1e-5, "batch_size": 16}, pruned, None, TrialState.PRUNED)
+    return study
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs from the golden card; review and rerun with UPDATE_GOLDEN=1"
+
+
+def render(study, number, repo_id="acme/sst2-bert-mini-L4-H256"):
+    ctx = card.context(study, study.trials[number], repo_id=repo_id)
+    text = card.render(ctx)
+    card.validate(text)
+    return text
+
+
+def test_single_objective_card_is_golden():
+    check_golden("single_objective.README.md", render(golden_study(), 0))
+
+
+def test_multi_objective_card_is_golden():
+    check_golden("multi_objective.README.md", render(golden_study(multi=True), 1, repo_id=None))
+
+
+def test_seed_configuration_prints_exactly_as_the_public_card():
+    text = render(golden_study(), 0)
+    public = (ROOT.parent / "shared" / "examples" / "cards" / "bert-mini-sst2-distilled.README.md")
+    for line in ["- learning_rate: 0.00021185586235152412", "- train_batch_size: 1024", "- eval_batch_size: 1024",
+                 "- seed: 33", "- optimizer: Adam with betas=(0.9,0.999) and epsilon=1e-08",
+                 "- lr_scheduler_type: linear", "- num_epochs: 8", "- mixed_precision_training: Native AMP"]:
+        assert line in text.splitlines()
+        if public.is_file():
+            assert line in public.read_text().splitlines()
+    assert "gradient_accumulation_steps" not in text  # only printed when accumulating
+    table = [line for line in text.splitlines() if line.startswith("| 0.246 ")]
+    assert table and table[0].startswith("| 0.246         | 8.0   | 528  | 1.1792          | 0.8567   |")
+
+
+def test_accumulation_is_printed_in_the_trainer_style():
+    text = render(golden_study(), 1)
+    assert "- train_batch_size: 64\n- eval_batch_size: 64\n- seed: 33\n- gradient_accumulation_steps: 4\n" \
+           "- total_train_batch_size: 256\n" in text
+    assert "mixed_precision_training" not in text  # trained in fp32
+
+
+def test_model_index_round_trips_to_the_stored_metrics(tmp_path):
+    study = golden_study()
+    path = tmp_path / "README.md"
+    path.write_text(render(study, 0))
+    loaded = ModelCard.load(path)
+    assert loaded.data.pipeline_tag == "text-classification"
+    assert {"generated_from_searcher", "knowledge-distillation"} <= set(loaded.data.tags)
+    assert loaded.data.base_model == "google/bert_uncased_L-4_H-256_A-4"
+    assert loaded.data.datasets == ["glue"]
+    name, results = model_index_to_eval_results(metadata_load(path)["model-index"])
+    assert name == "sst2-bert-mini-L4-H256"
+    stored = study.trials[0].user_attrs["metrics"]
+    assert {r.metric_type: r.metric_value for r in results} == stored
+    assert all(r.dataset_type == "glue" and r.dataset_config == "sst2" and r.dataset_split == "validation"
+               for r in results)
+
+
+def test_results_table_has_one_row_per_epoch_matching_the_records():
+    study = golden_study()
+    text = render(study, 0)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2:3].isdigit()
+            and line.count("|") == 9]
+    stored = records.history_rows(study.trials[0].user_attrs["history"])
+    assert len(rows) == len(stored) == 8
+    for line, row in zip(rows, stored):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert float(cells[0]) == pytest.approx(row["train_loss"], abs=5e-5)
+        assert float(cells[1]) == row["epoch"] and int(cells[2]) == row["step"]
+        assert float(cells[3]) == pytest.approx(row["eval_loss"], abs=5e-5)
+        assert float(cells[4]) == pytest.approx(row["accuracy"], abs=5e-5)
+
+
+def test_no_filler_and_no_empty_links():
+    for study, n in ((golden_study(), 0), (golden_study(multi=True), 1)):
+        text = render(study, n, repo_id=None)
+        for bad in ("None", "[]()", "More information needed", "nan", "{{", "}}"):
+            assert bad not in text
+
+
+def test_pruned_trial_card_is_refused():
+    study = golden_study()
+    with pytest.raises(StudyError, match="trial 2 is pruned .*median pruner at epoch 1.*pick one from"):
+        records.select(study, trial=2)
+    with pytest.raises(StudyError, match="only complete trials get a card"):
+        card.context(study, study.trials[2])
+
+
+def test_template_typo_fails_loudly(tmp_path):
+    bad = tmp_path / "card.md.j2"
+    bad.write_text((card.templates_dir() / card.TEMPLATE).read_text().replace("{{ model_name }}", "{{ model_nme }}"))
+    with pytest.raises(ConfigError, match="'model_nme' is undefined"):
+        card.render(card.context(golden_study(), golden_study().trials[0]), bad)
+
+
+def test_users_can_bring_their_own_template(tmp_path):
+    own = tmp_path / "mine.md.j2"
+    own.write_text("---\n{{ card_data }}\n---\n# {{ model_name }}: {{ results[1].name }} {{ results[1].value }}\n")
+    text = card.render(card.context(golden_study(), golden_study().trials[0]), own)
+    assert text.endswith("# sst2-bert-mini-trial-0: Accuracy 0.8567\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real folders from a real tiny study
+
+
+@pytest.fixture(scope="module")
+def tiny_study(world, tmp_path_factory):
+    from searcher.cli import main
+
+    directory = tmp_path_factory.mktemp("cards")
+    path = world.study(directory, study={"n_trials": 3, "keep_best": 2}, data={"test": str(world.data / "test.csv")},
+                       hub={"repo_id": "acme/{study}-L{layers}-H{hidden}-t{trial}"})
+    assert main(["-q", "optimize", str(path)]) == 0
+    return path
+
+
+def test_exported_folder_loads_and_predicts_like_the_kept_checkpoint(tiny_study, cli, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    code, out, err = cli("card", tiny_study, "--best", "--out", tmp_path / "out")
+    assert code == 0, err
+    folder = Path(out.split()[0])
+    assert {"README.md", "model.safetensors", "config.json", "searcher_trial.json", "tokenizer.json"} <= \
+        {p.name for p in folder.iterdir()}
+    record = json.loads((folder / "searcher_trial.json").read_text())
+    study = optuna.load_study(study_name="tiny", storage=load_study(tiny_study).storage_url())
+    best = study.best_trial
+    assert record["trial"] == best.number and record["metrics"] == best.user_attrs["metrics"]
+    assert record["repo_id"] == f"acme/tiny-L{best.user_attrs['student']['layers']}-H64-t{best.number}"
+    assert "path" not in record["teacher"]
+
+    texts = ["good film very lovely", "dull and boring plot", "the cast was awful", "superb acting"]
+    preds = []
+    for source in (folder, Path(best.user_attrs["model_dir"])):
+        model = AutoModelForSequenceClassification.from_pretrained(source).eval()
+        tok = AutoTokenizer.from_pretrained(source)
+        logits = model(**tok(texts, return_tensors="pt", padding=True)).logits.detach().numpy()
+        preds.append(logits.argmax(-1))
+        assert model.config.id2label == {0: "neg", 1: "pos"}
+    assert np.array_equal(preds[0], preds[1])
+    text = (folder / "README.md").read_text()
+    assert ModelCard.load(folder / "README.md").data.eval_results[1].metric_value == best.value
+    assert "On the test split:" in text
+
+
+def test_card_of_a_removed_checkpoint_says_how_to_get_it_back(tiny_study, cli):
+    study = optuna.load_study(study_name="tiny", storage=load_study(tiny_study).storage_url())
+    worst = sorted(study.trials, key=lambda t: t.value)[0]
+    code, _, err = cli("card", tiny_study, "--trial", worst.number)
+    assert code == 2 and "no longer on disk" in err and "keep_best" in err
+
+
+def test_card_top_k_writes_one_folder_each(tiny_study, cli, tmp_path):
+    code, out, _ = cli("card", tiny_study, "--top", "2", "--out", tmp_path)
+    assert code == 0 and len(out.split()) == 2

@@ -1,0 +1,122 @@
+"""Study-file validation: every bad input is one line that names the key, the file and the fix."""
+
+from pathlib import Path
+
+import pytest
+from conftest import to_toml
+
+from searcher.config import tomllib
+
+from searcher.config import Choices, FloatRange, Fixed, IntRange, load_study, resolved_dict
+from searcher.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    return p
+
+
+BASE = """
+[study]
+name = "x"
+[data]
+train = "train.csv"
+validation = "dev.csv"
+[teacher]
+model = "some/teacher"
+[student]
+layers = [2, 4]
+hidden = [128, 256]
+"""
+
+
+def test_minimal_file_gets_defaults(tmp_path):
+    c = load_study(write(tmp_path, BASE))
+    assert c.study.objectives == ("accuracy",)
+    assert c.study.pruner.type == "median"
+    assert c.storage_url() == f"sqlite:///{tmp_path}/x.db"
+    assert c.output_dir == tmp_path / "x"
+    assert isinstance(c.search.learning_rate, FloatRange) and c.search.learning_rate.log
+
+
+@pytest.mark.parametrize("snippet, message", [
+    ("[search]\nlerning_rate = 0.1", "[search] unknown key 'lerning_rate'; did you mean 'learning_rate'?"),
+    ("[search]\nlr = 0.1", "[search] unknown key 'lr'; allowed: alpha, batch_size"),
+    ("[serch]\nalpha = 0.5", "unknown section 'serch'; did you mean 'search'?"),
+    ("[study]\nn_trials = \"ten\"", "[study] n_trials must be an integer, got 'ten'"),
+    ("[search]\nlearning_rate = [1e-3, 1e-5]", "the range [0.001, 1e-05] is impossible (low > high)"),
+    ("[search]\nalpha = [0.0, 2.0]", "alpha weighs the label loss and must lie in [0, 1]"),
+    ("[search]\ntemperature = [0, 4]", "temperature must be > 0"),
+    ("[search]\nbatch_size = [16, \"big\"]", "batch_size must be an integer or a list of them"),
+    ("[student]\nhidden = [100]", "hidden 100 is not a multiple of 64"),
+    ("[student]\ninit = \"magic\"", "init must be one of 'pretrained', 'teacher', 'random'"),
+    ("[study]\ndirections = [\"maximize\", \"minimize\"]\npruner = \"median\"", "needs a single objective"),
+    ("[teacher]\nbase = \"b\"", "give exactly one of model"),
+    ("[data]\ntext_columns = [\"a\", \"b\", \"c\"]", "text_columns takes one column or two"),
+    ("[hub]\npush = \"best\"", "needs repo_id"),
+])
+def test_bad_input_names_the_key_and_the_fix(tmp_path, snippet, message):
+    doc = tomllib.loads(BASE)
+    for section, table in tomllib.loads(snippet).items():
+        doc.setdefault(section, {}).update(table)
+    with pytest.raises(ConfigError) as e:
+        load_study(write(tmp_path, to_toml(doc)))
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+    assert str(tmp_path / "s.toml") in str(e.value) or "section" not in message
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_study(write(tmp_path, "[study\nname="))
+
+
+def test_dimensions_parse_as_documented(tmp_path):
+    c = load_study(write(tmp_path, BASE + """
+[search]
+learning_rate = 0.0003
+batch_size = [16, 32, 64]
+temperature = {low = 1, high = 8, log = true}
+alpha = [0.5]
+epochs = [2, 6]
+"""))
+    assert c.search.learning_rate == Fixed(0.0003)
+    assert c.search.batch_size == Choices((16, 32, 64))
+    assert c.search.temperature == FloatRange(1.0, 8.0, True)
+    assert c.search.alpha == Fixed(0.5)
+    assert c.search.epochs == IntRange(2, 6)
+
+
+def test_storage_precedence(tmp_path, monkeypatch):
+    c = load_study(write(tmp_path, BASE.replace('name = "x"', 'name = "x"\nstorage = "sqlite:////tmp/f.db"')))
+    assert c.storage_url() == "sqlite:////tmp/f.db"
+    monkeypatch.setenv("SEARCHER_STORAGE", "postgresql+psycopg2://u@h/db")
+    assert c.storage_url() == "postgresql+psycopg2://u@h/db"
+    assert c.storage_url("sqlite:////flag.db") == "sqlite:////flag.db"
+
+
+def test_shipped_study_files_are_valid():
+    for path in sorted((ROOT / "studies").glob("*.toml")):
+        c = load_study(path)
+        assert resolved_dict(c)["study"]["name"] == c.study.name
+
+
+def test_seed_study_reproduces_the_public_card():
+    from searcher import space
+
+    c = load_study(ROOT / "studies" / "sst2-bert-mini.toml")
+    first = space.check_enqueued(c)[0]
+    plan = space.plan_from_values(c, {**{k: v.value for k, v in space.dimensions(c).items()
+                                         if isinstance(v, Fixed)}, **first})
+    assert plan.hyperparams.learning_rate == 0.00021185586235152412
+    assert plan.hyperparams.batch_size == 1024
+    assert plan.hyperparams.epochs == 8
+    assert plan.hyperparams.seed == 33
+    assert plan.student.checkpoint == "google/bert_uncased_L-4_H-256_A-4"
+    assert c.teacher.model == "textattack/bert-base-uncased-SST-2"
+    assert c.train.amp == "auto"
