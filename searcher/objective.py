@@ -44,9 +44,12 @@ class Objective:
         self.budget = budget  # the study's n_trials in total, over all workers
         self.on_epoch = on_epoch  # progress display
         self.current: Optional[int] = None  # number of the trial being run (the engine reads it afterwards)
+        self.on_start: Optional[Callable[[], None]] = None  # the trial exists: the engine releases its claim lock
 
     def __call__(self, trial: optuna.Trial):
         self.current = trial.number
+        if self.on_start is not None:
+            self.on_start()
         try:
             self._check_budget(trial)
             plan = space.suggest(trial, self.config)

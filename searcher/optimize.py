@@ -2,8 +2,9 @@
 
 Each worker runs trials one at a time through `study.optimize(n_trials=1)`, which gives every trial Optuna's
 heartbeat and fails the trials of workers that died (they are re-queued with the same parameters). Before each trial
-the worker checks the study's n_trials over ALL workers, so N workers together run exactly n_trials; when the budget
-is taken but other workers' trials are still running, it waits for them, so that if one dies its retry still runs.
+the worker checks the study's n_trials over ALL workers, holding a study-wide claim lock (searcher.claim) until its
+trial exists, so N workers together run exactly n_trials; when the budget is taken but other workers' trials are
+still running, it waits for them, so that if one dies its retry still runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from searcher import checkpoints, records, space, storage as st
+from searcher.claim import for_study as claim_for
 from searcher.config import StudyConfig, resolved_dict
 from searcher.errors import SearcherError, StudentError, first_line
 from searcher.objective import Objective, SurplusTrial
@@ -75,6 +77,8 @@ def run(prepared: Prepared, study: optuna.Study, n_trials: Optional[int] = None,
     c = prepared.config
     budget = c.study.n_trials
     objective = Objective(prepared, budget=budget, on_epoch=on_epoch)
+    claim = claim_for(study)
+    objective.on_start = claim.release
     summary = Summary(study)
     callbacks = [_retention(c)] + list(after_trial or [])
     started = time.monotonic()
@@ -90,23 +94,28 @@ def run(prepared: Prepared, study: optuna.Study, n_trials: Optional[int] = None,
         try:
             if budget is not None:
                 _fail_stale(study)
+                claim.acquire()  # counting and creating the next trial is one step across workers
                 counts = _counts(study)
                 alive = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
                                                  TrialState.WAITING))
                 if alive >= budget and counts[TrialState.WAITING] == 0:
+                    claim.release()
                     if counts[TrialState.RUNNING] and wait_for_others and _has_heartbeat(study):
                         time.sleep(min(5.0, max(0.5, c.study.heartbeat_interval / 4)))
                         continue
                     summary.stopped_because = f"the study has its n_trials = {budget}"
                     break
             study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS, callbacks=callbacks, gc_after_trial=True)
+            claim.release()
             last = _trial(study, objective.current)
             storage_errors = 0
         except KeyboardInterrupt:
+            claim.release()
             if objective.current is not None:
                 _requeue(study, objective.current)
             raise
         except Exception as e:
+            claim.release()
             if not _is_storage_error(e):
                 raise
             # the database went away (restart, network): finished trials are committed; a trial that was running

@@ -12,6 +12,7 @@ import random
 import socket
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,33 @@ def hub(hub_server, monkeypatch):
     hub_server.reset()
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     return hub_server
+
+
+# --- PostgreSQL: a real server on 127.0.0.1 (CI has one); each test gets a database of its own ---
+
+PG = os.environ.get("SEARCHER_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+
+
+def pg_admin():
+    import psycopg2
+
+    dsn = PG.replace("postgresql+psycopg2://", "postgresql://")
+    con = psycopg2.connect(dsn + "/postgres", connect_timeout=3)
+    con.autocommit = True
+    return con
+
+
+@pytest.fixture
+def pg_url():
+    try:
+        admin = pg_admin()
+    except Exception as e:  # noqa: BLE001 - any failure to connect means: no server here
+        pytest.skip(f"no PostgreSQL server at {PG} ({str(e).strip().splitlines()[0]}); CI has one")
+    name = f"searcher_test_{uuid.uuid4().hex[:10]}"
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield f"{PG}/{name}"
+    cur = admin.cursor()
+    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,))
+    cur.execute(f"DROP DATABASE IF EXISTS {name}")
+    admin.close()

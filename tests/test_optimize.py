@@ -212,10 +212,17 @@ def test_teacher_label_count_must_match_the_data(world, tmp_path, cli):
 # Faults in real worker processes
 
 
+def _sigint_default() -> None:
+    # a shell that starts the tests with `&` (no job control) makes them ignore SIGINT, and children inherit that;
+    # the worker must see Ctrl-C as a user's terminal would send it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(path: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "searcher.cli", "optimize", str(path), "--no-progress", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=_sigint_default)
 
 
 def wait_for_running(db: Path, proc: subprocess.Popen, timeout: float = 120, min_epochs: int = 1) -> int:

@@ -1,7 +1,7 @@
 """Many workers on one study through PostgreSQL (a real server on 127.0.0.1), with faults; SQLite with two workers.
 
-Set SEARCHER_TEST_POSTGRES to a server URL without database (default postgresql+psycopg2://postgres@127.0.0.1:5432);
-each test creates and drops its own database. Where no server answers, the tests skip and say so.
+The PostgreSQL tests use conftest's pg_url: a database of their own on SEARCHER_TEST_POSTGRES (default
+postgresql+psycopg2://postgres@127.0.0.1:5432), dropped afterwards. Where no server answers, they skip and say so.
 """
 
 import os
@@ -16,35 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import pg_admin
 from searcher.config import load_study
-
-PG = os.environ.get("SEARCHER_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432")
-
-
-def _admin():
-    import psycopg2
-
-    dsn = PG.replace("postgresql+psycopg2://", "postgresql://")
-    con = psycopg2.connect(dsn + "/postgres", connect_timeout=3)
-    con.autocommit = True
-    return con
-
-
-@pytest.fixture
-def pg_url():
-    try:
-        admin = _admin()
-    except Exception as e:  # noqa: BLE001 - any failure to connect means: no server here
-        pytest.skip(f"no PostgreSQL server at {PG} ({str(e).strip().splitlines()[0]}); CI has one")
-    name = f"searcher_test_{uuid.uuid4().hex[:10]}"
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    yield f"{PG}/{name}"
-    cur = admin.cursor()
-    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,))
-    cur.execute(f"DROP DATABASE IF EXISTS {name}")
-    admin.close()
-
 
 def worker(path: Path, url: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEARCHER_STORAGE": url}
@@ -146,7 +119,7 @@ def test_dropped_connections_lose_no_finished_trial(world, tmp_path, pg_url):
     path = tiny_study(world, tmp_path, epochs=6)
     procs = [worker(path, pg_url) for _ in range(2)]
     name = pg_url.rsplit("/", 1)[1]
-    admin = _admin()
+    admin = pg_admin()
     dropped, deadline = 0, time.time() + 240
     while dropped < 2 and time.time() < deadline:
         time.sleep(3)

@@ -1,0 +1,97 @@
+"""A study-wide lock that a worker holds from counting the study's trials until its next trial exists.
+
+Without it, two workers that both count n_trials - 1 finished or running trials both start one, and the study gets
+one trial too many (it is then failed unrun as a SurplusTrial by the objective, which stays as the backstop). With
+it, "count, then create" is one step across workers, so N workers create exactly n_trials:
+
+- PostgreSQL: a session advisory lock (pg_advisory_lock) keyed by the study name, taken on its own connection; the
+  server releases it if the worker dies.
+- SQLite and Optuna's journal file: a file lock beside the database or journal file (processes on one machine).
+- Other storages (Redis journal, MySQL): no lock; the backstop applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Optional
+
+import optuna
+
+log = logging.getLogger(__name__)
+
+
+class Claim:
+    """acquire() before counting the study's trials; release() once the next trial is created (idempotent)."""
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+class _FileClaim(Claim):
+    def __init__(self, path: Path):
+        from filelock import FileLock
+
+        self._lock = FileLock(str(path) + ".claim.lock")
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release(force=True)
+
+
+class _PostgresClaim(Claim):
+    def __init__(self, engine, study_name: str):
+        self._engine = engine
+        # pg advisory locks take a signed 64-bit key
+        self._key = int.from_bytes(hashlib.sha256(f"searcher:{study_name}".encode()).digest()[:8], "big",
+                                   signed=True)
+        self._connection = None
+
+    def acquire(self) -> None:
+        import sqlalchemy
+
+        connection = self._engine.connect()
+        try:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+            connection.commit()
+        except Exception:
+            connection.close()
+            raise
+        self._connection = connection
+
+    def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        import sqlalchemy
+
+        try:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+            connection.commit()
+        except Exception as e:  # noqa: BLE001 - a dropped connection released the lock on the server already
+            log.debug("claim: unlock failed (%s); the server releases the lock with the connection", e)
+        finally:
+            connection.close()
+
+
+def for_study(study: optuna.Study) -> Claim:
+    """The claim lock that fits the study's storage."""
+    storage = study._storage
+    if isinstance(storage, optuna.storages._CachedStorage):  # Optuna wraps every RDBStorage in a cache
+        storage = storage._backend
+    if isinstance(storage, optuna.storages.RDBStorage):
+        engine = storage.engine
+        if engine.dialect.name == "postgresql":
+            return _PostgresClaim(engine, study.study_name)
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            return _FileClaim(Path(engine.url.database))
+        return Claim()
+    path: Optional[str] = getattr(getattr(storage, "_backend", None), "_file_path", None)  # journal file
+    return _FileClaim(Path(path)) if path else Claim()
