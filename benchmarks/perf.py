@@ -21,6 +21,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -106,11 +107,11 @@ def base_shaped_teacher(work: Path) -> Path:
 
 
 def searcher_study_file(work: Path, name: str, train: Path, dev: Path, teacher: dict, trials: list[dict],
-                        epochs: int, cache: Path) -> Path:
+                        epochs: int, cache: Path, seed: int = 33) -> Path:
     from tomli_w import dumps as to_toml
 
     doc = {
-        "study": {"name": name, "n_trials": len(trials), "seed": 33, "pruner": "none", "keep_best": 3,
+        "study": {"name": name, "n_trials": len(trials), "seed": seed, "pruner": "none", "keep_best": 3,
                   "cache_dir": str(cache), "output_dir": str(work / name)},
         "data": {"train": str(train), "validation": str(dev), "text_columns": ["sentence"], "label_column": "label",
                  "max_length": MAX_LENGTH},
@@ -167,7 +168,8 @@ def run_searcher(study_path: Path) -> dict:
 # peer side
 
 
-def run_peer(work: Path, train: Path, dev: Path, teacher_dir: Path, trials: list[dict], epochs: int) -> dict:
+def run_peer(work: Path, train: Path, dev: Path, teacher_dir: Path, trials: list[dict], epochs: int,
+             seed: int = 33) -> dict:
     import datasets
     import optuna
     import torch
@@ -220,7 +222,7 @@ def run_peer(work: Path, train: Path, dev: Path, teacher_dir: Path, trials: list
                              "temperature": t["temperature"], "alpha": t["alpha"], "student": t["student"]})
     args = DistillationTrainingArguments(
         output_dir=str(work / "peer-out"), eval_strategy="epoch", save_strategy="no", logging_strategy="epoch",
-        num_train_epochs=epochs, per_device_eval_batch_size=32, weight_decay=0.01, seed=33, use_cpu=True,
+        num_train_epochs=epochs, per_device_eval_batch_size=32, weight_decay=0.01, seed=seed, use_cpu=True,
         report_to="none", disable_tqdm=True)
     trainer = DistillationTrainer(model_init=model_init, args=args, train_dataset=encoded["train"],
                                   eval_dataset=encoded["validation"], processing_class=tok,
@@ -306,10 +308,11 @@ def child(args) -> None:
     os.environ["SEARCHER_CACHE"] = str(work / "cache")
     if spec["side"] == "searcher":
         path = searcher_study_file(work, spec["name"], train, dev, spec["teacher"], spec["trials"], spec["epochs"],
-                                   Path(spec["cache"]))
+                                   Path(spec["cache"]), seed=spec.get("seed", 33))
         out = run_searcher(path)
     elif spec["side"] == "peer":
-        out = run_peer(work / spec["name"], train, dev, Path(spec["teacher_dir"]), spec["trials"], spec["epochs"])
+        out = run_peer(work / spec["name"], train, dev, Path(spec["teacher_dir"]), spec["trials"], spec["epochs"],
+                       seed=spec.get("seed", 33))
     else:
         out = run_overhead(work, train, dev, Path(spec["teacher_dir"]), spec["epochs"])
     Path(spec["result"]).write_text(json.dumps(out))
@@ -353,6 +356,35 @@ def fine_tuned_minilm(work: Path, train: Path, dev: Path) -> str:
         "student": {"init": "random", "layers": [2], "hidden": [128]}}))
     config = load_study(path)
     return prepared_dir(config, load_task(config), runtime.resolve("cpu", "off"), load_config(config))
+
+
+def parity_markdown(par: dict) -> list[str]:
+    import numpy as np
+
+    runs = par["runs"]
+    seeds = [run["seed"] for run in runs]
+    peer = np.array([run["peer"]["accuracy"] for run in runs], dtype=float)  # seeds x trials
+    ours = np.array([run["searcher"]["accuracy"] for run in runs], dtype=float)
+    lines = [f"{par.get('train_rows', '?')} training sentences, the full 872-sentence dev set, 3 epochs; every trial "
+             f"run with training seeds {', '.join(map(str, seeds))} on both sides. Accuracy as mean over seeds "
+             f"(min-max).", "",
+             "| trial | student | lr | batch | T | alpha | peer accuracy | searcher accuracy | difference |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, t in enumerate(par["trials"]):
+        lines.append(f"| {i} | {t['student']} | {t['learning_rate']:.2e} | {t['batch_size']} | {t['temperature']} | "
+                     f"{t['alpha']} | {peer[:, i].mean():.4f} ({peer[:, i].min():.3f}-{peer[:, i].max():.3f}) | "
+                     f"{ours[:, i].mean():.4f} ({ours[:, i].min():.3f}-{ours[:, i].max():.3f}) | "
+                     f"{(ours[:, i].mean() - peer[:, i].mean()) * 100:+.1f} |")
+    diff = (ours - peer) * 100
+    # noise yardstick: how far one side's accuracy moves when only the seed changes (mean over trials)
+    spread = float(np.mean([np.std(peer[:, i], ddof=1) for i in range(peer.shape[1])])) * 100 if len(runs) > 1 \
+        else float("nan")
+    lines += ["", f"Mean difference searcher - peer over all {diff.size} runs: {diff.mean():+.2f} points "
+                  f"(per seed: {', '.join(f'{d:+.2f}' for d in diff.mean(axis=1))}). Seed-to-seed standard deviation "
+                  f"of one trial's accuracy on the peer's side: {spread:.2f} points. Parity wall time: peer "
+                  f"{sum(run['peer']['wall_s'] for run in runs):.0f} s, searcher "
+                  f"{sum(run['searcher']['wall_s'] for run in runs):.0f} s.", ""]
+    return lines
 
 
 def markdown(r: dict, command: str) -> str:
@@ -410,25 +442,37 @@ def markdown(r: dict, command: str) -> str:
         f"slope {r['memory']['peer_slope_mb']:.2f} MB/trial",
         "",
         "## 4. Accuracy parity (real teacher: MiniLM-L6 fine-tuned once on the slice)", "",
-        "| trial | student | lr | batch | T | alpha | peer accuracy | searcher accuracy |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    par = r["parity"]
-    for i, (t, pa, sa) in enumerate(zip(par["trials"], par["peer"]["accuracy"], par["searcher"]["accuracy"])):
-        lines.append(f"| {i} | {t['student']} | {t['learning_rate']:.2e} | {t['batch_size']} | {t['temperature']} | "
-                     f"{t['alpha']} | {pa:.4f} | {sa:.4f} |")
-    import numpy as np
-
-    diff = np.array(par["searcher"]["accuracy"]) - np.array(par["peer"]["accuracy"])
-    lines += ["", f"Mean difference searcher - peer: {diff.mean() * 100:+.2f} points (per trial "
-                  f"{', '.join(f'{d * 100:+.1f}' for d in diff)}); parity wall time: peer {par['peer']['wall_s']:.0f} s, "
-                  f"searcher {par['searcher']['wall_s']:.0f} s.", "",
+    lines += parity_markdown(r["parity"])
+    lines += [
               "## GPU", "", r.get("gpu_note", "GPU figures are pending: no GPU was lent to the sessions that ran this "
                                       "benchmark. On the CPU the tests exercise the CUDA/AMP code paths as far as a "
                                       "CPU allows: bf16 and fp16 autocast with the grad scaler's logic "
                                       "(tests/test_distill.py::test_amp_paths_train_on_cpu) and the OOM retry with "
                                       "smaller micro-batches (tests/test_optimize.py)."), ""]
     return "\n".join(lines)
+
+
+def run_parity(args, common: dict) -> dict:
+    """The same parity trials on both sides, once per training seed (an undertrained student's accuracy swings by
+    several points with the seed alone: one seed would compare luck)."""
+    os.environ["SEARCHER_CACHE"] = str(args.work / "cache")
+    p_train, p_dev = write_slice(args.data, args.work, args.parity_train, 872)
+    real_teacher = fine_tuned_minilm(args.work, p_train, p_dev)
+    p_trials = trial_list(args.parity_trials, seed=1)
+    p_common = {**common, "train": str(p_train), "dev": str(p_dev), "trials": p_trials}
+    runs = []
+    for seed in [int(x) for x in args.parity_seeds.split(",")]:
+        print(f"    seed {seed}: searcher ...", flush=True)
+        shutil.rmtree(args.work / f"parity-{seed}", ignore_errors=True)
+        shutil.rmtree(args.work / f"peer-parity-{seed}", ignore_errors=True)
+        searcher = spawn({**p_common, "side": "searcher", "name": f"parity-{seed}", "seed": seed,
+                          "teacher": {"model": real_teacher}, "cache": str(args.work / "cache")}, args.work)
+        print(f"    seed {seed}: peer ...", flush=True)
+        peer = spawn({**p_common, "side": "peer", "name": f"peer-parity-{seed}", "seed": seed,
+                      "teacher_dir": real_teacher}, args.work)
+        runs.append({"seed": seed, "searcher": searcher, "peer": peer})
+    return {"trials": p_trials, "teacher": real_teacher, "train_rows": args.parity_train, "runs": runs}
 
 
 def main(argv=None) -> int:
@@ -443,6 +487,10 @@ def main(argv=None) -> int:
     parser.add_argument("--overhead-train", type=int, default=8000)
     parser.add_argument("--parity-train", type=int, default=4000)
     parser.add_argument("--parity-trials", type=int, default=4)
+    parser.add_argument("--parity-seeds", default="33,34,35",
+                        help="training seeds; each runs the parity trials on both sides (a mean over seeds, not luck)")
+    parser.add_argument("--only", choices=["parity"],
+                        help="re-run one part and merge it into the existing results (the rest is kept)")
     parser.add_argument("--child")
     args = parser.parse_args(argv)
     if args.child:
@@ -451,8 +499,17 @@ def main(argv=None) -> int:
     if not (args.data / "sst2" / "train.tsv").is_file():
         print(f"no SST-2 at {args.data}/sst2: pass --data path/to/shared/data", file=sys.stderr)
         return 2
-    import shutil
-
+    if args.only:
+        args.work.mkdir(parents=True, exist_ok=True)
+        results = json.loads((args.out / "perf.json").read_text())
+        started = time.time()
+        results["parity"] = run_parity(args, {"work": str(args.work), "epochs": results["setup"]["epochs"]})
+        results["parity"]["wall_s"] = time.time() - started
+        (args.out / "perf.json").write_text(json.dumps(results, indent=1))
+        (args.out / "perf.md").write_text(markdown(results, results.get("command", "python benchmarks/perf.py "
+                                                                        "--data ../shared/data")))
+        print((args.out / "perf.md").read_text())
+        return 0
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -481,20 +538,12 @@ def main(argv=None) -> int:
                                  "teacher_dir": str(teacher)}, args.work)
 
     print("3/3 accuracy parity with a real teacher", flush=True)
-    p_train, p_dev = write_slice(args.data, args.work, args.parity_train, 872)
-    real_teacher = fine_tuned_minilm(args.work, p_train, p_dev)
-    p_trials = trial_list(args.parity_trials, seed=1)
-    p_common = {**common, "train": str(p_train), "dev": str(p_dev), "trials": p_trials}
-    results["parity"] = {
-        "trials": p_trials, "teacher": real_teacher,
-        "searcher": spawn({**p_common, "side": "searcher", "name": "parity", "teacher": {"model": real_teacher},
-                           "cache": str(args.work / "cache")}, args.work),
-        "peer": spawn({**p_common, "side": "peer", "name": "peer-parity", "teacher_dir": real_teacher}, args.work),
-    }
+    results["parity"] = run_parity(args, common)
     results["total_wall_s"] = time.time() - started
     command = "python benchmarks/perf.py --data ../shared/data " + " ".join(
         f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("trials", "epochs", "train", "eval")
         if getattr(args, k) != parser.get_default(k))
+    results["command"] = command.strip()
     (args.out / "perf.json").write_text(json.dumps(results, indent=1))
     (args.out / "perf.md").write_text(markdown(results, command.strip()))
     print((args.out / "perf.md").read_text())
