@@ -314,3 +314,20 @@ def test_workers_seeded_alike_draw_different_trials_and_one_worker_is_reproducib
     assert values[0] != values[1]
     first = [optuna.create_study(sampler=storage.sampler(config)).ask().suggest_float("x", 0, 1) for _ in range(2)]
     assert first[0] == first[1] == values[0]  # one worker alone is reproducible
+
+
+def test_a_trial_past_the_budget_is_closed_unrun_as_surplus(world, tmp_path):
+    """The backstop where the storage has no claim lock (Redis journal, MySQL): a trial created after other workers
+    filled n_trials is failed as SurplusTrial before anything is suggested or trained."""
+    from searcher import optimize as engine, runtime
+    from searcher.objective import Objective
+    from searcher.prepare import prepare
+
+    config = load_study(world.study(tmp_path, study={"n_trials": 1}))
+    prepared = prepare(config, runtime.from_config(config.train))
+    study = engine.open_study(prepared)
+    study.add_trial(optuna.trial.create_trial(value=0.5))  # another worker's finished trial fills the budget
+    study.optimize(Objective(prepared, budget=1), n_trials=1, catch=engine.TRIAL_ERRORS)
+    surplus = study.trials[-1]
+    assert surplus.state == TrialState.FAIL and not surplus.params and not surplus.intermediate_values
+    assert surplus.user_attrs["fail_reason"].startswith("SurplusTrial: the study already has its n_trials = 1")
