@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -107,7 +108,7 @@ def base_shaped_teacher(work: Path) -> Path:
 
 
 def searcher_study_file(work: Path, name: str, train: Path, dev: Path, teacher: dict, trials: list[dict],
-                        epochs: int, cache: Path, seed: int = 33) -> Path:
+                        epochs: int, cache: Path, seed: int = 33, train_options: Optional[dict] = None) -> Path:
     from tomli_w import dumps as to_toml
 
     doc = {
@@ -119,7 +120,7 @@ def searcher_study_file(work: Path, name: str, train: Path, dev: Path, teacher: 
         "student": {"init": "random", "layers": [2, 4], "hidden": [128, 256]},
         "search": {"learning_rate": [1e-5, 1e-2], "batch_size": [16, 32], "temperature": [1.0, 8.0],
                    "alpha": [0.0, 1.0], "epochs": epochs, "weight_decay": 0.01},
-        "train": {"device": "cpu"},
+        "train": {"device": "cpu", **(train_options or {})},
         "enqueue": [{"learning_rate": t["learning_rate"], "batch_size": t["batch_size"],
                      "temperature": t["temperature"], "alpha": t["alpha"],
                      "layers": STUDENTS[t["student"]][0], "hidden": STUDENTS[t["student"]][1]} for t in trials],
@@ -308,7 +309,8 @@ def child(args) -> None:
     os.environ["SEARCHER_CACHE"] = str(work / "cache")
     if spec["side"] == "searcher":
         path = searcher_study_file(work, spec["name"], train, dev, spec["teacher"], spec["trials"], spec["epochs"],
-                                   Path(spec["cache"]), seed=spec.get("seed", 33))
+                                   Path(spec["cache"]), seed=spec.get("seed", 33),
+                                   train_options=spec.get("train_options"))
         out = run_searcher(path)
     elif spec["side"] == "peer":
         out = run_peer(work / spec["name"], train, dev, Path(spec["teacher_dir"]), spec["trials"], spec["epochs"],
@@ -384,6 +386,15 @@ def parity_markdown(par: dict) -> list[str]:
                   f"of one trial's accuracy on the peer's side: {spread:.2f} points. Parity wall time: peer "
                   f"{sum(run['peer']['wall_s'] for run in runs):.0f} s, searcher "
                   f"{sum(run['searcher']['wall_s'] for run in runs):.0f} s.", ""]
+    g = par.get("grouping")
+    if g:
+        grouped, flat = np.array(g["accuracy"]["grouped"]), np.array(g["accuracy"]["not grouped"])
+        lines += [f"Length grouping check: trial {g['trial']} (the largest difference above), searcher only, seeds "
+                  f"{', '.join(map(str, g['seeds']))}. With length-grouped batches (searcher's default, like "
+                  f"Trainer's group_by_length=True): mean {grouped.mean() * 100:.2f} (sd {grouped.std(ddof=1) * 100:.2f}; "
+                  f"{', '.join(f'{a * 100:.1f}' for a in grouped)}); without (the peer's batching): mean "
+                  f"{flat.mean() * 100:.2f} (sd {flat.std(ddof=1) * 100:.2f}; "
+                  f"{', '.join(f'{a * 100:.1f}' for a in flat)}).", ""]
     return lines
 
 
@@ -475,6 +486,30 @@ def run_parity(args, common: dict) -> dict:
     return {"trials": p_trials, "teacher": real_teacher, "train_rows": args.parity_train, "runs": runs}
 
 
+def run_grouping(args, parity: dict, epochs: int) -> dict:
+    """The parity trial where the two sides differ most, on searcher's side only, over more seeds with and without
+    length-grouped batches (the one batching difference from the peer's defaults): is the gap noise or grouping?"""
+    import numpy as np
+
+    peer = np.array([run["peer"]["accuracy"] for run in parity["runs"]], dtype=float)
+    ours = np.array([run["searcher"]["accuracy"] for run in parity["runs"]], dtype=float)
+    worst = int(np.argmax(np.abs(ours.mean(axis=0) - peer.mean(axis=0))))
+    p_train, p_dev = write_slice(args.data, args.work, args.parity_train, 872)
+    runs = {"grouped": [], "not grouped": []}
+    seeds = [int(x) for x in args.grouping_seeds.split(",")]
+    for seed in seeds:
+        for label, grouped in (("grouped", True), ("not grouped", False)):
+            name = f"grouping-{int(grouped)}-{seed}"
+            shutil.rmtree(args.work / name, ignore_errors=True)
+            out = spawn({"work": str(args.work), "train": str(p_train), "dev": str(p_dev), "epochs": epochs,
+                         "trials": [parity["trials"][worst]], "side": "searcher", "name": name, "seed": seed,
+                         "teacher": {"model": parity["teacher"]}, "cache": str(args.work / "cache"),
+                         "train_options": {"group_by_length": grouped}}, args.work)
+            runs[label].append(out["accuracy"][0])
+            print(f"    trial {worst}, seed {seed}, {label}: {out['accuracy'][0]:.4f}", flush=True)
+    return {"trial": worst, "seeds": seeds, "accuracy": runs}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="searcher performance benchmark")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -489,7 +524,9 @@ def main(argv=None) -> int:
     parser.add_argument("--parity-trials", type=int, default=4)
     parser.add_argument("--parity-seeds", default="33,34,35",
                         help="training seeds; each runs the parity trials on both sides (a mean over seeds, not luck)")
-    parser.add_argument("--only", choices=["parity"],
+    parser.add_argument("--grouping-seeds", default="33,34,35,36,37,38",
+                        help="seeds for the length-grouping check of the parity trial that differs most")
+    parser.add_argument("--only", choices=["parity", "grouping"],
                         help="re-run one part and merge it into the existing results (the rest is kept)")
     parser.add_argument("--child")
     args = parser.parse_args(argv)
@@ -503,8 +540,11 @@ def main(argv=None) -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         results = json.loads((args.out / "perf.json").read_text())
         started = time.time()
-        results["parity"] = run_parity(args, {"work": str(args.work), "epochs": results["setup"]["epochs"]})
-        results["parity"]["wall_s"] = time.time() - started
+        epochs = results["setup"]["epochs"]
+        if args.only == "parity":
+            results["parity"] = run_parity(args, {"work": str(args.work), "epochs": epochs})
+            results["parity"]["wall_s"] = time.time() - started
+        results["parity"]["grouping"] = run_grouping(args, results["parity"], epochs)
         (args.out / "perf.json").write_text(json.dumps(results, indent=1))
         (args.out / "perf.md").write_text(markdown(results, results.get("command", "python benchmarks/perf.py "
                                                                         "--data ../shared/data")))
@@ -539,6 +579,7 @@ def main(argv=None) -> int:
 
     print("3/3 accuracy parity with a real teacher", flush=True)
     results["parity"] = run_parity(args, common)
+    results["parity"]["grouping"] = run_grouping(args, results["parity"], args.epochs)
     results["total_wall_s"] = time.time() - started
     command = "python benchmarks/perf.py --data ../shared/data " + " ".join(
         f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("trials", "epochs", "train", "eval")
