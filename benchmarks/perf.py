@@ -360,6 +360,14 @@ def fine_tuned_minilm(work: Path, train: Path, dev: Path) -> str:
     return prepared_dir(config, load_task(config), runtime.resolve("cpu", "off"), load_config(config))
 
 
+def parity_summary(par: dict) -> str:
+    import numpy as np
+
+    peer = np.array([run["peer"]["accuracy"] for run in par["runs"]], dtype=float)
+    ours = np.array([run["searcher"]["accuracy"] for run in par["runs"]], dtype=float)
+    return ", ".join(f"{d * 100:+.1f}" for d in ours.mean(axis=0) - peer.mean(axis=0))
+
+
 def parity_markdown(par: dict) -> list[str]:
     import numpy as np
 
@@ -394,7 +402,10 @@ def parity_markdown(par: dict) -> list[str]:
                   f"Trainer's group_by_length=True): mean {grouped.mean() * 100:.2f} (sd {grouped.std(ddof=1) * 100:.2f}; "
                   f"{', '.join(f'{a * 100:.1f}' for a in grouped)}); without (the peer's batching): mean "
                   f"{flat.mean() * 100:.2f} (sd {flat.std(ddof=1) * 100:.2f}; "
-                  f"{', '.join(f'{a * 100:.1f}' for a in flat)}).", ""]
+                  f"{', '.join(f'{a * 100:.1f}' for a in flat)}); the peer's mean on this trial: "
+                  f"{peer[:, g['trial']].mean() * 100:.2f}. Length grouping makes batches of similar sentences, which "
+                  f"adds gradient noise that matters when a student gets few, small steps; `[train] group_by_length "
+                  f"= false` gives the peer's (Trainer's default) batching.", ""]
     return lines
 
 
@@ -408,6 +419,8 @@ def markdown(r: dict, command: str) -> str:
     lines = [
         "# Performance: searcher vs the textbook peer, and vs a bare loop", "",
         f"Command: `{command}`  ",
+        *([f"Parts re-run since, merged into these results: {'; '.join(f'`{x}`' for x in r['reruns'])}  "]
+          if r.get("reruns") else []),
         f"Machine: {platform.node()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
         f"no GPU; torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
         f"Python {platform.python_version()}  ",
@@ -421,6 +434,8 @@ def markdown(r: dict, command: str) -> str:
         f"- searcher/bare loop <= 1.10 per epoch: {o['ratio']:.2f}, {'met' if o['ratio'] <= 1.10 else 'missed'}",
         f"- no memory growth across trials: searcher slope {r['memory']['searcher_slope_mb']:.2f} MB/trial "
         f"(peer {r['memory']['peer_slope_mb']:.2f})",
+        f"- accuracy parity with the peer (searcher - peer, mean over seeds, per trial): {parity_summary(r['parity'])} "
+        "points; see section 4",
         "",
         "## 1. Study wall time",
         "",
@@ -541,6 +556,8 @@ def main(argv=None) -> int:
         results = json.loads((args.out / "perf.json").read_text())
         started = time.time()
         epochs = results["setup"]["epochs"]
+        results.setdefault("reruns", []).append(f"python benchmarks/perf.py --data ../shared/data --only {args.only} "
+                                                f"({time.strftime('%Y-%m-%d')})")
         if args.only == "parity":
             results["parity"] = run_parity(args, {"work": str(args.work), "epochs": epochs})
             results["parity"]["wall_s"] = time.time() - started
