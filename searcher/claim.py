@@ -8,12 +8,16 @@ it, "count, then create" is one step across workers, so N workers create exactly
   server releases it if the worker dies.
 - SQLite and Optuna's journal file: a file lock beside the database or journal file (processes on one machine).
 - Other storages (Redis journal, MySQL): no lock; the backstop applies.
+
+A worker waits at most WAIT_S for the lock (a holder that hangs, or a machine that vanished without closing its
+connection, must not stall the study); then it warns and goes on without it, and the backstop applies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -21,12 +25,20 @@ import optuna
 
 log = logging.getLogger(__name__)
 
+WAIT_S = 300.0
+
 
 class Claim:
     """acquire() before counting the study's trials; release() once the next trial is created (idempotent)."""
 
+    wait_s = WAIT_S
+
     def acquire(self) -> None:
         pass
+
+    def _gave_up(self) -> None:
+        log.warning("claim: another worker has held the study's claim lock for over %.0fs; going on without it (a "
+                    "trial over n_trials, if any, is closed unrun as SurplusTrial)", self.wait_s)
 
     def release(self) -> None:
         pass
@@ -39,7 +51,12 @@ class _FileClaim(Claim):
         self._lock = FileLock(str(path) + ".claim.lock")
 
     def acquire(self) -> None:
-        self._lock.acquire()
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=self.wait_s)
+        except Timeout:
+            self._gave_up()
 
     def release(self) -> None:
         if self._lock.is_locked:
@@ -58,8 +75,16 @@ class _PostgresClaim(Claim):
         import sqlalchemy
 
         connection = self._engine.connect()
+        deadline = time.monotonic() + self.wait_s
         try:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+            while not connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"),
+                                         {"key": self._key}).scalar():
+                connection.commit()
+                if time.monotonic() >= deadline:
+                    connection.close()
+                    self._gave_up()
+                    return
+                time.sleep(0.05)
             connection.commit()
         except Exception:
             connection.close()

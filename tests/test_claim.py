@@ -5,6 +5,7 @@ pause between counting and creating that makes the race certain; with the claim 
 budget, with the no-op claim (Redis journal, MySQL) it overshoots, which shows the test can fail.
 """
 
+import logging
 import threading
 import time
 
@@ -74,3 +75,26 @@ def test_journal_file_claim_is_a_file_lock(tmp_path):
 @pytest.mark.postgres
 def test_without_the_claim_workers_overshoot(pg_url):
     assert fill(pg_url, lambda study: claims.Claim()) > BUDGET
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_a_lock_held_too_long_is_given_up_with_a_warning(backend, tmp_path, request):
+    warnings = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    claims.log.addHandler(handler)  # directly: the in-process CLI of other tests stops "searcher" propagating
+    request.addfinalizer(lambda: claims.log.removeHandler(handler))
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(study_name="race", storage=url)
+    holder, waiter = claims.for_study(study), claims.for_study(study)
+    holder.acquire()
+    waiter.wait_s = 0.5
+    started = time.monotonic()
+    waiter.acquire()
+    assert 0.4 < time.monotonic() - started < 10
+    assert any("going on without it" in w for w in warnings), warnings
+    waiter.release()  # it holds nothing: a no-op
+    holder.release()
+    waiter.wait_s = 5
+    waiter.acquire()  # free again
+    waiter.release()
