@@ -360,11 +360,15 @@ def fine_tuned_minilm(work: Path, train: Path, dev: Path) -> str:
     return prepared_dir(config, load_task(config), runtime.resolve("cpu", "off"), load_config(config))
 
 
-def parity_summary(par: dict) -> str:
+def parity_accuracies(par: dict):
+    """(peer, searcher) parity accuracies as seeds x trials arrays."""
     import numpy as np
 
-    peer = np.array([run["peer"]["accuracy"] for run in par["runs"]], dtype=float)
-    ours = np.array([run["searcher"]["accuracy"] for run in par["runs"]], dtype=float)
+    return tuple(np.array([run[side]["accuracy"] for run in par["runs"]], dtype=float) for side in ("peer", "searcher"))
+
+
+def parity_summary(par: dict) -> str:
+    peer, ours = parity_accuracies(par)
     return ", ".join(f"{d * 100:+.1f}" for d in ours.mean(axis=0) - peer.mean(axis=0))
 
 
@@ -373,8 +377,7 @@ def parity_markdown(par: dict) -> list[str]:
 
     runs = par["runs"]
     seeds = [run["seed"] for run in runs]
-    peer = np.array([run["peer"]["accuracy"] for run in runs], dtype=float)  # seeds x trials
-    ours = np.array([run["searcher"]["accuracy"] for run in runs], dtype=float)
+    peer, ours = parity_accuracies(par)
     lines = [f"{par.get('train_rows', '?')} training sentences, the full 872-sentence dev set, 3 epochs; every trial "
              f"run with training seeds {', '.join(map(str, seeds))} on both sides. Accuracy as mean over seeds "
              f"(min-max).", "",
@@ -506,8 +509,7 @@ def run_grouping(args, parity: dict, epochs: int) -> dict:
     length-grouped batches (the one batching difference from the peer's defaults): is the gap noise or grouping?"""
     import numpy as np
 
-    peer = np.array([run["peer"]["accuracy"] for run in parity["runs"]], dtype=float)
-    ours = np.array([run["searcher"]["accuracy"] for run in parity["runs"]], dtype=float)
+    peer, ours = parity_accuracies(parity)
     worst = int(np.argmax(np.abs(ours.mean(axis=0) - peer.mean(axis=0))))
     p_train, p_dev = write_slice(args.data, args.work, args.parity_train, 872)
     runs = {"grouped": [], "not grouped": []}

@@ -38,13 +38,14 @@ def _note_reason(trial: optuna.Trial, reason: str) -> None:
 
 class Objective:
     def __init__(self, prepared: Prepared, budget: Optional[int] = None,
-                 on_epoch: Optional[Callable[[optuna.Trial, distill.EpochResult], None]] = None):
+                 on_epoch: Optional[Callable[[optuna.Trial, distill.EpochResult], None]] = None,
+                 on_start: Optional[Callable[[], None]] = None):
         self.prepared = prepared
         self.config = prepared.config
         self.budget = budget  # the study's n_trials in total, over all workers
         self.on_epoch = on_epoch  # progress display
         self.current: Optional[int] = None  # number of the trial being run (the engine reads it afterwards)
-        self.on_start: Optional[Callable[[], None]] = None  # the trial exists: the engine releases its claim lock
+        self.on_start = on_start  # the trial exists: the engine releases its claim lock
 
     def __call__(self, trial: optuna.Trial):
         self.current = trial.number

@@ -76,9 +76,8 @@ def run(prepared: Prepared, study: optuna.Study, n_trials: Optional[int] = None,
     """Run trials until this worker's n_trials, the study's n_trials (all workers), or the timeout."""
     c = prepared.config
     budget = c.study.n_trials
-    objective = Objective(prepared, budget=budget, on_epoch=on_epoch)
     claim = claim_for(study)
-    objective.on_start = claim.release
+    objective = Objective(prepared, budget=budget, on_epoch=on_epoch, on_start=claim.release)
     summary = Summary(study)
     callbacks = [_retention(c)] + list(after_trial or [])
     started = time.monotonic()
