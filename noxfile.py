@@ -50,3 +50,25 @@ def workers(session: nox.Session) -> None:
     """Scale-out timing: 12 trials with 1, 2 and 4 workers on one PostgreSQL study."""
     install(session)
     session.run("python", "benchmarks/workers.py", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def warmstart(session: nox.Session) -> None:
+    """Warm start vs cold start on SST-2 slices: best accuracy after 5 and 10 trials (about 45-60 minutes)."""
+    install(session)
+    session.run("python", "benchmarks/warmstart.py", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def gpu(session: nox.Session) -> None:
+    """GPU throughput: a searcher trial vs a bare AMP loop at batch 1024, and peak memory (says so without CUDA)."""
+    install(session)
+    session.run("python", "benchmarks/gpu.py", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def efficiency(session: nox.Session) -> None:
+    """Time-to-quality of each sampler and pruner against random search and the textbook peer (about 75 minutes on
+    2 cores; `-- --only reference,random,default` runs parts, `-- --quick` a few minutes)."""
+    install(session, "accelerate")  # the peer's Trainer
+    session.run("python", "benchmarks/efficiency.py", *session.posargs)

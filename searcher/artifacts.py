@@ -2,8 +2,8 @@
 optuna-dashboard shows and serves them: each trial's per-epoch table, and the model card of each kept trial.
 
 The per-epoch table is uploaded with optuna's public `upload_artifact` while the trial still runs. Cards change as
-the study goes on (rank, trial counts), so they are attached to finished trials the way optuna-dashboard itself
-records artifacts (a `dashboard:artifacts:<trial_id>:<id>` study system attr) and replaced when they change: one
+the study goes on (rank, trial counts), so they are attached to finished trials in the layout optuna-dashboard reads
+for them (searcher.internals explains why that is the one private schema left) and replaced when they change: one
 current card per kept trial, never a pile of stale ones.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from searcher import records
+from searcher import internals, records
 from searcher.config import StudyConfig
 from searcher.errors import SearcherError, first_line
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CARD_FILENAME = "README.md"
 EPOCHS_FILENAME = "epochs.csv"
-DASHBOARD_PREFIX = "dashboard:artifacts:"
+DASHBOARD_PREFIX = internals.DASHBOARD_ARTIFACTS
 
 
 def store(config: StudyConfig) -> FileSystemArtifactStore:
@@ -39,7 +39,7 @@ def store(config: StudyConfig) -> FileSystemArtifactStore:
 def epochs_csv(history_columns: dict) -> str:
     rows = records.history_rows(history_columns)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(records.HISTORY_COLUMNS), lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(history_columns), lineterminator="\n")
     w.writeheader()
     for row in rows:
         w.writerow(row)
@@ -61,7 +61,8 @@ def upload_epochs(trial: optuna.Trial, config: StudyConfig) -> None:
 def _card_metas(study: optuna.Study) -> dict[int, list[tuple[str, dict]]]:
     """trial_id -> [(attr key, artifact meta)] of the card artifacts currently attached."""
     out: dict[int, list] = {}
-    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
+    storage = internals.storage_of(study)
+    for key, value in storage.get_study_system_attrs(internals.study_id(study)).items():
         if not key.startswith(DASHBOARD_PREFIX):
             continue
         meta = json.loads(value) if isinstance(value, str) else value
@@ -78,7 +79,7 @@ def sync_cards(study: optuna.Study, config: StudyConfig) -> None:
     from searcher.checkpoints import keep_set
 
     fs = store(config)
-    storage, study_id = study._storage, study._study_id
+    storage, study_id = internals.storage_of(study), internals.study_id(study)
     keep = keep_set(study, config.study.keep_best)
     attached = _card_metas(study)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -87,7 +88,7 @@ def sync_cards(study: optuna.Study, config: StudyConfig) -> None:
         trial = by_number[number]
         repo_id = card.repo_id_for(config.hub.repo_id, config.study.name, trial) if config.hub.repo_id else None
         try:
-            wanted[trial._trial_id] = card.card_text(study, config, trial, repo_id)
+            wanted[internals.trial_id(trial)] = card.card_text(study, config, trial, repo_id)
         except SearcherError as e:  # a broken custom template must not stop the search
             log.warning("dashboard: no card for trial %d (%s)", number, first_line(e))
     for trial_id, text in wanted.items():
@@ -126,5 +127,5 @@ def _drop(fs, storage, study_id: int, entries: list) -> None:
 def card_artifact(study: optuna.Study, config: StudyConfig, number: int) -> str | None:
     """The card currently attached to trial `number` (for tests and tooling)."""
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    entries = _card_metas(study).get(trial._trial_id, [])
+    entries = _card_metas(study).get(internals.trial_id(trial), [])
     return _read(store(config), entries[0][1]["artifact_id"]) if entries else None

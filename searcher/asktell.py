@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from searcher import internals, records
 from searcher.errors import StudyError
 from searcher.objective import Objective
 from searcher.optimize import open_study
@@ -25,7 +26,7 @@ class _Heartbeat:
     """Records the trial's heartbeat like `study.optimize` does, so a killed run-trial is failed and retried too."""
 
     def __init__(self, study: optuna.Study, trial_id: int):
-        self.storage = study._storage
+        self.storage = internals.storage_of(study)
         self.trial_id = trial_id
         self.stop = threading.Event()
         interval = self.storage.get_heartbeat_interval() if hasattr(self.storage, "get_heartbeat_interval") else None
@@ -61,10 +62,11 @@ def run_asked_trial(prepared: Prepared, number: int, storage_url: Optional[str] 
     if frozen.state != TrialState.RUNNING:
         raise StudyError(f"trial {number} is {frozen.state.name.lower()}, not running; `optuna ask` a new trial "
                          f"and pass its number")
-    trial = optuna.Trial(study, frozen._trial_id)
+    trial = optuna.Trial(study, internals.trial_id(frozen))
+    trial.set_user_attr(records.SAMPLED_BY, "optuna ask (outside searcher: the asking process's sampler)")
     objective = Objective(prepared)  # n_trials is the scheduler's business in ask/tell
     try:
-        with _Heartbeat(study, frozen._trial_id):
+        with _Heartbeat(study, internals.trial_id(frozen)):
             values = objective(trial)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
@@ -75,7 +77,7 @@ def run_asked_trial(prepared: Prepared, number: int, storage_url: Optional[str] 
         raise
     else:
         study.tell(trial, values)
-    done = study._storage.get_trial(frozen._trial_id)
+    done = internals.storage_of(study).get_trial(internals.trial_id(frozen))
     from searcher.checkpoints import retain
 
     retain(study, prepared.config.models_dir, prepared.config.study.keep_best)

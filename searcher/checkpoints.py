@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
+from typing import Optional
 
 import optuna
 from optuna.trial import TrialState
 
+from searcher import files
 from searcher.errors import SearcherError, first_line
-from searcher.records import MODEL_DIR, pareto, ranked
+from searcher.records import MODEL_DIR, WEIGHTS, pareto, ranked
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ class CheckpointError(SearcherError, OSError):
     """The student could not be written (disk full, folder not writable): the trial fails with this reason."""
 
 
+RUN_RECORD = "searcher_run.json"  # the resolved run settings and whose checkpoint this is (study uid, trial)
+
+
 def trial_dir(models_dir: Path, number: int) -> Path:
     return Path(models_dir) / f"trial-{number:04d}"
 
@@ -37,25 +40,35 @@ def trial_dir(models_dir: Path, number: int) -> Path:
 def save(model, tokenizer, out: Path, run_info: dict) -> Path:
     """Save model (safetensors + config with id2label/label2id), tokenizer and the resolved run settings.
 
-    Written to a temporary folder and renamed, so a crash never leaves a half-written checkpoint behind.
+    Written to a temporary folder and renamed, so a crash never leaves a half-written checkpoint behind. Any
+    failure (a full disk surfaces as safetensors' own error, not an OSError) fails the trial with one line.
     """
     out = Path(out)
-    tmp = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "searcher_run.json").write_text(json.dumps(run_info, indent=1, sort_keys=True))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except OSError as e:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with files.atomic_dir(out) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / RUN_RECORD).write_text(json.dumps(run_info, indent=1, sort_keys=True))
+    except Exception as e:
         raise CheckpointError(f"cannot save the student to {out}: {first_line(e)}; free disk space or make "
                               f"[study] output_dir writable") from e
     return out
+
+
+def problem(folder: Path, study_uid: Optional[str], number: int) -> Optional[str]:
+    """Why `folder` is not trial `number`'s complete checkpoint of the study `study_uid`, or None when it is."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return "it is missing (only the best are kept)"
+    if not any((folder / w).is_file() for w in WEIGHTS):
+        return "its weights are missing (model.safetensors)"
+    run = files.read_json(folder / RUN_RECORD)
+    if run is None:
+        return f"its {RUN_RECORD} is missing or unreadable"
+    if run.get("trial") != number or (study_uid and run.get("study_uid") not in (None, study_uid)):
+        return (f"it holds trial {run.get('trial')} of study {run.get('study')!r}"
+                f"{' (another instance of that name)' if run.get('study') else ''}, not this trial")
+    return None
 
 
 def keep_set(study: optuna.Study, keep_best: int) -> set[int]:
@@ -67,13 +80,11 @@ def keep_set(study: optuna.Study, keep_best: int) -> set[int]:
 
 def retain(study: optuna.Study, models_dir: Path, keep_best: int) -> list[int]:
     """Delete the checkpoints of finished trials outside the keep set. Returns the trial numbers removed."""
-    from filelock import FileLock
-
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return []
     removed = []
-    with FileLock(str(models_dir / ".retain.lock")):
+    with files.lock(models_dir / ".retain"):
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         keep = keep_set(study, keep_best)
         for path in sorted(models_dir.iterdir()):

@@ -19,9 +19,10 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Optional
 
 import optuna
+
+from searcher import files, internals
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,7 @@ class Claim:
 
 class _FileClaim(Claim):
     def __init__(self, path: Path):
-        from filelock import FileLock
-
-        self._lock = FileLock(str(path) + ".claim.lock")
+        self._lock = files.lock(Path(str(path) + ".claim"))
 
     def acquire(self) -> None:
         from filelock import Timeout
@@ -108,15 +107,14 @@ class _PostgresClaim(Claim):
 
 def for_study(study: optuna.Study) -> Claim:
     """The claim lock that fits the study's storage."""
-    storage = study._storage
-    if isinstance(storage, optuna.storages._CachedStorage):  # Optuna wraps every RDBStorage in a cache
-        storage = storage._backend
-    if isinstance(storage, optuna.storages.RDBStorage):
-        engine = storage.engine
+    storage = internals.storage_of(study)
+    rdb = internals.rdb_storage(storage)
+    if rdb is not None:
+        engine = rdb.engine
         if engine.dialect.name == "postgresql":
             return _PostgresClaim(engine, study.study_name)
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             return _FileClaim(Path(engine.url.database))
         return Claim()
-    path: Optional[str] = getattr(getattr(storage, "_backend", None), "_file_path", None)  # journal file
+    path = internals.journal_file(storage)
     return _FileClaim(Path(path)) if path else Claim()

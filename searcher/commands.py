@@ -27,18 +27,25 @@ def _quiet_libraries() -> None:
 
 
 def optimize(args) -> int:
-    from searcher import optimize as engine, runtime, storage
+    from searcher import optimize as engine, runtime, storage, warmstart
     from searcher.prepare import prepare
     from searcher.progress import Progress
+    from searcher.records import own_trials
 
     config = load_study(args.study)
     _quiet_libraries()
+    if config.hub.push != "none":
+        from searcher import hub
+
+        hub.check_before_study(config)  # a missing token must not surface after hours of training
+    storage.check_writable(config.storage_url(args.storage))  # before the data and the teacher are prepared
+    warmstart.check(config, config.storage_url(args.storage))  # so are the warm_start sources
     run = runtime.from_config(config.train)
     prepared = prepare(config, run)  # every input check happens here, before the study is touched
     study = engine.open_study(prepared, args.storage)
     url = config.storage_url(args.storage)
     log.info("study %r in %s: %d trials so far; device %s, AMP %s", config.study.name, storage.redact(url),
-             len(study.trials), run.device, run.amp)
+             len(own_trials(study)), run.device, run.amp)
     progress = Progress(config, enabled=not args.no_progress and sys.stderr.isatty(),
                         total=args.n_trials or config.study.n_trials)
     hooks = [progress.trial_done] + _after_trial_hooks(prepared)
@@ -107,6 +114,28 @@ def space(args) -> int:
     return 0
 
 
+def import_(args) -> int:
+    """`searcher import`: every source must give a recipe (a source that gives none is the error, nothing is
+    added); with --append the blocks go into the study file and what it cannot take is reported, not clipped."""
+    from searcher import recipes
+
+    config = load_study(args.append) if args.append else None
+    found = [recipe for source in args.sources for recipe in recipes.read(source)]
+    text = recipes.to_toml(found, config)
+    print(text, end="")
+    if config is None:
+        return 0
+    for line in recipes.conflicts(found, config):
+        log.warning("not imported: %s", line)
+    blocks = text.count("\n[[enqueue]]\n")
+    if not blocks:
+        raise recipes.RecipeError(f"nothing to add to {config.path}: no value from {', '.join(args.sources)} fits "
+                                  f"the study (see the lines above); widen the ranges they name and run again")
+    recipes.append(config.path, text)
+    log.info("added %d [[enqueue]] block(s) to %s", blocks, config.path)
+    return 0
+
+
 def run_trial(args) -> int:
     from searcher import runtime
     from searcher.asktell import run_asked_trial
@@ -123,13 +152,13 @@ def run_trial(args) -> int:
 
 
 def card(args) -> int:
-    from searcher import card as cards, storage
+    from searcher import folders, storage
 
     config = load_study(args.study)
     _quiet_libraries()
     study = storage.load(config, args.storage)
-    for folder in cards.export(study, config, trial=args.trial, top=args.top, pareto_front=args.pareto,
-                               out=args.out, template=args.template):
+    for folder in folders.export(study, config, trial=args.trial, top=args.top, pareto_front=args.pareto,
+                                 out=args.out, template=args.template, force=args.force):
         print(folder)
     return 0
 
@@ -139,6 +168,8 @@ def push(args) -> int:
 
     config = load_study(args.study)
     _quiet_libraries()
+    if not args.dry_run:
+        storage.check_writable(config.storage_url(args.storage))  # the push is recorded in the study
     study = storage.load(config, args.storage)
     hub.push(study, config, trial=args.trial, top=args.top, pareto_front=args.pareto, repo_id=args.repo_id,
              private=args.private, dry_run=args.dry_run)

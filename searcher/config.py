@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
 import os
+import re
 import sys
 import types
 import typing
@@ -26,48 +29,22 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 STORAGE_ENV = "SEARCHER_STORAGE"
 CACHE_ENV = "SEARCHER_CACHE"
-MAX_BATCH_SIZE = 1024
+EXPORT_FORMATS = ("onnx", "onnx-int8")  # onnx/model.onnx (fp32) and onnx/model_quantized.onnx (dynamic int8)
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # a study name is a path segment: never "." or ".."
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Search dimensions: a value is either fixed or searched. Only searcher.space turns these into trial.suggest_* calls.
-
-
-@dataclass(frozen=True)
-class Fixed:
-    value: Any
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    low: float
-    high: float
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class IntRange:
-    low: int
-    high: int
-    log: bool = False
-    step: int = 1
-
-
-@dataclass(frozen=True)
-class Choices:
-    values: tuple
-
-
-Dimension = Union[Fixed, FloatRange, IntRange, Choices]
-
+from searcher import hyperparams, metrics, redact
+from searcher.hyperparams import (MAX_BATCH_SIZE, Choices, Dimension, Fixed, FloatRange, IntRange,  # noqa: F401
+                                  extent as dimension_values)
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: NaN and inf are never a sensible setting (TOML allows them)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _dimension(value: Any, where: str, *, integer: bool, log: bool, list_means: str) -> Dimension:
     """Parse a search value: a number (fixed), a [low, high] range or a list of choices, or a {low, high} table."""
-    kind = "an integer" if integer else "a number"
+    kind = "an integer" if integer else "a finite number"
     ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if integer else _number
     if ok(value):
         return Fixed(int(value) if integer else float(value))
@@ -107,25 +84,81 @@ def _range(low: Any, high: Any, where: str, *, integer: bool, log: bool, step: A
     return FloatRange(float(low), float(high), log)
 
 
-def dimension_values(dim: Dimension) -> tuple[float, float]:
-    """The smallest and largest value a dimension can take (for bounds checks and the card's 'searched ranges')."""
-    if isinstance(dim, Fixed):
-        return dim.value, dim.value
-    if isinstance(dim, Choices):
-        return min(dim.values), max(dim.values)
-    return dim.low, dim.high
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Sections
 
 
+# What each sampler and pruner type takes in the study file: Optuna's keyword arguments of the same names (see
+# searcher.strategy, which builds each one and describes it from the same settings). An option of another type is an
+# error, not silently ignored.
+SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "tpe": ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar"),
+    "gp": ("n_startup_trials", "deterministic_objective"),
+    "random": (),
+    "cmaes": ("n_startup_trials", "sigma0", "popsize", "with_margin", "consider_pruned_trials"),
+    "nsga2": ("population_size", "mutation_prob", "crossover_prob", "swapping_prob"),
+}
+PRUNER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "median": ("n_startup_trials", "n_warmup_steps"),
+    "hyperband": ("reduction_factor",),
+    "successive_halving": ("reduction_factor", "min_early_stopping_rate"),
+    "patient": ("patience", "min_delta", "n_startup_trials", "n_warmup_steps"),  # patience around a median pruner
+    "none": (),
+}
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """[study] sampler: a type, or a table with a type and its options (None: the default searcher.strategy sets)."""
+
+    type: Literal["tpe", "gp", "random", "cmaes", "nsga2"] = "tpe"
+    n_startup_trials: Optional[int] = None
+    n_ei_candidates: Optional[int] = None
+    multivariate: Optional[bool] = None
+    group: Optional[bool] = None
+    constant_liar: Optional[bool] = None
+    deterministic_objective: Optional[bool] = None
+    sigma0: Optional[float] = None
+    popsize: Optional[int] = None
+    with_margin: Optional[bool] = None
+    consider_pruned_trials: Optional[bool] = None
+    population_size: Optional[int] = None
+    mutation_prob: Optional[float] = None
+    crossover_prob: Optional[float] = None
+    swapping_prob: Optional[float] = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options the study file set for this type."""
+        return {k: getattr(self, k) for k in SAMPLER_OPTIONS[self.type] if getattr(self, k) is not None}
+
+
 @dataclass(frozen=True)
 class PrunerConfig:
-    type: Literal["median", "hyperband", "none"] = "median"
+    type: Literal["median", "hyperband", "successive_halving", "patient", "none"] = "median"
     n_startup_trials: int = 5
     n_warmup_steps: int = 0
     reduction_factor: int = 3
+    min_early_stopping_rate: int = 0
+    # patient: the median pruner is asked only once the trial's best of its last patience + 1 epochs is below (by
+    # min_delta) its best before them: a trial whose accuracy is still rising is never stopped
+    patience: int = 0
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """[study] stop: end the study before n_trials when it no longer improves (searcher.strategy.stop_reason).
+
+    patience: stop when the best value has not improved by min_delta over the last `patience` finished (complete or
+    pruned) trials. terminator: stop when Optuna's regret bound (a GP over the complete trials) says less than the
+    noise is left to gain; the noise is min_delta, or else the standard error of the objective on the validation
+    split (for accuracy-like objectives). min_trials: complete trials before the terminator is consulted."""
+
+    patience: Optional[int] = None
+    min_delta: float = 0.0
+    terminator: bool = False
+    min_trials: int = 20  # Optuna's Terminator default
 
 
 @dataclass(frozen=True)
@@ -137,14 +170,28 @@ class StudySection:
     seed: int = 0
     directions: tuple[str, ...] = ("maximize",)
     objectives: Optional[tuple[str, ...]] = None
-    sampler: Literal["tpe", "random"] = "tpe"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig, metadata={"parse": "sampler"})
     pruner: Optional[PrunerConfig] = field(default=None, metadata={"parse": "pruner"})
+    stop: Optional[StopConfig] = field(default=None, metadata={"parse": "stop"})
     keep_best: int = 3
     output_dir: Optional[Path] = field(default=None, metadata={"parse": "path"})
     cache_dir: Optional[Path] = field(default=None, metadata={"parse": "path"})
     heartbeat_interval: int = 60
     grace_period: Optional[int] = None
     max_retry: int = 3
+    warm_start: tuple[str, ...] = ()  # "STORAGE_URL::STUDY_NAME" of finished studies to copy as history
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """[data.augment]: Tang et al.'s operations, each word with one draw: masked (p_mask), swapped for another word of
+    the training vocabulary (p_swap); then, with p_ngram, only an n-gram of the result kept (searcher.augment).
+    How many copies a trial uses is the hyperparameter [search] augment."""
+
+    p_mask: float = 0.1
+    p_swap: float = 0.1
+    p_ngram: float = 0.25
+    ngram_range: tuple[int, ...] = (1, 5)
 
 
 @dataclass(frozen=True)
@@ -167,6 +214,18 @@ class DataSection:
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
     max_length: int = 128
+    # unlabeled text for the distillation term (labelled by the teacher once): a local file or a Hub dataset
+    transfer: Optional[str] = field(default=None, metadata={"parse": "source"})
+    transfer_dataset: Optional[str] = None
+    transfer_subset: Optional[str] = None
+    transfer_split: str = "train"
+    transfer_text_columns: Optional[tuple[str, ...]] = None  # default: text_columns
+    max_transfer_samples: Optional[int] = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"parse": "table"})
+
+    @property
+    def has_transfer(self) -> bool:
+        return bool(self.transfer or self.transfer_dataset)
 
 
 @dataclass(frozen=True)
@@ -203,27 +262,11 @@ class StudentSection:
         return any(i != "pretrained" for i in self.init)
 
 
-@dataclass(frozen=True)
-class SearchSection:
-    learning_rate: Dimension = field(default=FloatRange(1e-5, 1e-3, True), metadata={"parse": "dim"})
-    batch_size: Dimension = field(default=Choices((16, 32, 64, 128)), metadata={"parse": "dim"})
-    temperature: Dimension = field(default=FloatRange(1.0, 20.0), metadata={"parse": "dim"})
-    alpha: Dimension = field(default=FloatRange(0.0, 1.0), metadata={"parse": "dim"})
-    epochs: Dimension = field(default=Fixed(3), metadata={"parse": "dim"})
-    weight_decay: Dimension = field(default=Fixed(0.0), metadata={"parse": "dim"})
-    warmup_ratio: Dimension = field(default=Fixed(0.0), metadata={"parse": "dim"})
-
-
-# how each search key is read: (integer?, log range?, what a list means)
-SEARCH_KEYS = {
-    "learning_rate": (False, True, "range"),
-    "batch_size": (True, False, "choices"),
-    "temperature": (False, False, "range"),
-    "alpha": (False, False, "range"),
-    "epochs": (True, False, "range"),
-    "weight_decay": (False, False, "range"),
-    "warmup_ratio": (False, False, "range"),
-}
+# one field per hyperparameter of the registry (searcher.hyperparams): a number fixes it, a range or list searches it
+SearchSection = dataclasses.make_dataclass(
+    "SearchSection", [(h.name, Dimension, field(default=h.default, metadata={"parse": "dim"}))
+                      for h in hyperparams.REGISTRY], frozen=True)
+SearchSection.__module__ = __name__
 
 
 @dataclass(frozen=True)
@@ -243,6 +286,7 @@ class CardSection:
     license: str = "apache-2.0"
     language: Optional[str] = "en"
     dataset_name: Optional[str] = None  # the dataset's name in the card (default: the Hub id or the train file)
+    base_model: Optional[str] = None  # the Hub id of a local or packaged teacher/student, for base_model and links
 
 
 @dataclass(frozen=True)
@@ -251,6 +295,27 @@ class HubSection:
     private: bool = True
     push: Literal["none", "best", "top-k", "pareto"] = "none"
     top_k: int = 3
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    """[export]: the deployable forms each kept student is exported to and measured in (searcher.export).
+    `formats = []` turns export off. Objectives may name a format: "accuracy@onnx-int8", "latency_ms@onnx"."""
+
+    formats: tuple[Literal["onnx", "onnx-int8"], ...] = EXPORT_FORMATS
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    """[metrics]: `report = [...]` names metrics computed and recorded but not optimized; a `[metrics.NAME]`
+    table says how to load and call one `evaluate` metric (see searcher.metrics)."""
+
+    report: tuple[str, ...] = ()
+    specs: tuple[metrics.MetricSpec, ...] = ()
+
+    @property
+    def by_name(self) -> dict[str, metrics.MetricSpec]:
+        return {m.name: m for m in self.specs}
 
 
 @dataclass(frozen=True)
@@ -264,8 +329,10 @@ class StudyConfig:
     train: TrainSection
     card: CardSection
     hub: HubSection
+    export: ExportSection
     enqueue: tuple[dict, ...]
     raw: dict = field(repr=False, compare=False)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
 
     @property
     def directory(self) -> Path:
@@ -274,10 +341,6 @@ class StudyConfig:
     @property
     def multi_objective(self) -> bool:
         return len(self.study.directions) > 1
-
-    @property
-    def objective_names(self) -> tuple[str, ...]:
-        return self.study.objectives  # filled in by load_study
 
     @property
     def output_dir(self) -> Path:
@@ -333,9 +396,8 @@ SECTIONS = {
     "train": TrainSection,
     "card": CardSection,
     "hub": HubSection,
+    "export": ExportSection,
 }
-OBJECTIVES = ("accuracy", "f1", "precision", "recall", "latency_ms", "params_millions", "size_mb")
-MINIMIZED = ("latency_ms", "params_millions", "size_mb")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -356,7 +418,7 @@ def load_study(path: str | os.PathLike) -> StudyConfig:
 
 
 def parse_study(raw: dict, path: Path) -> StudyConfig:
-    known = set(SECTIONS) | {"enqueue"}
+    known = set(SECTIONS) | {"enqueue", "metrics"}
     for key in raw:
         if key not in known:
             raise ConfigError(_unknown(path, "", key, known))
@@ -371,7 +433,8 @@ def parse_study(raw: dict, path: Path) -> StudyConfig:
     enqueue = raw.get("enqueue", [])
     if not isinstance(enqueue, list) or not all(isinstance(e, dict) for e in enqueue):
         raise ConfigError(f"{path}: enqueue must be an array of tables ([[enqueue]] ...)")
-    config = StudyConfig(path=path, enqueue=tuple(enqueue), raw=raw, **sections)
+    config = StudyConfig(path=path, enqueue=tuple(enqueue), raw=raw,
+                         metrics=_metrics_section(raw.get("metrics", {}), path), **sections)
     return _check(config)
 
 
@@ -393,10 +456,14 @@ def _build(cls, table: dict, path: Path, section: str):
         where = f"{path}: [{section}] {key}"
         parse = fields[key].metadata.get("parse")
         if parse == "dim":
-            integer, log, list_means = SEARCH_KEYS[key]
-            values[key] = _dimension(value, where, integer=integer, log=log, list_means=list_means)
+            h = hyperparams.BY_NAME[key]
+            values[key] = _dimension(value, where, integer=h.kind is int, log=h.log, list_means=h.list_means)
         elif parse == "pruner":
-            values[key] = _pruner(value, where)
+            values[key] = _kind_table(value, where, PrunerConfig, PRUNER_OPTIONS, "median")
+        elif parse == "sampler":
+            values[key] = _kind_table(value, where, SamplerConfig, SAMPLER_OPTIONS, "tpe")
+        elif parse == "stop":
+            values[key] = _stop(value, where)
         elif parse == "table":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where} must be a table ([{section}.{key}])")
@@ -462,21 +529,85 @@ def _path(value: Any, where: str, study_path: Path) -> Path:
     return p if p.is_absolute() else (study_path.parent / p).resolve()
 
 
-def _pruner(value: Any, where: str) -> PrunerConfig:
+def _metrics_section(table: Any, path: Path) -> MetricsSection:
+    where = f"{path}: [metrics]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    report = _typed(table.get("report", []), tuple[str, ...], f"{where} report")
+    specs = []
+    options = {f.name for f in dataclasses.fields(metrics.MetricSpec)} - {"name"}
+    for name, value in table.items():
+        if name == "report":
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} {name} must be a table [metrics.{name}] with load/config_name/key/kwargs, "
+                              f"or the list report = [...]")
+        unknown = set(value) - options
+        if unknown:
+            raise ConfigError(_unknown(path, f"metrics.{name}", sorted(unknown)[0], options))
+        kwargs = value.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"{where}.{name} kwargs must be a table, e.g. kwargs = {{ average = \"binary\" }}")
+        strings = {k: _typed(value[k], str, f"{where}.{name} {k}") for k in ("load", "config_name", "key")
+                   if k in value}
+        specs.append(metrics.MetricSpec(name, kwargs=json.dumps(kwargs, sort_keys=True), **strings))
+    return MetricsSection(report=report, specs=tuple(specs))
+
+
+def _kind_table(value: Any, where: str, cls, options: dict[str, tuple[str, ...]], default: str):
+    """A sampler or pruner: a type name, or a table with `type` and that type's options."""
+    kinds = ", ".join(f'"{k}"' for k in options)
     if isinstance(value, str):
         value = {"type": value}
     if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be \"median\", \"hyperband\", \"none\" or a table with type = ...")
-    table = dict(value)
-    kind = table.get("type", "median")
-    if kind not in ("median", "hyperband", "none"):
-        raise ConfigError(f"{where} must be \"median\", \"hyperband\" or \"none\", got {kind!r}")
-    fields = {f.name for f in dataclasses.fields(PrunerConfig)}
-    for key in table:
-        if key not in fields:
-            raise ConfigError(f"{where}: unknown pruner option '{key}'; allowed: {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(PrunerConfig)
-    return PrunerConfig(**{k: v if k == "type" else _typed(v, hints[k], f"{where}.{k}") for k, v in table.items()})
+        raise ConfigError(f"{where} must be one of {kinds} or a table, e.g. {{ type = \"{default}\" }}, got {value!r}")
+    kind = value.get("type", default)
+    if kind not in options:
+        raise ConfigError(f"{where} must be one of {kinds}, got {kind!r}")
+    hints = typing.get_type_hints(cls)
+    allowed = options[kind]
+    for key in value:
+        if key == "type":
+            continue
+        if key not in hints:
+            known = sorted({k for opts in options.values() for k in opts})
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"{kind}'s options: {', '.join(allowed) or 'none'}"
+            raise ConfigError(f"{where}: unknown option '{key}'; {hint}")
+        if key not in allowed:
+            raise ConfigError(f"{where}: option '{key}' does not apply to type {kind!r} (its options: "
+                              f"{', '.join(allowed) or 'none'})")
+    return cls(**{k: v if k == "type" else _typed(v, hints[k], f"{where}.{k}") for k, v in value.items()})
+
+
+def _stop(value: Any, where: str) -> StopConfig:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table, e.g. stop = {{ patience = 10, min_delta = 0.002 }} or "
+                          f"stop = {{ terminator = true }}, got {value!r}")
+    hints = typing.get_type_hints(StopConfig)
+    for key in value:
+        if key not in hints:
+            raise ConfigError(_unknown_option(where, key, hints))
+    stop = StopConfig(**{k: _typed(v, hints[k], f"{where}.{k}") for k, v in value.items()})
+    if stop.patience is None and not stop.terminator:
+        raise ConfigError(f"{where} needs patience = N (finished trials without improvement) and/or terminator = true")
+    if stop.patience is not None and stop.patience < 1:
+        raise ConfigError(f"{where}.patience must be a positive number of trials, got {stop.patience}")
+    if stop.min_delta < 0:
+        raise ConfigError(f"{where}.min_delta must be >= 0 (an improvement in the objective's units), got "
+                          f"{stop.min_delta}")
+    if stop.min_trials < 2:
+        raise ConfigError(f"{where}.min_trials must be >= 2 (the terminator fits a GP to the complete trials), got "
+                          f"{stop.min_trials}")
+    if "min_trials" in value and not stop.terminator:
+        raise ConfigError(f"{where}.min_trials applies to the terminator; add terminator = true or drop it")
+    return stop
+
+
+def _unknown_option(where: str, key: str, allowed) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(allowed))}"
+    return f"{where}: unknown option '{key}'; {hint}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -484,45 +615,134 @@ def _pruner(value: Any, where: str) -> PrunerConfig:
 
 
 def _check(config: StudyConfig) -> StudyConfig:
-    p = config.path
-    s, d, t, st, se, tr, hub = (config.study, config.data, config.teacher, config.student, config.search,
-                                 config.train, config.hub)
+    study = _check_study(config)
+    _check_data(config)
+    _check_teacher(config)
+    _check_student(config)
+    _check_search(config)
+    _check_train(config)
+    _check_hub(config)
+    return dataclasses.replace(config, study=study)
 
-    if not s.name or "/" in s.name or s.name.strip() != s.name:
-        raise ConfigError(f"{p}: [study] name {s.name!r} must be non-empty, without '/' or surrounding spaces")
+
+def _check_study(config: StudyConfig) -> StudySection:
+    """[study] on its own and against the metrics; returns it with objectives, pruner and grace period resolved."""
+    p, s = config.path, config.study
+    if not SAFE_NAME.fullmatch(s.name):
+        raise ConfigError(f"{p}: [study] name {s.name!r} names folders and files: use letters, digits and . _ + - "
+                          f"(starting with a letter or digit, at most 128 characters), e.g. \"sst2-mini\"")
     for key in ("n_trials", "keep_best", "heartbeat_interval", "max_retry"):
         v = getattr(s, key)
         if v is not None and v < (0 if key == "max_retry" else 1):
             raise ConfigError(f"{p}: [study] {key} must be positive, got {v}")
+    for entry in s.warm_start:
+        url, _, name = entry.rpartition("::")
+        if not url.strip() or not name.strip():
+            raise ConfigError(f"{p}: [study] warm_start entry {redact.text(entry)!r} must be "
+                              f"\"STORAGE_URL::STUDY_NAME\", e.g. [\"sqlite:////abs/path/other.db::other-study\"]")
     if s.timeout is not None and s.timeout <= 0:
         raise ConfigError(f"{p}: [study] timeout must be positive seconds, got {s.timeout}")
-    if not 1 <= len(s.directions) <= 2 or any(x not in ("maximize", "minimize") for x in s.directions):
-        raise ConfigError(f"{p}: [study] directions must be [\"maximize\"] or [\"maximize\", \"minimize\"], "
-                          f"got {list(s.directions)}")
+    if not 1 <= len(s.directions) <= 3 or any(x not in ("maximize", "minimize") for x in s.directions):
+        raise ConfigError(f"{p}: [study] directions must be one to three of \"maximize\"/\"minimize\", e.g. "
+                          f"[\"maximize\"] or [\"maximize\", \"minimize\"], got {list(s.directions)}")
     objectives = s.objectives or (("accuracy",) if len(s.directions) == 1 else ("accuracy", "latency_ms"))
     if len(objectives) != len(s.directions):
         raise ConfigError(f"{p}: [study] objectives has {len(objectives)} names but directions has "
                           f"{len(s.directions)}; give one name per direction")
     for name, direction in zip(objectives, s.directions):
-        if name not in OBJECTIVES:
-            raise ConfigError(f"{p}: [study] objectives: unknown metric {name!r}; choose from {', '.join(OBJECTIVES)}")
-        expected = "minimize" if name in MINIMIZED else "maximize"
-        if direction != expected:
-            raise ConfigError(f"{p}: [study] objective {name!r} should be paired with direction {expected!r}")
+        metric, form = metrics.split_objective(name)
+        metrics.check_name(metric, f"{p}: [study] objectives")
+        if form is None and metric in metrics.FORMAT_MEASURES and metric not in metrics.MEASURED:
+            raise ConfigError(f"{p}: [study] objective {name!r} needs a format, e.g. \"{metric}@onnx-int8\"")
+        if form is not None:
+            if metric in metrics.MEASURED and metric not in metrics.FORMAT_MEASURES:
+                raise ConfigError(f"{p}: [study] objective {name!r}: {metric} is the same in every format; drop "
+                                  f"\"@{form}\"")
+            if form not in config.export.formats + ("pytorch",):
+                raise ConfigError(f"{p}: [study] objective {name!r} needs the {form!r} format: add it to [export] "
+                                  f"formats (have {list(config.export.formats)}; formats: "
+                                  f"{', '.join(EXPORT_FORMATS + ('pytorch',))})")
+        natural = metrics.natural_direction(metric)
+        if natural and direction != natural:
+            raise ConfigError(f"{p}: [study] objective {name!r} should be paired with direction {natural!r}")
+    for name in config.metrics.report:
+        metrics.check_name(name, f"{p}: [metrics] report")
+        if name in metrics.BUILTIN or name in metrics.MEASURED or name in metrics.FORMAT_MEASURES:
+            raise ConfigError(f"{p}: [metrics] report: {name!r} is always recorded; list only other metrics there")
     if "latency_ms" in objectives and not config.train.latency:
         raise ConfigError(f"{p}: [study] objective 'latency_ms' needs [train] latency = true")
+    _check_sampler(p, s.sampler, multi=len(s.directions) > 1)
     pruner = s.pruner
     if len(s.directions) > 1:
         if pruner is not None and pruner.type != "none":
             raise ConfigError(f"{p}: [study] pruner = {pruner.type!r} needs a single objective; Optuna cannot prune "
-                              f"multi-objective trials. Remove the pruner line or set pruner = \"none\"")
+                              f"multi-objective trials, so every trial runs all its epochs (to spend less, use fewer "
+                              f"epochs or a single-objective study first). Remove the pruner line or set pruner = "
+                              f"\"none\"")
         pruner = PrunerConfig(type="none")
     elif pruner is None:
         pruner = PrunerConfig()
-    study = dataclasses.replace(s, objectives=tuple(objectives), pruner=pruner,
-                                grace_period=s.grace_period or 2 * s.heartbeat_interval)
+    _check_pruner(p, pruner, int(dimension_values(config.search.epochs)[1]))
+    if s.stop is not None:
+        _check_stop(p, s.stop, objectives, multi=len(s.directions) > 1)
+    return dataclasses.replace(s, objectives=tuple(objectives), pruner=pruner,
+                               grace_period=s.grace_period or 2 * s.heartbeat_interval)
 
-    # data
+
+def _check_sampler(p: Path, sampler: SamplerConfig, multi: bool) -> None:
+    where = f"{p}: [study] sampler"
+    if multi and sampler.type == "cmaes":
+        raise ConfigError(f"{where} = \"cmaes\" optimizes one objective; with several use \"tpe\" (the default), "
+                          f"\"gp\" or \"nsga2\"")
+    if not multi and sampler.type == "nsga2":
+        raise ConfigError(f"{where} = \"nsga2\" ranks trials by Pareto dominance, which needs two or more "
+                          f"objectives; with one objective use \"tpe\" (the default), \"gp\" or \"cmaes\"")
+    at_least = {"n_startup_trials": 0, "n_ei_candidates": 1, "popsize": 2, "population_size": 2}
+    for key, low in at_least.items():
+        v = getattr(sampler, key)
+        if v is not None and v < low:
+            raise ConfigError(f"{where}.{key} must be >= {low}, got {v}")
+    if sampler.sigma0 is not None and sampler.sigma0 <= 0:
+        raise ConfigError(f"{where}.sigma0 must be > 0 (CMA-ES's initial step size), got {sampler.sigma0}")
+    for key in ("mutation_prob", "crossover_prob", "swapping_prob"):
+        v = getattr(sampler, key)
+        if v is not None and not 0 <= v <= 1:
+            raise ConfigError(f"{where}.{key} is a probability and must lie in [0, 1], got {v}")
+
+
+def _check_pruner(p: Path, pruner: PrunerConfig, epochs: int) -> None:
+    where = f"{p}: [study] pruner"
+    for key, low in (("n_startup_trials", 0), ("n_warmup_steps", 0), ("reduction_factor", 2),
+                     ("min_early_stopping_rate", 0), ("patience", 0)):
+        v = getattr(pruner, key)
+        if v < low:
+            raise ConfigError(f"{where}.{key} must be >= {low}, got {v}")
+    if pruner.min_delta < 0:
+        raise ConfigError(f"{where}.min_delta must be >= 0, got {pruner.min_delta}")
+    # a trial is never pruned after its last epoch (searcher.objective), and PatientPruner needs patience + 2 reports
+    if pruner.type == "patient" and pruner.patience + 2 > epochs - 1:
+        raise ConfigError(f"{where}: patience = {pruner.patience} can never stop a trial of {epochs} epochs (it needs "
+                          f"patience + 2 epochs before the last); use patience = {max(epochs - 3, 0)} or more epochs"
+                          if epochs >= 3 else f"{where} = \"patient\" needs 3 or more epochs, the study has {epochs}")
+
+
+# objectives whose noise the terminator can estimate itself: proportions measured on the validation split
+PROPORTIONS = ("accuracy", "f1", "precision", "recall")
+
+
+def _check_stop(p: Path, stop: StopConfig, objectives: tuple[str, ...], multi: bool) -> None:
+    where = f"{p}: [study] stop"
+    if multi:
+        raise ConfigError(f"{where} needs a single objective (a Pareto front has no single best value to watch); a "
+                          f"multi-objective study runs until n_trials or timeout: remove the stop line")
+    metric = metrics.split_objective(objectives[0])[0]
+    if stop.terminator and stop.min_delta == 0 and metric not in PROPORTIONS:
+        raise ConfigError(f"{where}: the terminator needs min_delta (the noise of {objectives[0]!r}, e.g. one standard "
+                          f"error) for an objective other than {', '.join(PROPORTIONS)}")
+
+
+def _check_data(config: StudyConfig) -> None:
+    p, d = config.path, config.data
     if d.dataset and d.train:
         raise ConfigError(f"{p}: [data] give either dataset (a Hub id) or local train/validation files, not both")
     if not d.dataset and not d.train:
@@ -534,23 +754,52 @@ def _check(config: StudyConfig) -> StudyConfig:
         raise ConfigError(f"{p}: [data] text_columns takes one column or two (sentence pairs), got {list(d.text_columns)}")
     if d.holdout is not None and not (0 < d.holdout < 1 or (d.holdout >= 1 and float(d.holdout).is_integer())):
         raise ConfigError(f"{p}: [data] holdout must be a fraction in (0, 1) or a whole row count, got {d.holdout}")
-    for key in ("max_length", "max_train_samples", "max_eval_samples"):
+    for key in ("max_train_samples", "max_eval_samples"):
         v = getattr(d, key)
         if v is not None and v < 1:
             raise ConfigError(f"{p}: [data] {key} must be positive, got {v}")
+    if d.transfer and d.transfer_dataset:
+        raise ConfigError(f"{p}: [data] give either transfer (a file) or transfer_dataset (a Hub id), not both")
+    columns = d.transfer_text_columns or d.text_columns
+    if len(columns) != len(d.text_columns):
+        raise ConfigError(f"{p}: [data] transfer_text_columns {list(columns)} must name as many columns as "
+                          f"text_columns {list(d.text_columns)} (one for sentences, two for pairs)")
+    if d.max_transfer_samples is not None and d.max_transfer_samples < 1:
+        raise ConfigError(f"{p}: [data] max_transfer_samples must be positive, got {d.max_transfer_samples}")
+    a = d.augment
+    for key in ("p_mask", "p_swap", "p_ngram"):
+        if not 0 <= getattr(a, key) <= 1:
+            raise ConfigError(f"{p}: [data.augment] {key} is a probability and must lie in [0, 1], got "
+                              f"{getattr(a, key)}")
+    if a.p_mask + a.p_swap > 1:
+        raise ConfigError(f"{p}: [data.augment] p_mask + p_swap = {a.p_mask + a.p_swap:g} must be at most 1 (one "
+                          f"draw per word decides mask, swap or keep)")
+    if len(a.ngram_range) not in (1, 2) or not 1 <= min(a.ngram_range) <= max(a.ngram_range):
+        raise ConfigError(f"{p}: [data.augment] ngram_range must be [low, high] with 1 <= low <= high, got "
+                          f"{list(a.ngram_range)}")
+    if d.max_length < 8:
+        raise ConfigError(f"{p}: [data] max_length {d.max_length} leaves little or no room for text after the "
+                          f"special tokens ([CLS], [SEP]); use 16 or more (128 is typical)")
     if d.max_length > 4096:
         raise ConfigError(f"{p}: [data] max_length {d.max_length} is larger than any BERT supports; use <= 512")
 
-    # teacher
+
+def _check_teacher(config: StudyConfig) -> None:
+    p, t = config.path, config.teacher
     if bool(t.model) == bool(t.base):
         raise ConfigError(f"{p}: [teacher] give exactly one of model = \"<fine-tuned classifier>\" or "
                           f"base = \"<pretrained model to fine-tune once>\"")
     ft = t.fine_tune
-    if ft.epochs < 1 or ft.batch_size < 1 or ft.learning_rate <= 0 or not 0 <= ft.warmup_ratio < 1:
-        raise ConfigError(f"{p}: [teacher.fine_tune] needs epochs >= 1, batch_size >= 1, learning_rate > 0 and "
-                          f"0 <= warmup_ratio < 1")
+    if ft.epochs < 1 or ft.batch_size < 1 or ft.learning_rate <= 0 or not 0 <= ft.warmup_ratio < 1 \
+            or ft.weight_decay < 0:
+        raise ConfigError(f"{p}: [teacher.fine_tune] needs epochs >= 1, batch_size >= 1, learning_rate > 0, "
+                          f"weight_decay >= 0 and 0 <= warmup_ratio < 1")
+    if t.inference_batch_size < 1:
+        raise ConfigError(f"{p}: [teacher] inference_batch_size must be positive, got {t.inference_batch_size}")
 
-    # student
+
+def _check_student(config: StudyConfig) -> None:
+    p, st = config.path, config.student
     if not st.init:
         raise ConfigError(f"{p}: [student] init must name at least one of \"pretrained\", \"teacher\", \"random\"")
     if st.checkpoints is not None:
@@ -561,47 +810,39 @@ def _check(config: StudyConfig) -> StudyConfig:
                               f"list needs init = \"pretrained\"")
         if "layers" in config.raw.get("student", {}) or "hidden" in config.raw.get("student", {}):
             raise ConfigError(f"{p}: [student] give either checkpoints = [...] or the layers/hidden grid, not both")
-    else:
-        if not st.layers or any(x < 1 or x > 48 for x in st.layers):
-            raise ConfigError(f"{p}: [student] layers must be a list of integers between 1 and 48, got {list(st.layers)}")
-        if st.hidden is None and st.init != ("teacher",):
-            raise ConfigError(f"{p}: [student] hidden is required, e.g. hidden = [128, 256]")
-        for h in st.hidden or ():
-            if h < 64 or h % 64:
-                raise ConfigError(f"{p}: [student] hidden {h} is not a multiple of 64 (heads = hidden / 64); "
-                                  f"use e.g. 128, 256, 512 or 768")
-        if "pretrained" in st.init and "{" not in st.checkpoint:
-            raise ConfigError(f"{p}: [student] checkpoint must be a template with {{layers}}, {{hidden}} and "
-                              f"{{heads}}, e.g. {DEFAULT_CHECKPOINT!r}")
-        try:
-            st.checkpoint.format(layers=2, hidden=128, heads=2)
-        except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"{p}: [student] checkpoint template {st.checkpoint!r} may only use {{layers}}, "
-                              f"{{hidden}} and {{heads}}") from e
+        return
+    if not st.layers or any(x < 1 or x > 48 for x in st.layers):
+        raise ConfigError(f"{p}: [student] layers must be a list of integers between 1 and 48, got {list(st.layers)}")
+    if st.hidden is None and st.init != ("teacher",):
+        raise ConfigError(f"{p}: [student] hidden is required, e.g. hidden = [128, 256]")
+    for h in st.hidden or ():
+        if h < 64 or h % 64:
+            raise ConfigError(f"{p}: [student] hidden {h} is not a multiple of 64 (heads = hidden / 64); "
+                              f"use e.g. 128, 256, 512 or 768")
+    if "pretrained" in st.init and "{" not in st.checkpoint:
+        raise ConfigError(f"{p}: [student] checkpoint must be a template with {{layers}}, {{hidden}} and "
+                          f"{{heads}}, e.g. {DEFAULT_CHECKPOINT!r}")
+    try:
+        st.checkpoint.format(layers=2, hidden=128, heads=2)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"{p}: [student] checkpoint template {st.checkpoint!r} may only use {{layers}}, "
+                          f"{{hidden}} and {{heads}}") from e
 
-    # search
-    lr_lo, lr_hi = dimension_values(se.learning_rate)
-    if lr_lo <= 0 or lr_hi >= 1:
-        raise ConfigError(f"{p}: [search] learning_rate must lie in (0, 1), got [{lr_lo}, {lr_hi}]")
-    bs_lo, bs_hi = dimension_values(se.batch_size)
-    if bs_lo < 1:
-        raise ConfigError(f"{p}: [search] batch_size must be >= 1, got {bs_lo}")
-    t_lo, _ = dimension_values(se.temperature)
-    if t_lo <= 0:
-        raise ConfigError(f"{p}: [search] temperature must be > 0, got {t_lo}")
-    a_lo, a_hi = dimension_values(se.alpha)
-    if a_lo < 0 or a_hi > 1:
-        raise ConfigError(f"{p}: [search] alpha weighs the label loss and must lie in [0, 1], got [{a_lo}, {a_hi}]")
-    e_lo, _ = dimension_values(se.epochs)
-    if e_lo < 1:
-        raise ConfigError(f"{p}: [search] epochs must be >= 1, got {e_lo}")
-    w_lo, w_hi = dimension_values(se.warmup_ratio)
-    if w_lo < 0 or w_hi >= 1:
-        raise ConfigError(f"{p}: [search] warmup_ratio must lie in [0, 1), got [{w_lo}, {w_hi}]")
-    if dimension_values(se.weight_decay)[0] < 0:
-        raise ConfigError(f"{p}: [search] weight_decay must be >= 0")
 
-    # train
+def _check_search(config: StudyConfig) -> None:
+    """Every hyperparameter's values must lie in its allowed range (declared in searcher.hyperparams)."""
+    for h in hyperparams.REGISTRY:
+        dim = getattr(config.search, h.name)
+        lo, hi = dimension_values(dim)
+        if not (h.admits(lo) and h.admits(hi)):
+            got = f"{lo}" if lo == hi else f"[{lo}, {hi}]"
+            raise ConfigError(f"{config.path}: [search] {h.name} must lie in {h.allowed()} ({h.help}), got {got}")
+        if not h.searchable and not isinstance(dim, Fixed):
+            raise ConfigError(f"{config.path}: [search] {h.name} cannot be searched; give one value")
+
+
+def _check_train(config: StudyConfig) -> None:
+    p, tr = config.path, config.train
     for key in ("micro_batch_size", "eval_batch_size", "num_threads"):
         v = getattr(tr, key)
         if v is not None and v < 1:
@@ -609,17 +850,23 @@ def _check(config: StudyConfig) -> StudyConfig:
     if tr.device not in ("auto", "cpu") and not tr.device.startswith(("cuda", "mps")):
         raise ConfigError(f"{p}: [train] device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {tr.device!r}")
 
-    # hub
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def _check_hub(config: StudyConfig) -> None:
+    p, hub = config.path, config.hub
+    if config.card.base_model and not HUB_ID.fullmatch(config.card.base_model):
+        raise ConfigError(f"{p}: [card] base_model {config.card.base_model!r} is not a Hub model id; use owner/name, "
+                          f"e.g. \"sentence-transformers/all-MiniLM-L6-v2\"")
     if hub.push != "none" and not hub.repo_id:
         raise ConfigError(f"{p}: [hub] push = {hub.push!r} needs repo_id = \"owner/{{study}}-L{{layers}}-H{{hidden}}\"")
     if hub.top_k < 1:
         raise ConfigError(f"{p}: [hub] top_k must be >= 1")
 
-    return dataclasses.replace(config, study=study)
-
 
 def resolved_dict(config: StudyConfig) -> dict:
-    """The resolved study file as plain JSON-safe data (stored with the study and in every trial record)."""
+    """The resolved study file as plain JSON-safe data, passwords redacted (stored with the study)."""
 
     def plain(obj: Any) -> Any:
         if dataclasses.is_dataclass(obj):
@@ -638,4 +885,48 @@ def resolved_dict(config: StudyConfig) -> dict:
 
     data = plain(config)
     data["path"] = str(config.path)
-    return data
+    return redact.deep(data)  # a storage URL's password must not reach the study (optuna-dashboard serves attrs)
+
+
+# Settings a study may change between runs: its budget, where things go, how they run and how results are shown.
+# Everything else defines what a trial is (search space, data, teacher, student, training), and must not change
+# under a study's existing trials (searcher.optimize compares these at every start).
+# Where the data and the teacher live is free too: their content is what counts (the caller adds the data's and the
+# teacher's content fingerprints), so a moved project folder is still the same study.
+FREE = {
+    "study": {"name", "n_trials", "timeout", "storage", "keep_best", "output_dir", "cache_dir", "heartbeat_interval",
+              "grace_period", "max_retry", "sampler", "pruner", "stop", "warm_start"},
+    "data": {"train", "validation", "test"},
+    "teacher": {"model", "base", "revision", "inference_batch_size"},
+    "train": {"device", "amp", "micro_batch_size", "eval_batch_size", "latency", "num_threads"},
+}
+FREE_SECTIONS = {"path", "enqueue", "card", "hub", "export"}
+
+
+def defining(config: StudyConfig) -> dict[str, Any]:
+    """What defines the study's trials, flat and readable: {"[search] learning_rate": ..., ...}."""
+    out: dict[str, Any] = {}
+    for section, values in resolved_dict(config).items():
+        if section in FREE_SECTIONS or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if key not in FREE.get(section, ()):
+                out[f"[{section}] {key}"] = value
+    return out
+
+
+def changed_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Readable differences between two `defining` dicts, e.g. "[search] alpha: [0.0, 1.0] -> [0.0, 0.5]"."""
+    def show(v: Any) -> str:
+        if isinstance(v, dict) and "kind" in v:  # a search dimension
+            kind = v["kind"]
+            if kind == "fixed":
+                return repr(v["value"])
+            if kind == "choices":
+                return str(list(v["values"]))
+            return f"[{v['low']}, {v['high']}]" + (" (log)" if v.get("log") else "")
+        return json.dumps(v) if not isinstance(v, str) else repr(v)
+
+    keys = list(dict.fromkeys(list(before) + list(now)))
+    return [f"{k}: {show(before.get(k))} -> {show(now.get(k))}" for k in keys if before.get(k) != now.get(k)]
+

@@ -2,7 +2,7 @@
 
 After every trial: the study note (teacher, data, leaderboard, publications), a plotly figure (accuracy against
 student parameters, the Pareto front highlighted for multi-objective studies) and the kept trials' cards as
-artifacts. Everything is plain Optuna/optuna-dashboard data: no private schema.
+artifacts (searcher.artifacts).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from searcher import artifacts, records
 from searcher.card import display_name
 from searcher.config import StudyConfig
 from searcher.errors import SearcherError, first_line
-from searcher.storage import ATTR_DATASET, ATTR_TEACHER
+from searcher.storage import ATTR_DATASET, ATTR_PRUNER, ATTR_SAMPLER, ATTR_STOPPED, ATTR_TEACHER
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def note_markdown(study: optuna.Study, config: StudyConfig) -> str:
         f"**Teacher**: {display_name(teacher.get('model') or teacher.get('base'))}"
         + (" (fine-tuned by searcher)" if teacher.get("fine_tuned_by_searcher") else "")
         + f", L{teacher.get('layers')}/H{teacher.get('hidden')}, {teacher.get('params', 0) / 1e6:.1f}M parameters; "
-        + ", ".join(f"{k} {v:.4f}" for k, v in t_metrics.items() if k != "loss")
+        + ", ".join(f"{k} {v:.4f}" for k, v in t_metrics.items() if k not in ("loss", "cross_entropy"))
         + (f"; CPU latency {t_lat['single_median']:.1f} ms" if t_lat else ""),
         "",
         f"**Data**: {source}" + (f" ({data['subset']})" if data.get("subset") else "")
@@ -49,6 +49,9 @@ def note_markdown(study: optuna.Study, config: StudyConfig) -> str:
         "",
         f"**Trials**: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, "
         f"{counts['RUNNING']} running",
+        "",
+        f"**Search**: sampler {attrs.get(ATTR_SAMPLER, '?')}; pruner {attrs.get(ATTR_PRUNER, '?')}"
+        + (f"; stopped early: {attrs[ATTR_STOPPED]}" if attrs.get(ATTR_STOPPED) else ""),
         "",
         "## Leaderboard",
         "",
@@ -127,12 +130,34 @@ def after_trial_hook(config: StudyConfig) -> Callable[[optuna.Study, FrozenTrial
     return hook
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_address(host: str, port: int) -> None:
+    """A port that can be served, free now; and one line of warning when the API is reachable from elsewhere."""
+    import socket
+
+    from searcher.errors import ConfigError
+
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a TCP port; use 1-65535 (default 8080)")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror or e}); pass a free --port or another --host")
+    if host not in LOOPBACK:
+        log.warning("dashboard: serving on %s: optuna-dashboard has no login, and anyone who can reach this machine "
+                    "can read and delete studies; prefer --host 127.0.0.1 with an SSH tunnel", host)
+
+
 def serve(config: StudyConfig, storage_url: Optional[str], host: str, port: int) -> int:
     """Run optuna-dashboard on the study's storage and artifact folder (blocks until Ctrl-C)."""
     from optuna_dashboard import run_server
 
     from searcher.storage import open_storage, redact
 
+    _check_address(host, port)
     url = config.storage_url(storage_url)
     storage = open_storage(url, config)
     if config.study.name not in [s.study_name for s in optuna.get_all_study_summaries(storage)]:

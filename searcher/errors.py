@@ -35,6 +35,15 @@ class PublishError(SearcherError):
     """Publishing to the Hub failed or cannot start (no token, server keeps failing)."""
 
 
+class RefusedError(SearcherError, ValueError):
+    """Doing what was asked would be unsafe or make a record untrue (publish privately into a public repo, delete
+    files searcher did not write); nothing was done."""
+
+
+class ExportError(SearcherError):
+    """A model cannot be exported to ONNX or quantized, or onnx/onnxruntime are not installed."""
+
+
 class NonFiniteLossError(SearcherError, ArithmeticError):
     """The training loss became NaN or infinite; the trial is pruned with this reason."""
 

@@ -19,9 +19,9 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial
 
-from searcher import card, records
+from searcher import card, folders, records
 from searcher.config import StudyConfig
-from searcher.errors import ConfigError, PublishError, first_line
+from searcher.errors import ConfigError, PublishError, RefusedError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,24 @@ class Target:
 
 def published_key(number: int) -> str:
     return f"hub:trial-{number}"
+
+
+def check_before_study(config: StudyConfig) -> None:
+    """`[hub] push = ...`: the token and the repo id template are checked before any training, not after it."""
+    _token()
+    check_repo_id(card.repo_id_for(config.hub.repo_id, config.study.name, None), config.hub.repo_id)
+
+
+def check_repo_id(repo_id: str, template: str) -> None:
+    """Repo ids as the Hub validates them (owner/name, allowed characters, length)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if repo_id.count("/") != 1:
+        raise ConfigError(f"repo id {repo_id!r} (from {template!r}) must be owner/name")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ConfigError(f"repo id {repo_id!r} (from {template!r}) is not valid on the Hub: {first_line(e)}") from e
 
 
 def _token() -> str:
@@ -62,8 +80,7 @@ def targets(study: optuna.Study, config: StudyConfig, trial: Optional[int], top:
         if t.repo_id in seen:
             raise ConfigError(f"repo id template {template!r} gives {t.repo_id!r} for trials {seen[t.repo_id]} and "
                               f"{t.trial.number}; add {{trial}} to it")
-        if t.repo_id.count("/") != 1:
-            raise ConfigError(f"repo id {t.repo_id!r} must be owner/name")
+        check_repo_id(t.repo_id, template)
         seen[t.repo_id] = t.trial.number
     return out
 
@@ -79,7 +96,7 @@ def push(study: optuna.Study, config: StudyConfig, trial: Optional[int] = None, 
     token = _token()  # before any work: a missing token fails in a second, not after rendering
     results = []
     for t in chosen:
-        folder = card.write_folder(study, config, t.trial, config.output_dir / "push" / f"trial-{t.trial.number:04d}",
+        folder = folders.write_folder(study, config, t.trial, config.output_dir / "push" / f"trial-{t.trial.number:04d}",
                                    t.repo_id)
         result = _upload(folder, t, config, private, token)
         study.set_user_attr(published_key(t.trial.number), result)
@@ -92,13 +109,13 @@ def push(study: optuna.Study, config: StudyConfig, trial: Optional[int] = None, 
 
 def _dry_run(study: optuna.Study, config: StudyConfig, t: Target, private: bool, out) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        folder = card.write_folder(study, config, t.trial, Path(d) / "folder", t.repo_id)
-        files = [(p.name, p.stat().st_size) for p in sorted(folder.iterdir())]
+        folder = folders.write_folder(study, config, t.trial, Path(d) / "folder", t.repo_id)
+        files = [(str(p.relative_to(folder)), p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()]
         text = (folder / "README.md").read_text()
     front = text.split("---", 2)[1].strip() if text.startswith("---") else ""
     out(f"dry run: trial {t.trial.number} -> {t.repo_id} ({'private' if private else 'public'}); nothing is sent")
     for name, size in files:
-        out(f"  {name:<28} {_size(size):>10}")
+        out(f"  {name:<32} {_size(size):>10}")
     out("  card front matter:")
     for line in front.splitlines():
         out(f"    {line}")
@@ -137,15 +154,18 @@ def _upload(folder: Path, t: Target, config: StudyConfig, private: bool, token: 
             if existed is None:
                 existed = api.repo_exists(t.repo_id)
             api.create_repo(t.repo_id, private=private, exist_ok=True)
-            before = api.repo_info(t.repo_id).sha
+            repo = api.repo_info(t.repo_id)
+            actual = _visibility(repo, t.repo_id, private)
             info = api.upload_folder(repo_id=t.repo_id, folder_path=str(folder), commit_message=message,
                                      commit_description=description)
             return {"repo_id": t.repo_id, "commit": info.oid, "url": f"{_base(info.commit_url, t.repo_id)}",
-                    "private": private, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "new_commit": info.oid != before}
+                    "private": actual, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "new_commit": info.oid != repo.sha}
+        except RefusedError:
+            raise
         except Exception as e:  # noqa: BLE001 - sorted into retryable or not right below
             if not _retryable(e):
-                raise PublishError(f"pushing trial {t.trial.number} to {t.repo_id} failed: {first_line(e)}; "
+                raise PublishError(f"pushing trial {t.trial.number} to {t.repo_id} failed: {_reason(e)}; "
                                    f"nothing was recorded in the study") from e
             last_error = e
             if attempt < RETRIES:
@@ -156,6 +176,25 @@ def _upload(folder: Path, t: Target, config: StudyConfig, private: bool, token: 
         _delete_if_empty(api, t.repo_id)
     raise PublishError(f"pushing trial {t.trial.number} to {t.repo_id} failed {RETRIES} times (last: "
                        f"{first_line(last_error)}); the study is unchanged: run the same command again later")
+
+
+def _reason(error: BaseException) -> str:
+    """The Hub's own words when it refused something (its message's details), else the error's first line."""
+    server = getattr(error, "server_message", None)
+    details = " ".join(line.strip("- ").strip() for line in str(server or "").splitlines()[1:] if line.strip())
+    return f"{first_line(error)} ({details})" if details else first_line(error)
+
+
+def _visibility(repo, repo_id: str, private: bool) -> bool:
+    """The repo's real visibility, read back from the Hub: an existing repo keeps its own. A private push (the
+    default) into a public repo would publish the student; it is refused before anything is uploaded."""
+    actual = bool(repo.private)
+    if private and not actual:
+        raise RefusedError(f"{repo_id} exists and is public, but this push is private (the default): pass --public "
+                           f"to publish there, or choose another repo id; nothing was uploaded")
+    if actual and not private:
+        log.warning("hub: %s exists and is private; it stays private (change its visibility on the Hub)", repo_id)
+    return actual
 
 
 def _base(commit_url: str, repo_id: str) -> str:

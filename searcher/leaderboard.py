@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import optuna
 
+from searcher import hyperparams
 from searcher.records import TrialRecord, ranked, state_counts
+from searcher.space import searched_names
 
 
 def rows(study: optuna.Study, config, top: int) -> list[dict]:
@@ -23,6 +25,8 @@ def rows(study: optuna.Study, config, top: int) -> list[dict]:
             "hyperparams": r.hyperparams,
             "latency_ms": r.latency_ms,
             "size_mb": r.size_mb,
+            "training_rows": r.training_rows,
+            "formats": {k: v for k, v in r.formats.items() if k not in ("files", "tokenizer_json")},
             "model_dir": r.model_dir if r.kept else None,
             "published": study.user_attrs.get(f"hub:trial-{r.number}"),
         })
@@ -37,12 +41,17 @@ def render(study: optuna.Study, config, top: int) -> str:
     if not table:
         return head + "\nno complete trial yet"
     test = any(row["test_metrics"] for row in table)
+    extra_rows = any(row["training_rows"].get("transfer") or row["training_rows"].get("augmented") for row in table)
     header = ["rank", "trial", *config.study.objectives]
     if "f1" not in config.study.objectives:
         header.append("f1")
     if test:
         header.append("test acc")
-    header += ["student", "params", "lr", "batch", "T", "alpha", "epochs", "latency ms", "saved student"]
+    shown = hyperparams.columns(searched_names(config))
+    header += ["student", "params", *[h.column or h.name for h in shown]]
+    if extra_rows:
+        header.append("rows")  # labeled + teacher-labeled rows trained on
+    header += ["latency ms", "saved student"]
     lines = [header]
     for row in table:
         r, hp, s = row, row["hyperparams"], row["student"]
@@ -55,10 +64,11 @@ def render(study: optuna.Study, config, top: int) -> str:
         label = f"L{s.get('layers')}/H{s.get('hidden')}/A{s.get('heads')}"
         if s.get("init") != "pretrained":
             label += f" {s.get('init')}"
-        cells += [label, f"{s.get('params', 0) / 1e6:.1f}M", f"{hp.get('learning_rate', 0):.2e}",
-                  str(hp.get("batch_size")), f"{hp.get('temperature', 0):.2f}", f"{hp.get('alpha', 0):.2f}",
-                  str(hp.get("epochs")),
-                  f"{r['latency_ms'].get('single_median'):.1f}" if r["latency_ms"] else "-",
+        cells += [label, f"{s.get('params', 0) / 1e6:.1f}M", *[hyperparams.cell(h, hp.get(h.name)) for h in shown]]
+        if extra_rows:
+            t = r["training_rows"]
+            cells.append(f"{t.get('labeled', 0)}+{t.get('transfer', 0) + t.get('augmented', 0)}")
+        cells += [f"{r['latency_ms'].get('single_median'):.1f}" if r["latency_ms"] else "-",
                   (r["model_dir"] or "(not kept)") + (f"  [hub: {r['published']['repo_id']}]"
                                                       if r["published"] else "")]
         lines.append(cells)

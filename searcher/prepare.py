@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from searcher import data, student, teacher
+from searcher import data, files, finetune, metrics, student, teacher, tokens, transfer
 from searcher.config import StudyConfig
-from searcher.errors import StudentError, first_line
+from searcher.errors import ConfigError, StudentError, first_line
 from searcher.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,13 @@ class Prepared:
     task: data.Task
     runtime: Runtime
     teacher_dir: str
+    teacher_identity: str  # the teacher's content (weights, config, tokenizer), see teacher.identity
     teacher_config: object
     logits: teacher.TeacherLogits
     teacher_info: dict
+    metrics: metrics.MetricSet = field(default_factory=metrics.MetricSet)
+    export_formats: tuple = ()  # the formats kept students are exported to (searcher.export), once they can be
+    extras: list = field(default_factory=list)  # teacher-labelled text (searcher.transfer.Extra)
     _teacher: Optional[tuple] = field(default=None, repr=False)
     _encoded: dict = field(default_factory=dict, repr=False)
 
@@ -41,16 +45,24 @@ class Prepared:
                                                None if self.config.teacher.base else self.config.teacher.revision)
         return self._teacher
 
-    def encoded(self, tokenizer) -> dict[str, data.Encoded]:
+    def encoded(self, tokenizer) -> dict[str, tokens.Encoded]:
         """Every split tokenized by `tokenizer`: once per tokenizer per worker, and once per machine on disk."""
-        key = data.tokenizer_fingerprint(tokenizer)
+        key = tokens.tokenizer_fingerprint(tokenizer)
         if key not in self._encoded:
             self._encoded[key] = {
-                name: data.encode(split, tokenizer, self.config.data.max_length, self.config.cache_dir,
-                                  f"{self.task.fingerprint}:{name}")
+                name: tokens.encode(split, tokenizer, self.config.data.max_length, self.config.cache_dir,
+                                    f"{self.task.fingerprint}:{name}")
                 for name, split in self.task.splits().items()
             }
+            for extra in self.extras:  # keyed by their own content (transfer text, augmentation settings)
+                self._encoded[key][extra.name] = tokens.encode(
+                    extra.split, tokenizer, self.config.data.max_length, self.config.cache_dir,
+                    f"{extra.content}:{extra.name}")
         return self._encoded[key]
+
+    def training_set(self, encoded: dict, augment: int):
+        """(tokens, teacher logits, sizes) of what a trial trains on: labelled rows plus teacher-labelled ones."""
+        return transfer.training_set(encoded["train"], self.logits.splits["train"], self.extras, encoded, augment)
 
 
 def check_students(config: StudyConfig, teacher_config) -> None:
@@ -83,26 +95,81 @@ def check_pretrained(config: StudyConfig) -> None:
         return
     for c in candidates:
         try:
-            AutoConfig.from_pretrained(c)
+            cfg = AutoConfig.from_pretrained(c)
         except Exception as e:
             raise StudentError(f"student checkpoint {c!r} cannot be loaded: {first_line(e)}; fix [student] "
                                f"checkpoint(s), go online, or use init = \"teacher\"/\"random\"") from e
+        check_max_length(config, cfg, f"student checkpoint {c!r}")
+
+
+def check_max_length(config: StudyConfig, model_config, what: str) -> None:
+    """Rows longer than a model's position embeddings would crash its first forward pass: refuse them up front."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions and config.data.max_length > positions:
+        raise ConfigError(f"{config.path}: [data] max_length = {config.data.max_length} is more than {what} can "
+                          f"read ({positions} positions); set max_length <= {positions}")
+
+
+CACHES = ("tokens", "logits", "teachers", "latency")
+
+
+def export_formats(config: StudyConfig) -> tuple:
+    """The [export] formats, if onnx and onnxruntime are installed. Missing, they fail the study up front when the
+    study file asks for export (an [export] section, a format objective); by default a warning says what to
+    install and students are kept as PyTorch only."""
+    from searcher import export
+
+    formats = tuple(config.export.formats)
+    if not formats or export.available():
+        return formats
+    asked = "export" in config.raw or any("@" in o for o in config.study.objectives)
+    if asked:
+        try:
+            export.require()
+        except export.ExportError as e:  # the study file asks for what this install cannot do: bad input
+            raise ConfigError(f"{config.path}: {e}") from e
+    log.warning("export: onnx and onnxruntime are not installed, so students are kept as PyTorch only (%s)",
+                export.INSTALL)
+    return ()
 
 
 def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
+    formats = export_formats(config)
+    for name in CACHES:  # temp files of writers that crashed (a full disk, a kill) go before anything is built
+        for stale in files.remove_stale(config.cache_dir / name):
+            log.info("cache: removed %s, left by a run that crashed while writing it", stale)
+    study_metrics = metrics.for_study(config.study.objectives, config.metrics.report, config.metrics.by_name)
     tcfg = teacher.load_config(config)
+    check_max_length(config, tcfg, "the teacher")
     check_students(config, tcfg)
     order = teacher.label_names(tcfg) if config.teacher.model else None
-    task = data.load_task(config, label_order=order)
+    task = data.load_transfer(config, data.load_task(config, label_order=order))
     teacher.check_labels(config, tcfg, task)
     check_pretrained(config)
     log.info("data: %s", ", ".join(f"{k} {v}" for k, v in task.description["sizes"].items()))
 
-    teacher_dir = teacher.prepared_dir(config, task, runtime, tcfg)
-    logits = teacher.cached_logits(config, task, teacher_dir, runtime, tcfg)
-    prepared = Prepared(config, task, runtime, teacher_dir, tcfg, logits, {})
+    teacher_dir = finetune.teacher_dir(config, task, runtime, tcfg)
+    identity = teacher.identity(teacher_dir, tcfg, None if config.teacher.base else config.teacher.revision)
+    logits = teacher.cached_logits(config, task, teacher_dir, identity, runtime)
+    extras = transfer.prepare(config, task, teacher_dir, identity, runtime, _mask_token(config, teacher_dir))
+    if extras:
+        removed = task.description.get("transfer", {}).get("removed_overlap", 0)
+        log.info("data: teacher-labelled %s%s", ", ".join(f"{e.name} {len(e.split)}" for e in extras),
+                 f" ({removed} transfer rows removed: also validation or test sentences)" if removed else "")
+        task.description["teacher_labeled"] = {e.name: len(e.split) for e in extras}
+    prepared = Prepared(config, task, runtime, teacher_dir, identity, tcfg, logits, {}, study_metrics, formats,
+                        extras)
     prepared.teacher_info = _teacher_info(prepared)
     return prepared
+
+
+def _mask_token(config: StudyConfig, teacher_dir: str) -> Optional[str]:
+    """The teacher tokenizer's mask token, which augmented copies use (only loaded when the study augments)."""
+    if not transfer.max_copies(config):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(teacher_dir).mask_token
 
 
 def _teacher_info(p: Prepared) -> dict:
@@ -134,12 +201,10 @@ def _teacher_latency(p: Prepared, model) -> dict:
     key = hashlib.sha256(json.dumps([teacher.identity(p.teacher_dir), p.task.fingerprint, platform.node(),
                                      torch.get_num_threads()]).encode()).hexdigest()[:20]
     path = p.config.cache_dir / "latency" / f"{key}.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
+    found = files.read_json(path)
+    if found is not None and {"single_median", "throughput_per_s"} <= set(found):
+        return found
     _, tokenizer = p.teacher_model()
     result = latency.measure(model, p.encoded(tokenizer)["validation"])
-    data.atomic_write_text(path, json.dumps(result))
+    files.write_text(path, json.dumps(result))
     return result

@@ -6,7 +6,9 @@ from typing import Optional
 
 from optuna.trial import FrozenTrial
 
+from searcher import hyperparams
 from searcher.records import TrialRecord
+from searcher.space import searched_names
 
 
 def trial_line(trial: FrozenTrial, config) -> str:
@@ -23,8 +25,10 @@ def trial_line(trial: FrozenTrial, config) -> str:
     if r.student:
         parts.append(f"{r.student_label} {r.student.get('params', 0) / 1e6:.1f}M")
     if hp:
-        parts.append(f"lr {hp['learning_rate']:.2e} batch {hp['batch_size']} T {hp['temperature']:.2f} "
-                     f"alpha {hp['alpha']:.2f} epochs {hp['epochs']}")
+        parts.append(" ".join(f"{h.column or h.name} {hyperparams.cell(h, hp.get(h.name))}"
+                              for h in hyperparams.columns(searched_names(config))))
+    if r.teacher_labeled_rows:
+        parts.append(f"rows {r.training_rows.get('labeled', 0)}+{r.teacher_labeled_rows}")
     if r.wall_time_s:
         parts.append(f"{r.wall_time_s:.0f}s")
     reason = r.prune_reason if r.state == "PRUNED" else r.fail_reason if r.state == "FAIL" else None

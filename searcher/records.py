@@ -8,12 +8,14 @@ stored column-wise so it stays compact. `TrialRecord.from_trial` is the one read
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from searcher import internals
 
 # user attr keys (keep in sync with README's "What a study stores")
 HYPERPARAMS = "hyperparams"
@@ -29,8 +31,23 @@ SIZE = "size_mb"
 MODEL_DIR = "model_dir"
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"
+RECIPE = "recipe"  # optimizer, schedule and loss as the loop ran them (searcher.distill.recipe)
+PEAK_MEMORY = "peak_memory_mb"  # CUDA only
+FORMATS = "formats"  # per deployable form (pytorch, onnx, onnx-int8): metrics, size, CPU latency, parity
+EXPORT_REASON = "export_reason"  # why the trial has no ONNX files (an export or parity failure)
+TRAINING_ROWS = "training_rows"  # {labeled, transfer, augmented}: what the trial trained on
+STUDY_FILE = "study_file"  # hash of the study file version the trial ran under (study attr searcher:study_files)
+SAMPLED_BY = "sampled_by"  # who chose the trial's parameters: the study's sampler, [[enqueue]], a retry, optuna ask
+ENQUEUED_FROM = "enqueued_from"  # where an [[enqueue]] entry's values came from (its _source: `searcher import`)
+SOURCE_PUBLISHED = "source_published"  # what that source published (its _published), for the card's baseline line
+WARM_START_SOURCE = "warm_start_source"  # on a trial copied from another study ([study] warm_start): URL::NAME
+WARM_START_TRIAL = "warm_start_trial"  # that trial's number in its own study
 
-HISTORY_COLUMNS = ("epoch", "step", "train_loss", "eval_loss", "accuracy", "f1", "precision", "recall", "seconds")
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # a saved student's weights
+
+# the per-epoch table: these columns, then one per metric the study computes (built-ins first)
+HISTORY_LEAD = ("epoch", "step", "train_loss", "eval_loss", "cross_entropy")
+HISTORY_TAIL = ("seconds",)
 
 
 def plain(value: Any) -> Any:
@@ -50,13 +67,21 @@ def plain(value: Any) -> Any:
 
 def history_columns(results: Sequence) -> dict:
     """EpochResults as {column: [values...]} (compact in `optuna trials`)."""
-    cols: dict[str, list] = {c: [] for c in HISTORY_COLUMNS}
+    names = list(HISTORY_LEAD) + list(results[0].metrics if results else []) + list(HISTORY_TAIL)
+    cols: dict[str, list] = {c: [] for c in names}
     for r in results:
         row = {"epoch": r.epoch, "step": r.step, "train_loss": r.train_loss, "eval_loss": r.eval_loss,
-               "seconds": round(r.seconds, 3), **r.metrics}
-        for c in HISTORY_COLUMNS:
+               "cross_entropy": r.cross_entropy, "seconds": round(r.seconds, 3), **r.metrics}
+        for c in names:
             cols[c].append(plain(row.get(c)))
     return cols
+
+
+def batch(batch_size: int, runtime) -> dict:
+    """How an effective batch ran: micro-batches, accumulation steps and the evaluation batch."""
+    micro = runtime.micro_for(batch_size)
+    return {"effective": batch_size, "micro": micro, "accumulation": -(-batch_size // micro),
+            "eval": runtime.eval_for(batch_size)}
 
 
 def history_rows(columns: Optional[dict]) -> list[dict]:
@@ -86,17 +111,25 @@ class TrialRecord:
     model_dir: Optional[str]
     prune_reason: Optional[str]
     fail_reason: Optional[str]
+    recipe: dict
+    peak_memory_mb: Optional[float]
+    study_file: Optional[str]
+    sampled_by: Optional[str]
+    formats: dict
+    export_reason: Optional[str]
+    training_rows: dict
     retry_of: Optional[int]
+    enqueued_from: Optional[str]
+    source_published: list
     datetime_start: Optional[str]
     datetime_complete: Optional[str]
-    intermediate: dict = field(default_factory=dict)
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> "TrialRecord":
         a = trial.user_attrs
         return cls(
             number=trial.number,
-            trial_id=trial._trial_id,
+            trial_id=internals.trial_id(trial),
             state=trial.state.name,
             values=list(trial.values) if trial.values is not None else None,
             params=dict(trial.params),
@@ -113,17 +146,34 @@ class TrialRecord:
             model_dir=a.get(MODEL_DIR),
             prune_reason=a.get(PRUNE_REASON),
             fail_reason=a.get(FAIL_REASON),
+            recipe=a.get(RECIPE, {}),
+            peak_memory_mb=a.get(PEAK_MEMORY),
+            study_file=a.get(STUDY_FILE),
+            sampled_by=a.get(SAMPLED_BY),
+            formats=a.get(FORMATS) or {},
+            export_reason=a.get(EXPORT_REASON),
+            training_rows=a.get(TRAINING_ROWS) or {},
             retry_of=trial.system_attrs.get("failed_trial"),
+            enqueued_from=a.get(ENQUEUED_FROM),
+            source_published=a.get(SOURCE_PUBLISHED) or [],
             datetime_start=trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
             datetime_complete=(trial.datetime_complete.isoformat(timespec="seconds")
                                if trial.datetime_complete else None),
-            intermediate=dict(trial.intermediate_values),
         )
 
     @property
     def kept(self) -> bool:
-        """Whether its saved student is still on disk (only the best k are kept)."""
-        return bool(self.model_dir) and (Path(self.model_dir) / "config.json").is_file()
+        """Whether its saved student is still on disk with its weights (only the best k are kept). Whether the
+        folder is really this trial's is checked when it is carded (searcher.checkpoints.problem)."""
+        if not self.model_dir:
+            return False
+        folder = Path(self.model_dir)
+        return (folder / "config.json").is_file() and any((folder / w).is_file() for w in WEIGHTS)
+
+    @property
+    def teacher_labeled_rows(self) -> int:
+        """Rows only the teacher labelled (transfer text and augmented copies) that this trial trained on."""
+        return int(self.training_rows.get("transfer", 0)) + int(self.training_rows.get("augmented", 0))
 
     @property
     def student_label(self) -> str:
@@ -139,8 +189,21 @@ class TrialRecord:
         return label
 
 
+def is_warm_start(trial: FrozenTrial) -> bool:
+    """A trial copied from another study by [study] warm_start: history for the sampler, not this study's work."""
+    return WARM_START_SOURCE in trial.user_attrs
+
+
+def own_trials(study: optuna.Study, states: Optional[Sequence[TrialState]] = None) -> list[FrozenTrial]:
+    """This study's own trials, without warm-start copies. Everything that counts or shows trials (the n_trials
+    budget, the leaderboard, cards, the dashboard note, checkpoint retention) reads trials through here; only the
+    sampler sees the copies (they are COMPLETE trials in the study, which is what warm start is for)."""
+    trials = study.get_trials(deepcopy=False, states=tuple(states) if states is not None else None)
+    return [t for t in trials if not is_warm_start(t)]
+
+
 def completed(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return own_trials(study, (TrialState.COMPLETE,))
 
 
 def ranked(study: optuna.Study, trials: Optional[list[FrozenTrial]] = None) -> list[FrozenTrial]:
@@ -150,11 +213,20 @@ def ranked(study: optuna.Study, trials: Optional[list[FrozenTrial]] = None) -> l
     return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
 
 
+def _dominates(a: FrozenTrial, b: FrozenTrial, signs: list[float]) -> bool:
+    better = [s * x for s, x in zip(signs, a.values)]
+    worse = [s * y for s, y in zip(signs, b.values)]
+    return all(x >= y for x, y in zip(better, worse)) and better != worse
+
+
 def pareto(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto front (multi-objective) or the best trial (single objective), ranked by the first objective."""
+    """The Pareto front (multi-objective) or the best trial (single objective) of this study's own trials, ranked by
+    the first objective. Not study.best_trials: a warm-start copy may not dominate, nor be on, this study's front."""
     if len(study.directions) == 1:
         return ranked(study)[:1]
-    return ranked(study, list(study.best_trials))
+    signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+    trials = completed(study)
+    return ranked(study, [t for t in trials if not any(_dominates(o, t, signs) for o in trials)])
 
 
 def rank_of(study: optuna.Study, number: int) -> Optional[int]:
@@ -166,7 +238,7 @@ def rank_of(study: optuna.Study, number: int) -> Optional[int]:
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
     counts = {s.name: 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
+    for t in own_trials(study):
         counts[t.state.name] += 1
     return counts
 
@@ -181,6 +253,10 @@ def select(study: optuna.Study, trial: Optional[int] = None, top: Optional[int] 
         if not found:
             raise StudyError(f"study {study.study_name!r} has no trial {trial}; `searcher best` lists its trials")
         t = found[0]
+        if is_warm_start(t):
+            raise StudyError(f"trial {trial} is a copy of trial {t.user_attrs.get(WARM_START_TRIAL)} of "
+                             f"{t.user_attrs[WARM_START_SOURCE]} ([study] warm_start), not trained by this study; "
+                             f"pick one from `searcher best`")
         if t.state != TrialState.COMPLETE:
             reason = t.user_attrs.get(PRUNE_REASON) or t.user_attrs.get(FAIL_REASON) or "it did not finish"
             raise StudyError(f"trial {trial} is {t.state.name.lower()} ({reason}); only complete trials get a card "

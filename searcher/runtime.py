@@ -28,11 +28,6 @@ class Runtime:
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
 
-    @property
-    def amp_label(self) -> str:
-        """How the card names it: the public cards print 'Native AMP' for torch.cuda.amp training."""
-        return "Native AMP" if self.amp != "off" else ""
-
     def micro_for(self, batch_size: int) -> int:
         if self.micro_batch_size is not None:
             return min(self.micro_batch_size, batch_size)
@@ -53,12 +48,11 @@ class Runtime:
         return torch.autocast(device_type="cuda" if self.is_cuda else "cpu", dtype=dtype)
 
     def grad_scaler(self):
-        """A GradScaler for fp16 (on CUDA, or on CPU where torch supports it), else None."""
+        """The GradScaler of this runtime: it scales only for fp16 (bf16 and fp32 need none), so the training loop
+        has one code path (scale, unscale, step, update) whatever the precision."""
         import torch
 
-        if self.amp != "fp16":
-            return None
-        return torch.amp.GradScaler("cuda" if self.is_cuda else "cpu")
+        return torch.amp.GradScaler("cuda" if self.is_cuda else "cpu", enabled=self.amp == "fp16")
 
 
 def resolve(device: str = "auto", amp: str = "auto", micro_batch_size: Optional[int] = None,

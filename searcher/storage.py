@@ -8,20 +8,24 @@ has no heartbeat: there a killed worker's trial stays RUNNING).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import platform
 import random
-import re
 import time
 import warnings
 from importlib import metadata
+from pathlib import Path
 from typing import Optional
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from searcher import redact as secrets, strategy
 from searcher.config import StudyConfig
 from searcher.errors import ConfigError, StudyError, first_line
+from searcher.hyperparams import extent
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,12 @@ ATTR_TEACHER = "teacher"
 ATTR_DATASET = "dataset"
 ATTR_VERSIONS = "versions"
 ATTR_RANGES = "searched_ranges"
+ATTR_SAMPLER = "searcher:sampler"
+ATTR_PRUNER = "searcher:pruner"
+ATTR_STOPPED = "searcher:stopped"  # why the study ended before n_trials (stop = {...}); "" once it runs on
+ATTR_DEFINES = "searcher:defines"  # what defines the trials, fixed when the study is created
+ATTR_STUDY_FILES = "searcher:study_files"  # every version of the study file that ran trials, by its hash
+ATTR_UID = "searcher:uid"  # this study's identity on disk (checkpoint folders, output_dir ownership)
 VERSION_PACKAGES = ("searcher", "transformers", "torch", "datasets", "tokenizers", "optuna", "huggingface-hub",
                     "evaluate")
 
@@ -92,87 +102,57 @@ def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: dict, attempts: int =
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
 
 
-PASSWORD_IN_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@\"']+:)([^@\s\"']+)(@)", re.IGNORECASE)
+redact = redact_text = secrets.text  # URLs in messages and texts (study files) lose their passwords
 
 
-def redact_text(text: str) -> str:
-    """Any URL password in a text (a study file) replaced by ***: it must never reach the study, a card or the Hub."""
-    return PASSWORD_IN_URL.sub(r"\1***\3", text)
+def check_writable(url: str) -> None:
+    """A SQLite study that will be written must be writable, file and folder (SQLite writes a journal beside it);
+    otherwise every write fails deep inside SQLAlchemy."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url[len("sqlite:///"):].split("?", 1)[0])
+    if not path.name or str(path) == ":memory:":
+        return
+    for target in (path, path.parent):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ConfigError(f"the study database {path} is read-only ({'file' if target == path else 'its folder'}"
+                              f"); searcher writes every trial there: make it writable, or copy it and pass "
+                              f"--storage sqlite:///path/to/copy.db")
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url
+def study_file(config: StudyConfig) -> tuple[str, str]:
+    """(hash, text) of the study file as it runs, passwords redacted: trials record the hash of theirs."""
+    import hashlib
 
-
-class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """Optuna's sampler, seeded afresh for each trial from (study seed, trial number).
-
-    One sampler seeded once per process would make every worker draw the same random start-up trials; seeding per
-    trial keeps a one-worker study reproducible and gives N workers N different trials. It only delegates through
-    the public BaseSampler interface, and holds no state between trials (TPE reads the history from storage).
-    """
-
-    def __init__(self, factory, seed: int):
-        self._factory = factory
-        self._seed = seed
-        self._inner = factory(seed)
-
-    def before_trial(self, study, trial) -> None:
-        self._inner = self._factory((self._seed * 1_000_003 + trial.number) % 2 ** 31)
-        self._inner.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study, trial):
-        return self._inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self._inner.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self._inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self._inner.reseed_rng()
-
-
-def _tpe(seed: int) -> optuna.samplers.BaseSampler:
-    # multivariate TPE models the joint space (batch size and learning rate interact); group=True because hidden is
-    # only searched for students that are not teacher-initialised (a conditional space); constant_liar keeps
-    # parallel workers from sampling next to each other's running trials
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    text = redact_text(config.path.read_text(encoding="utf-8"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], text
 
 
 def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    if config.study.sampler == "random":
-        return TrialSeededSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), config.study.seed)
-    return TrialSeededSampler(_tpe, config.study.seed)
+    return strategy.sampler(dataclasses.asdict(config.study.sampler), config.study.seed)
 
 
 def max_epochs(config: StudyConfig) -> int:
-    from searcher.config import dimension_values
+    return int(extent(config.search.epochs)[1])
 
-    return int(dimension_values(config.search.epochs)[1])
+
+def _pruner_settings(config: StudyConfig) -> dict:
+    settings = dataclasses.asdict(config.study.pruner)
+    if config.study.warm_start:
+        # warm-start copies are COMPLETE trials, so they would satisfy the median pruner's start-up count; they have
+        # no per-epoch values, so it would then prune against this study's first complete trial alone
+        settings["n_min_trials"] = settings["n_startup_trials"]
+    return settings
 
 
 def pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
-    p = config.study.pruner
-    if p.type == "none":
-        return optuna.pruners.NopPruner()
-    if p.type == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs(config), 1),
-                                             reduction_factor=p.reduction_factor)
-    return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps,
-                                      interval_steps=1)
+    return strategy.pruner(_pruner_settings(config), max_epochs(config))
+
+
+def strategy_attrs(config: StudyConfig) -> dict:
+    """The sampler and pruner as they run, described from the settings that build them (for cards and notes)."""
+    return {ATTR_SAMPLER: strategy.sampler_text(dataclasses.asdict(config.study.sampler), config.study.seed),
+            ATTR_PRUNER: strategy.pruner_text(_pruner_settings(config), max_epochs(config))}
 
 
 def create_or_load(config: StudyConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:

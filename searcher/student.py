@@ -27,10 +27,6 @@ class StudentSpec:
     hidden: Optional[int] = None
     checkpoint: Optional[str] = None
 
-    @property
-    def heads(self) -> Optional[int]:
-        return self.hidden // 64 if self.hidden else None
-
 
 def grid_checkpoint(config: StudyConfig, layers: int, hidden: int) -> str:
     return config.student.checkpoint.format(layers=layers, hidden=hidden, heads=hidden // 64)
@@ -61,38 +57,69 @@ def evenly_spread(teacher_layers: int, student_layers: int) -> list[int]:
 LAYER_KEY = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
 
 
-def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, seed: int = 0):
-    """(model, tokenizer) for a spec. `teacher` and `teacher_tokenizer` are needed for init teacher/random."""
+def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, seed: int = 0,
+          hidden_dropout: Optional[float] = None):
+    """(model, tokenizer) for a spec. `teacher` and `teacher_tokenizer` are needed for init teacher/random.
+    `hidden_dropout` sets the student's dropout on hidden states (None keeps the checkpoint's or teacher's)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, BertConfig
 
     labels = {"num_labels": task.num_labels, "id2label": task.id2label, "label2id": task.label2id}
     torch.manual_seed(seed)  # the new classifier head (and a random student) start the same for the same seed
     if spec.init == "pretrained":
         try:
-            return load_classifier(spec.checkpoint, ignore_mismatched_sizes=True, **labels)
+            model, tokenizer = load_classifier(spec.checkpoint, ignore_mismatched_sizes=True, **labels)
         except Exception as e:
             raise StudentError(f"cannot load student checkpoint {spec.checkpoint!r}: {first_line(e)}; check the id "
                                f"(and network or HF_HUB_OFFLINE cache) or use init = \"teacher\"/\"random\"") from e
+    else:
+        if teacher is None or teacher_tokenizer is None:
+            raise StudentError(f"init = {spec.init!r} needs the teacher and its tokenizer")
+        build_from = _random if spec.init == "random" else _from_teacher
+        model, tokenizer = build_from(spec, teacher, teacher_tokenizer, labels), teacher_tokenizer
+    if hidden_dropout is not None:
+        set_dropout(model, hidden_dropout)
+    return model, tokenizer
 
-    if teacher is None or teacher_tokenizer is None:
-        raise StudentError(f"init = {spec.init!r} needs the teacher and its tokenizer")
+
+def set_dropout(model, p: float) -> None:
+    """The student's dropout on hidden states, in its config (so a saved student keeps it) and in its modules.
+    BERT-like configs call it hidden_dropout_prob, DistilBERT's `dropout`."""
+    import torch
+
+    key = "hidden_dropout_prob" if hasattr(model.config, "hidden_dropout_prob") else "dropout"
+    if not hasattr(model.config, key):
+        raise StudentError(f"{type(model).__name__} has no hidden dropout setting; remove [search] hidden_dropout")
+    setattr(model.config, key, float(p))
+    for name, module in model.named_modules():
+        # attention dropout has its own setting (attention_probs_dropout_prob) and stays as it is
+        attention = "attention.self" in name or name.endswith(("attention.dropout", "attn.dropout"))
+        if isinstance(module, torch.nn.Dropout) and not attention:
+            module.p = float(p)
+
+
+def _random(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
     tcfg = teacher.config
-    if spec.init == "random":
-        cfg = BertConfig(
-            vocab_size=int(len(teacher_tokenizer)),
-            hidden_size=int(spec.hidden),
-            num_hidden_layers=int(spec.layers),
-            num_attention_heads=int(spec.hidden // 64),
-            intermediate_size=int(4 * spec.hidden),
-            max_position_embeddings=int(getattr(tcfg, "max_position_embeddings", 512)),
-            type_vocab_size=int(getattr(tcfg, "type_vocab_size", 2)),
-            pad_token_id=int(teacher_tokenizer.pad_token_id or 0),
-            **labels,
-        )
-        return AutoModelForSequenceClassification.from_config(cfg), teacher_tokenizer
+    cfg = BertConfig(
+        vocab_size=int(len(teacher_tokenizer)),
+        hidden_size=int(spec.hidden),
+        num_hidden_layers=int(spec.layers),
+        num_attention_heads=int(spec.hidden // 64),
+        intermediate_size=int(4 * spec.hidden),
+        max_position_embeddings=int(getattr(tcfg, "max_position_embeddings", 512)),
+        type_vocab_size=int(getattr(tcfg, "type_vocab_size", 2)),
+        pad_token_id=int(teacher_tokenizer.pad_token_id or 0),
+        **labels,
+    )
+    return AutoModelForSequenceClassification.from_config(cfg)
 
-    # init == "teacher": same shape per layer, fewer layers, weights copied from the teacher
+
+def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
+    """Same shape per layer, fewer layers, weights copied from the teacher's evenly spread layers."""
+    from transformers import AutoModelForSequenceClassification
+
+    tcfg = teacher.config
     t_layers = int(getattr(tcfg, "num_hidden_layers", 0))
     t_hidden = int(getattr(tcfg, "hidden_size", 0))
     if spec.hidden is not None and spec.hidden != t_hidden:
@@ -121,7 +148,7 @@ def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, s
         raise StudentError(f"cannot copy the teacher's layers into the student: {len(missing)} weights have no "
                            f"counterpart (e.g. {missing[0]}); init = \"teacher\" supports BERT-like teachers")
     model.load_state_dict(state, strict=False)
-    return model, teacher_tokenizer
+    return model
 
 
 def describe(model, spec: StudentSpec) -> dict:

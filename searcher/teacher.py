@@ -1,9 +1,10 @@
-"""Teacher stage: load the fine-tuned teacher (or fine-tune one once from a base), and cache its logits.
+"""Teacher stage: load the teacher, check it fits the data, and cache its logits.
 
-The teacher's logits are computed once per (teacher, data, max_length) and stored on disk; every trial of every run
-trains against that file. Calling the teacher at each step of each trial, as the textbook DistillationTrainer does,
-costs ~18x a small student's training step (../shared/STACK.md). Building is guarded by a file lock and written
-atomically, so workers that start together build it once and never read half a file.
+The teacher's logits are computed once per (teacher weights, tokenizer, data, max_length, device kind and AMP dtype)
+and stored on disk; every trial of every run trains against that file. Calling the teacher at each step of each
+trial, as the textbook DistillationTrainer does, costs ~18x a small student's training step (../shared/STACK.md).
+Building is guarded by a file lock and written atomically, so workers that start together build it once and never
+read half a file; a damaged cache is rebuilt with one log line. Fine-tuning a base teacher is searcher.finetune.
 """
 
 from __future__ import annotations
@@ -11,20 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from searcher import files
 from searcher.config import StudyConfig
-from searcher.data import Task, atomic_save_npz, atomic_write_text, encode, locate
+from searcher.data import Task, locate
 from searcher.errors import TeacherError, first_line
 from searcher.runtime import Runtime
+from searcher.tokens import encode
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ class TeacherLogits:
     """Cached teacher outputs for each split (float32, shape (N, num_labels)) and the teacher's metrics."""
 
     splits: dict  # split name -> np.ndarray
-    metrics: dict  # split name -> {loss, accuracy, f1, precision, recall}
-    built: bool  # True when this process computed them (False: read from the cache)
+    metrics: dict  # split name -> {cross_entropy, accuracy, f1, precision, recall}
 
 
 def source(config: StudyConfig) -> str:
@@ -93,17 +92,22 @@ def check_labels(config: StudyConfig, teacher_config, task: Task) -> None:
                            f"{list(task.label_names)}; set [data] label_names = {names}")
 
 
+NOT_MODEL_FILES = ("README.md", ".gitattributes")
+
+
 def identity(path_or_id: str, teacher_config=None, revision: Optional[str] = None) -> str:
-    """A short key that changes whenever the teacher's weights or config change."""
+    """A short key that changes whenever the teacher's weights, config or any tokenizer file change: a local folder
+    is hashed by the content of every file in it (not sizes and dates, which a copy or an edit can keep)."""
     p = Path(path_or_id)
     h = hashlib.sha256()
     if p.is_dir():
         for f in sorted(p.iterdir()):
-            if f.name == "config.json" or f.name.startswith("tokenizer") or f.name == "vocab.txt":
-                h.update(f.name.encode() + f.read_bytes())
-            elif f.suffix in (".safetensors", ".bin"):
-                st = f.stat()
-                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+            if not f.is_file() or f.name in NOT_MODEL_FILES:
+                continue
+            h.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
     else:
         commit = getattr(teacher_config, "_commit_hash", None) if teacher_config is not None else None
         h.update(f"hub:{path_or_id}@{commit or revision or 'main'}".encode())
@@ -148,108 +152,35 @@ def load_classifier(path_or_id: str, revision: Optional[str] = None, **kwargs):
         hf_logging.set_verbosity(verbosity)
 
 
-def _lock(path: Path):
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path) + ".lock")
-
-
-def prepared_dir(config: StudyConfig, task: Task, runtime: Runtime, teacher_config=None) -> str:
-    """The teacher to distill from: the configured classifier, or a fine-tuned copy of `base`, made once and cached."""
-    if config.teacher.model:
-        return source(config)
-    base = source(config)
-    ft = config.teacher.fine_tune
-    key = hashlib.sha256(json.dumps({
-        "base": identity(base, teacher_config, config.teacher.revision), "data": task.fingerprint,
-        "max_length": config.data.max_length, "fine_tune": [ft.epochs, ft.learning_rate, ft.batch_size,
-                                                           ft.weight_decay, ft.warmup_ratio],
-        "seed": config.study.seed,
-    }).encode()).hexdigest()[:20]
-    out = config.cache_dir / "teachers" / key
-    with _lock(out):
-        if (out / "searcher_teacher.json").is_file():
-            log.info("teacher: reusing fine-tuned %s", out)
-            return str(out)
-        log.info("teacher: fine-tuning %s once (%d epochs); cached in %s", base, ft.epochs, out)
-        _fine_tune(config, task, runtime, base, out)
-    return str(out)
-
-
-def _fine_tune(config: StudyConfig, task: Task, runtime: Runtime, base: str, out: Path) -> None:
-    from searcher import distill
-
-    model, tokenizer = load_model(base, task, config.teacher.revision, new_head=True)
-    train = encode(task.train, tokenizer, config.data.max_length, config.cache_dir, f"{task.fingerprint}:train")
-    validation = encode(task.validation, tokenizer, config.data.max_length, config.cache_dir,
-                        f"{task.fingerprint}:validation")
-    ft = config.teacher.fine_tune
-    hp = distill.Hyperparams(learning_rate=ft.learning_rate, batch_size=ft.batch_size, temperature=1.0, alpha=1.0,
-                             epochs=ft.epochs, weight_decay=ft.weight_decay, warmup_ratio=ft.warmup_ratio,
-                             seed=config.study.seed)
-
-    def report(r: distill.EpochResult) -> None:
-        log.info("teacher fine-tune epoch %d: train loss %.4f, validation accuracy %.4f (%.0fs)",
-                 r.epoch, r.train_loss, r.metrics["accuracy"], r.seconds)
-
-    history = distill.train(model, train, None, validation, None, hp, runtime, on_epoch=report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
-    try:
-        model.to("cpu").save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "searcher_teacher.json").write_text(json.dumps({
-            "base": base, "fine_tune": vars(hp), "history": [vars(r) for r in history],
-        }, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def compute_logits(model, enc, runtime: Runtime, batch_size: int) -> np.ndarray:
     """One teacher forward pass over a split (tests count calls to this function)."""
-    from searcher.distill import logits_of
+    from searcher.inference import logits_of
 
     return logits_of(model, enc, runtime, batch_size)
 
 
-def cached_logits(config: StudyConfig, task: Task, teacher_dir: str, runtime: Runtime,
-                  teacher_config=None) -> TeacherLogits:
+def logits_key(config: StudyConfig, task: Task, teacher_identity: str, runtime: Runtime) -> str:
+    """What the cached logits depend on: the teacher's content (`identity`), the data, max_length, and the device
+    kind and AMP dtype they were computed with (bf16 logits on a GPU differ from fp32 ones on a CPU)."""
+    device = "cuda" if runtime.is_cuda else runtime.device.split(":")[0]
+    parts = [teacher_identity, task.fingerprint, config.data.max_length, device, runtime.amp]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def cached_logits(config: StudyConfig, task: Task, teacher_dir: str, teacher_identity: str,
+                  runtime: Runtime) -> TeacherLogits:
     """The teacher's logits for every split: read from the cache, or computed once under a lock."""
-    revision = None if config.teacher.base else config.teacher.revision
-    key = hashlib.sha256(
-        f"{identity(teacher_dir, teacher_config, revision)}|{task.fingerprint}|{config.data.max_length}".encode()
-    ).hexdigest()[:24]
-    path = config.cache_dir / "logits" / f"{key}.npz"
-    meta_path = path.with_suffix(".json")
-
-    def read() -> Optional[TeacherLogits]:
-        if not (path.is_file() and meta_path.is_file()):
-            return None
-        try:
-            with np.load(path) as z:
-                splits = {name: z[name] for name in z.files}
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError, KeyError):
-            log.warning("teacher logits cache %s is unreadable; rebuilding it", path)
-            return None
-        if set(splits) != set(task.splits()) or any(len(splits[k]) != len(v) for k, v in task.splits().items()):
-            return None
-        return TeacherLogits(splits, meta["metrics"], built=False)
-
-    found = read()
+    path = config.cache_dir / "logits" / f"{logits_key(config, task, teacher_identity, runtime)}.npz"
+    found = _read_logits(path, task)
     if found is not None:
         return found
-    with _lock(path):
-        found = read()  # another worker may have built it while we waited for the lock
+    with files.lock(path):
+        found = _read_logits(path, task)  # another worker may have built it while we waited for the lock
         if found is not None:
             return found
         log.info("teacher logits: computing once for %s (%s examples); cached in %s", teacher_dir,
                  sum(len(s) for s in task.splits().values()), path)
+        revision = None if config.teacher.base else config.teacher.revision
         model, tokenizer = load_model(teacher_dir, task, revision)
         model.to(runtime.device)
         splits, metrics = {}, {}
@@ -258,11 +189,88 @@ def cached_logits(config: StudyConfig, task: Task, teacher_dir: str, runtime: Ru
             splits[name] = compute_logits(model, enc, runtime, config.teacher.inference_batch_size)
             if name != "train":
                 metrics[name] = split_metrics(splits[name], split.labels)
-        atomic_save_npz(path, splits)
-        atomic_write_text(meta_path, json.dumps({"teacher": teacher_dir, "data": task.fingerprint,
-                                                 "metrics": metrics}, indent=1))
+        files.save_npz(path, splits)
+        files.write_text(path.with_suffix(".json"), json.dumps({"teacher": teacher_dir, "data": task.fingerprint,
+                                                                "metrics": metrics}, indent=1))
         del model
-        return TeacherLogits(splits, metrics, built=True)
+        return TeacherLogits(splits, metrics)
+
+
+def _read_logits(path: Path, task: Task) -> Optional[TeacherLogits]:
+    """The cached logits if they are whole and fit the task (every split, its row count, one finite float row per
+    example, the label count); None means build them (a damaged file is said once in the log)."""
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() and not meta_path.is_file():
+        return None
+    try:
+        meta = files.read_json(meta_path)
+        if meta is None or not isinstance(meta.get("metrics"), dict):
+            raise ValueError(f"{meta_path.name} is missing or has no metrics")
+        with np.load(path) as z:
+            splits = {name: z[name] for name in z.files}
+        for name, split in task.splits().items():
+            a = splits.get(name)
+            if a is None or a.ndim != 2 or a.shape != (len(split), task.num_labels) or not np.isfinite(a).all():
+                raise ValueError(f"split {name!r} has shape {None if a is None else a.shape}, expected "
+                                 f"({len(split)}, {task.num_labels})")
+        if set(meta["metrics"]) != set(task.splits()) - {"train"}:
+            raise ValueError("its metrics do not cover the evaluation splits")
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        log.warning("teacher logits cache %s is damaged (%s); rebuilding it", path, first_line(e))
+        return None
+    return TeacherLogits(splits, meta["metrics"])
+
+
+EXTRA_CHUNK = 16384  # rows per teacher pass over extra text: the logits go to disk, never all into memory
+
+
+def cached_extra_logits(config: StudyConfig, name: str, split, content: str, teacher_dir: str,
+                        teacher_identity: str, runtime: Runtime) -> np.ndarray:
+    """The teacher's logits for text it alone labels (transfer text, augmented copies), computed once and kept on
+    disk as float16, memory-mapped: a worker reads only the rows it trains on, however large the set (1M rows x 151
+    labels is 0.3 GB on disk and next to nothing resident). float16 keeps ~3 significant digits of a logit, far
+    finer than what a temperature-softened KL target needs. `content` names the rows (data, settings, seed)."""
+    key = hashlib.sha256(json.dumps([teacher_identity, content, config.data.max_length,
+                                     "cuda" if runtime.is_cuda else "cpu", runtime.amp]).encode()).hexdigest()[:24]
+    path = config.cache_dir / "logits" / f"{name}-{key}.npy"
+    found = _read_extra(path, len(split))
+    if found is not None:
+        return found
+    with files.lock(path):
+        found = _read_extra(path, len(split))
+        if found is not None:
+            return found
+        log.info("teacher logits: labelling %d %s rows once; cached in %s", len(split), name, path)
+        model, tokenizer = load_model(teacher_dir, task=None, revision=None if config.teacher.base
+                                      else config.teacher.revision)
+        model.to(runtime.device)
+        enc = encode(split, tokenizer, config.data.max_length, config.cache_dir, f"{content}:{name}")
+        with files.atomic_file(path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                            shape=(len(split), int(model.config.num_labels)))
+            for start in range(0, len(split), EXTRA_CHUNK):
+                stop = min(start + EXTRA_CHUNK, len(split))
+                out[start:stop] = compute_logits(model, enc.rows(start, stop), runtime,
+                                                 config.teacher.inference_batch_size)
+            out.flush()
+            del out
+        del model
+    return _read_extra(path, len(split), strict=True)
+
+
+def _read_extra(path: Path, rows: int, strict: bool = False) -> Optional[np.ndarray]:
+    if not path.is_file():
+        return None
+    try:
+        logits = np.load(path, mmap_mode="r")
+        if logits.ndim != 2 or logits.shape[0] != rows or logits.dtype != np.float16:
+            raise ValueError(f"shape {logits.shape} {logits.dtype}, expected ({rows}, labels) float16")
+        return logits
+    except (OSError, ValueError, EOFError) as e:
+        if strict:
+            raise
+        log.warning("teacher logits cache %s is damaged (%s); rebuilding it", path, first_line(e))
+        return None
 
 
 def split_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -271,5 +279,5 @@ def split_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
 
     from searcher.metrics import classification_metrics
 
-    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
-    return {"loss": loss, **classification_metrics(logits.argmax(axis=-1), labels)}
+    ce = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+    return {"cross_entropy": ce, **classification_metrics(logits.argmax(axis=-1), labels)}

@@ -32,6 +32,9 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="searcher-tests-hf-")
 for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.pop(var, None)
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# hf_xet is installed (huggingface_hub needs it), and with it the client uploads every "lfs" file through Xet storage,
+# which the test Hub does not speak: with Xet off it takes the classic git-LFS batch path, which the test Hub serves.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_ETAG_TIMEOUT"] = "2"
 os.environ["SEARCHER_HUB_BACKOFF"] = "0.05"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -39,6 +42,42 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+# --- what a test needs from outside the checkout ---
+# Tests that need a service or input the machine may lack (a PostgreSQL or Redis server, the real data in
+# ../shared/data and the data packages, Chromium) call requirement() where it is missing: a skip with the reason on a
+# developer's machine, a failure where SEARCHER_TEST_REQUIRE names it (.ci/run sets them all), so that CI cannot pass
+# by skipping what it claims to test.
+
+REQUIRE_ENV = "SEARCHER_TEST_REQUIRE"
+REQUIREMENTS = ("postgres", "redis", "data", "browser", "js")  # js: node + @huggingface/transformers
+
+
+def required() -> set[str]:
+    """The names in SEARCHER_TEST_REQUIRE (comma-separated); an unknown name is an error, not silently nothing."""
+    names = {n.strip() for n in os.environ.get(REQUIRE_ENV, "").split(",") if n.strip()}
+    unknown = names - set(REQUIREMENTS)
+    if unknown:
+        raise pytest.UsageError(f"{REQUIRE_ENV} names {', '.join(sorted(unknown))}; known: {', '.join(REQUIREMENTS)}")
+    return names
+
+
+def requirement(name: str, reason: str):
+    """`name` is missing: skip with `reason`, or fail with it where SEARCHER_TEST_REQUIRE names `name`."""
+    if name not in REQUIREMENTS:
+        raise ValueError(f"unknown requirement {name!r}; known: {', '.join(REQUIREMENTS)}")
+    if name in required():
+        pytest.fail(f"{reason} [{REQUIRE_ENV} requires {name}]", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_configure(config):
+    required()  # a typo in SEARCHER_TEST_REQUIRE stops the run at once
+
+
+def pytest_report_header(config):
+    return f"{REQUIRE_ENV}: {','.join(sorted(required())) or '(none: missing services and data skip)'}"
 
 GOOD = "good great fine lovely superb brilliant warm funny smart moving".split()
 BAD = "bad awful dull boring weak poor silly flat tired clumsy".split()
@@ -114,6 +153,7 @@ class World:
             "search": {"learning_rate": [2e-3, 6e-3], "batch_size": [8, 16], "temperature": [1.0, 4.0],
                        "alpha": [0.0, 1.0], "epochs": 3},
             "train": {"latency": True},
+            "export": {"formats": []},  # ONNX export has its own tests (test_export); elsewhere it only costs time
         }
         for section, values in sections.items():
             if values is None:
@@ -133,7 +173,8 @@ def build_world(root: Path) -> World:
     import torch
 
     from searcher import distill, runtime
-    from searcher.data import Encoded
+    from searcher.hyperparams import Hyperparams
+    from searcher.tokens import Encoded
 
     world = World(root)
     world.data.mkdir(parents=True)
@@ -169,7 +210,7 @@ def build_world(root: Path) -> World:
     tti = np.zeros_like(flat, dtype=np.int8)
     labels = np.array([1 if r[1] == "pos" else 0 for r in train_rows])
     data = Encoded(flat, tti, offsets, labels, 0)
-    hp = distill.Hyperparams(learning_rate=2e-3, batch_size=8, temperature=1.0, alpha=1.0, epochs=8, seed=0)
+    hp = Hyperparams(learning_rate=2e-3, batch_size=8, temperature=1.0, alpha=1.0, epochs=8, seed=0)
     distill.train(teacher, data, None, data, None, hp, runtime.resolve("cpu", "off"))
     teacher.save_pretrained(world.teacher)
     tok.save_pretrained(world.teacher)
@@ -182,10 +223,10 @@ def world(tmp_path_factory) -> World:
     return build_world(tmp_path_factory.mktemp("world"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "sst2" / "train.tsv").is_file():
-        pytest.skip(f"real data not found at {SHARED_DATA} (CI has ../shared/data; a fresh clone does not)")
+        requirement("data", f"real data not found at {SHARED_DATA} (CI has ../shared/data; a fresh clone does not)")
     return SHARED_DATA
 
 
@@ -211,6 +252,36 @@ PYTHON = sys.executable
 
 
 TOKEN = "hf_test_0123456789abcdefSECRET"
+
+
+@pytest.fixture(scope="session")
+def finished_study(world, tmp_path_factory) -> Path:
+    """One finished tiny study shared by the card, hub and dashboard tests (read it; copy it to change it):
+    4 trials of 3 epochs with a test split, the 2 best students kept, a repo id template."""
+    from searcher.cli import main
+
+    directory = tmp_path_factory.mktemp("finished")
+    path = world.study(directory, study={"n_trials": 4, "keep_best": 2,
+                                         "pruner": {"type": "median", "n_startup_trials": 2}},
+                       data={"test": str(world.data / "test.csv")},
+                       hub={"repo_id": "acme/{study}-L{layers}-H{hidden}-t{trial}"})
+    assert main(["-q", "optimize", str(path)]) == 0
+    return path
+
+
+def copy_study(path: Path, into: Path) -> Path:
+    """A copy of a finished tiny study (its database and output folder) to change without touching the original.
+    Saved students stay where the records say (the original's folder), which card and push only read."""
+    import shutil
+
+    into.mkdir(parents=True, exist_ok=True)
+    for entry in path.parent.iterdir():
+        target = into / entry.name
+        if entry.is_dir():
+            shutil.copytree(entry, target)
+        else:
+            shutil.copy2(entry, target)
+    return into / path.name
 
 
 @pytest.fixture(scope="session")
@@ -250,7 +321,7 @@ def pg_url():
     try:
         admin = pg_admin()
     except Exception as e:  # noqa: BLE001 - any failure to connect means: no server here
-        pytest.skip(f"no PostgreSQL server at {PG} ({str(e).strip().splitlines()[0]}); CI has one")
+        requirement("postgres", f"no PostgreSQL server at {PG} ({str(e).strip().splitlines()[0]}); CI has one")
     name = f"searcher_test_{uuid.uuid4().hex[:10]}"
     admin.cursor().execute(f"CREATE DATABASE {name}")
     yield f"{PG}/{name}"
@@ -259,3 +330,34 @@ def pg_url():
                 (name,))
     cur.execute(f"DROP DATABASE IF EXISTS {name}")
     admin.close()
+
+
+# --- Redis: a real server on 127.0.0.1:6379 (CI has one) ---
+
+REDIS_URL = os.environ.get("SEARCHER_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    try:
+        import redis
+    except ImportError:
+        requirement("redis", "the redis client is not installed (pip install -e '.[test]' installs it)")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as e:  # noqa: BLE001 - any failure to connect means: no server here
+        requirement("redis", f"no Redis server at {REDIS_URL} ({e}); CI has one")
+    return REDIS_URL
+
+
+# --- Chromium (Debian's package), for the dashboard's browser check ---
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        requirement("browser", "Debian's chromium is not installed (.ci/run installs it)")
+    return path

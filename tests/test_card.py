@@ -35,11 +35,16 @@ DISTRIBUTIONS = {"learning_rate": FloatDistribution(1e-5, 1e-3, log=True),
                  "temperature": FloatDistribution(1.0, 20.0), "alpha": FloatDistribution(0.0, 1.0)}
 
 
+HISTORY = ("epoch", "step", "train_loss", "eval_loss", "cross_entropy", "accuracy", "f1", "precision", "recall",
+           "seconds")
+
+
 def history(rows, shift=0.0):
-    cols = {c: [] for c in records.HISTORY_COLUMNS}
+    cols = {c: [] for c in HISTORY}
     for tl, ep, step, vl, acc in rows:
-        for c, v in zip(("train_loss", "epoch", "step", "eval_loss", "accuracy", "f1", "precision", "recall",
-                         "seconds"), (tl, int(ep), step, vl, acc - shift, acc - 0.001, acc + 0.002, acc - 0.002, 41.5)):
+        for c, v in zip(("train_loss", "epoch", "step", "eval_loss", "cross_entropy", "accuracy", "f1", "precision",
+                         "recall", "seconds"), (tl, int(ep), step, vl, round(vl / 3.1, 4), acc - shift, acc - 0.001,
+                                                acc + 0.002, acc - 0.002, 41.5)):
             cols[c].append(v)
     return cols
 
@@ -47,14 +52,15 @@ def history(rows, shift=0.0):
 def trial_attrs(lr, batch, micro, layers, hidden, params, acc, rows, amp="bf16", latency=1.9):
     return {
         "hyperparams": {"learning_rate": lr, "batch_size": batch, "temperature": 4.0, "alpha": 0.5, "epochs": 8,
-                        "weight_decay": 0.0, "warmup_ratio": 0.0, "seed": 33, "max_grad_norm": 1.0},
+                        "weight_decay": 0.0, "warmup_ratio": 0.0, "seed": 33, "max_grad_norm": 1.0,
+                        "hidden_dropout": 0.1},
         "student": {"layers": layers, "hidden": hidden, "heads": hidden // 64, "params": params, "init": "pretrained",
                     "checkpoint": f"google/bert_uncased_L-{layers}_H-{hidden}_A-{hidden // 64}",
                     "model_type": "bert"},
         "batch": {"effective": batch, "micro": micro, "accumulation": batch // micro, "eval": micro},
         "runtime": {"device": "cuda", "amp": amp},
-        "metrics": {"loss": rows[-1][3], "accuracy": acc, "f1": acc - 0.001, "precision": acc + 0.002,
-                    "recall": acc - 0.002},
+        "metrics": {"loss": rows[-1][3], "cross_entropy": round(rows[-1][3] / 3.1, 4), "accuracy": acc,
+                    "f1": acc - 0.001, "precision": acc + 0.002, "recall": acc - 0.002},
         "history": history(rows),
         "wall_time_s": 333.3,
         "latency_ms": {"single_median": latency, "single_p90": latency + 0.2, "batched_median": 10 * latency,
@@ -79,7 +85,7 @@ def golden_study(multi: bool = False) -> optuna.Study:
     study.set_user_attr(storage.ATTR_TEACHER, {
         "model": "textattack/bert-base-uncased-SST-2", "base": None, "fine_tuned_by_searcher": False,
         "path": "/home/user/.cache/huggingface/x", "layers": 12, "hidden": 768, "heads": 12, "params": 109483778,
-        "size_mb": 438.0, "metrics": {"validation": {"loss": 0.2531, "accuracy": 0.9243119266055045,
+        "size_mb": 438.0, "metrics": {"validation": {"cross_entropy": 0.2531, "accuracy": 0.9243119266055045,
                                                      "f1": 0.9242, "precision": 0.9246, "recall": 0.9241}},
         "latency_ms": {"single_median": 24.0, "single_p90": 26.5, "batched_median": 410.0, "batched_p90": 430.0,
                        "batch": 32, "throughput_per_s": 78.0, "threads": 2}})
@@ -113,6 +119,20 @@ def golden_study(multi: bool = False) -> optuna.Study:
         return [attrs["metrics"]["accuracy"], attrs["latency_ms"]["single_median"]] if multi \
             else [attrs["metrics"]["accuracy"]]
 
+    if not multi:  # the single-objective golden shows a student exported to ONNX; the multi-objective one does not
+        seed["formats"] = {
+            "pytorch": {"accuracy": 0.856651376146789, "f1": 0.8557, "size_mb": 44.7, "single_median": 1.9,
+                        "single_p90": 2.1, "batched_median": 19.0, "batched_p90": 20.2, "batch": 32,
+                        "throughput_per_s": 1684.2, "threads": 2},
+            "onnx": {"accuracy": 0.856651376146789, "f1": 0.8557, "size_mb": 44.8, "single_median": 0.9,
+                     "single_p90": 1.0, "batched_median": 8.1, "batched_p90": 8.6, "batch": 32,
+                     "throughput_per_s": 3950.6, "threads": 2,
+                     "parity": {"rows": 872, "predictions_equal": True, "max_abs_logit_diff": 3.1e-06, "ok": True}},
+            "onnx-int8": {"accuracy": 0.8543577981651376, "f1": 0.8531, "size_mb": 11.4, "single_median": 0.5,
+                          "single_p90": 0.6, "batched_median": 4.4, "batched_p90": 4.9, "batch": 32,
+                          "throughput_per_s": 7272.7, "threads": 2},
+            "files": {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_quantized.onnx"},
+            "tokenizer_json": True}
     add(seed_params, seed, vals(seed))
     add({**seed_params, "learning_rate": 0.0001, "batch_size": 256}, other, vals(other))
     add({**seed_params, "learning_rate": 1e-5, "batch_size": 16}, pruned, None, TrialState.PRUNED)
@@ -146,14 +166,17 @@ def test_seed_configuration_prints_exactly_as_the_public_card():
     text = render(golden_study(), 0)
     public = (ROOT.parent / "shared" / "examples" / "cards" / "bert-mini-sst2-distilled.README.md")
     for line in ["- learning_rate: 0.00021185586235152412", "- train_batch_size: 1024", "- eval_batch_size: 1024",
-                 "- seed: 33", "- optimizer: Adam with betas=(0.9,0.999) and epsilon=1e-08",
-                 "- lr_scheduler_type: linear", "- num_epochs: 8", "- mixed_precision_training: Native AMP"]:
+                 "- seed: 33", "- lr_scheduler_type: linear", "- num_epochs: 8",
+                 "- mixed_precision_training: Native AMP"]:
         assert line in text.splitlines()
         if public.is_file():
             assert line in public.read_text().splitlines()
+    # the public card's Trainer called its AdamW "Adam"; ours names the optimizer that ran
+    assert "- optimizer: AdamW with betas=(0.9,0.999) and epsilon=1e-08" in text.splitlines()
     assert "gradient_accumulation_steps" not in text  # only printed when accumulating
     table = [line for line in text.splitlines() if line.startswith("| 0.246 ")]
-    assert table and table[0].startswith("| 0.246         | 8.0   | 528  | 1.1792          | 0.8567   |")
+    # the public card's row, with our cross-entropy column after its validation loss
+    assert table and table[0].startswith("| 0.246         | 8.0   | 528  | 1.1792          | 0.3804        | 0.8567   |")
 
 
 def test_accumulation_is_printed_in_the_trainer_style():
@@ -184,7 +207,7 @@ def test_results_table_has_one_row_per_epoch_matching_the_records():
     study = golden_study()
     text = render(study, 0)
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2:3].isdigit()
-            and line.count("|") == 9]
+            and line.count("|") == 10]
     stored = records.history_rows(study.trials[0].user_attrs["history"])
     assert len(rows) == len(stored) == 8
     for line, row in zip(rows, stored):
@@ -192,7 +215,31 @@ def test_results_table_has_one_row_per_epoch_matching_the_records():
         assert float(cells[0]) == pytest.approx(row["train_loss"], abs=5e-5)
         assert float(cells[1]) == row["epoch"] and int(cells[2]) == row["step"]
         assert float(cells[3]) == pytest.approx(row["eval_loss"], abs=5e-5)
-        assert float(cells[4]) == pytest.approx(row["accuracy"], abs=5e-5)
+        assert float(cells[4]) == pytest.approx(row["cross_entropy"], abs=5e-5)
+        assert float(cells[5]) == pytest.approx(row["accuracy"], abs=5e-5)
+
+
+def test_losses_are_labelled_for_what_they_are():
+    """The student's distillation loss and its cross-entropy are two numbers with two names; the teacher's loss is
+    its cross-entropy, so the two cross-entropies can be compared."""
+    text = render(golden_study(), 0)
+    assert "- Distillation loss: 1.1792\n- Cross-entropy: 0.3804\n- Accuracy: 0.8567" in text
+    assert "on the evaluation set: Cross-entropy 0.2531, Accuracy 0.9243" in text
+    assert "| Validation Loss | Validation CE |" in text and "comparable with the teacher's" in text
+
+
+def test_cards_of_older_records_still_render():
+    """Trials stored before the cross-entropy and the recipe were recorded: the card leaves out what is unknown."""
+    study = golden_study()
+    old = study.trials[0]
+    attrs = {k: v for k, v in old.user_attrs.items()}
+    attrs["metrics"] = {k: v for k, v in attrs["metrics"].items() if k != "cross_entropy"}
+    attrs["history"] = {k: v for k, v in attrs["history"].items() if k != "cross_entropy"}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, params=old.params, distributions=old.distributions,
+                                 user_attrs=attrs, values=old.values))
+    text = render(study, len(study.trials) - 1)
+    assert "Cross-entropy" not in text.split("## Distillation")[0] and "Validation CE" not in text
+    assert "- optimizer: AdamW with betas=(0.9,0.999) and epsilon=1e-08" in text
 
 
 def test_no_filler_and_no_empty_links():
@@ -219,7 +266,7 @@ def test_template_typo_fails_loudly(tmp_path):
 
 def test_users_can_bring_their_own_template(tmp_path):
     own = tmp_path / "mine.md.j2"
-    own.write_text("---\n{{ card_data }}\n---\n# {{ model_name }}: {{ results[1].name }} {{ results[1].value }}\n")
+    own.write_text("---\n{{ card_data }}\n---\n# {{ model_name }}: {{ results[2].name }} {{ results[2].value }}\n")
     text = card.render(card.context(golden_study(), golden_study().trials[0]), own)
     assert text.endswith("# sst2-bert-mini-trial-0: Accuracy 0.8567\n")
 
@@ -228,15 +275,9 @@ def test_users_can_bring_their_own_template(tmp_path):
 # Real folders from a real tiny study
 
 
-@pytest.fixture(scope="module")
-def tiny_study(world, tmp_path_factory):
-    from searcher.cli import main
-
-    directory = tmp_path_factory.mktemp("cards")
-    path = world.study(directory, study={"n_trials": 3, "keep_best": 2}, data={"test": str(world.data / "test.csv")},
-                       hub={"repo_id": "acme/{study}-L{layers}-H{hidden}-t{trial}"})
-    assert main(["-q", "optimize", str(path)]) == 0
-    return path
+@pytest.fixture
+def tiny_study(finished_study):
+    return finished_study
 
 
 def test_exported_folder_loads_and_predicts_like_the_kept_checkpoint(tiny_study, cli, tmp_path):
@@ -264,13 +305,14 @@ def test_exported_folder_loads_and_predicts_like_the_kept_checkpoint(tiny_study,
         assert model.config.id2label == {0: "neg", 1: "pos"}
     assert np.array_equal(preds[0], preds[1])
     text = (folder / "README.md").read_text()
-    assert ModelCard.load(folder / "README.md").data.eval_results[1].metric_value == best.value
+    results = {r.metric_type: r.metric_value for r in ModelCard.load(folder / "README.md").data.eval_results}
+    assert results["accuracy"] == best.value and results["cross_entropy"] > 0
     assert "On the test split:" in text
 
 
 def test_card_of_a_removed_checkpoint_says_how_to_get_it_back(tiny_study, cli):
     study = optuna.load_study(study_name="tiny", storage=load_study(tiny_study).storage_url())
-    worst = sorted(study.trials, key=lambda t: t.value)[0]
+    worst = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)[0]
     code, _, err = cli("card", tiny_study, "--trial", worst.number)
     assert code == 2 and "no longer on disk" in err and "keep_best" in err
 
@@ -278,3 +320,47 @@ def test_card_of_a_removed_checkpoint_says_how_to_get_it_back(tiny_study, cli):
 def test_card_top_k_writes_one_folder_each(tiny_study, cli, tmp_path):
     code, out, _ = cli("card", tiny_study, "--top", "2", "--out", tmp_path)
     assert code == 0 and len(out.split()) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A trial whose parameters were imported (`searcher import`): the source's published result beside the student's
+
+PUBLISHED = [{"dataset": "glue", "config": "sst2", "split": "validation",
+              "metrics": {"accuracy": 0.856651376146789, "loss": 1.1792}}]
+SOURCE = "https://huggingface.co/acme/bert-mini-sst2-distilled"
+
+
+def imported(study, number: int, published: list, source: str = SOURCE) -> int:
+    """Trial `number` again, as if its parameters came from an [[enqueue]] entry with _source and _published."""
+    old = study.trials[number]
+    study.add_trial(create_trial(state=TrialState.COMPLETE, params=old.params, distributions=old.distributions,
+                                 values=old.values, user_attrs={**old.user_attrs, "enqueued_from": source,
+                                                                "source_published": published}))
+    return len(study.trials) - 1
+
+
+def test_an_imported_recipe_shows_its_published_result_beside_the_students():
+    study = golden_study()
+    text = render(study, imported(study, 1, PUBLISHED))
+    line = ("The imported recipe's published accuracy: 0.8567 ([source](https://huggingface.co/acme/"
+            "bert-mini-sst2-distilled)); this student: 0.8267.")
+    assert f"- Recall: 0.8247\n\n{line}\n\n## Distillation" in text
+    assert "published loss" not in text  # the source's training loss is not searcher's distillation loss
+    card.validate(text)
+
+
+def test_a_local_source_is_named_by_its_file_not_its_path():
+    study = golden_study()
+    text = render(study, imported(study, 1, PUBLISHED, source="/home/someone/cards/bert-mini.README.md"))
+    assert ("The imported recipe's published accuracy: 0.8567 (source: bert-mini.README.md); this student: "
+            "0.8267.") in text.splitlines()
+    assert "/home/someone" not in text
+
+
+@pytest.mark.parametrize("change", [{"split": "test"}, {"config": "cola"}, {"dataset": "imdb"}, {"split": None},
+                                    {"dataset": None}])
+def test_no_published_baseline_from_other_data_or_another_split(change):
+    published = [{k: v for k, v in {**PUBLISHED[0], **change}.items() if v is not None}]
+    study = golden_study()
+    text = render(study, imported(study, 1, published))
+    assert "published accuracy" not in text and "imported recipe" not in text

@@ -48,8 +48,8 @@ def test_minimal_file_gets_defaults(tmp_path):
     ("[serch]\nalpha = 0.5", "unknown section 'serch'; did you mean 'search'?"),
     ("[study]\nn_trials = \"ten\"", "[study] n_trials must be an integer, got 'ten'"),
     ("[search]\nlearning_rate = [1e-3, 1e-5]", "the range [0.001, 1e-05] is impossible (low > high)"),
-    ("[search]\nalpha = [0.0, 2.0]", "alpha weighs the label loss and must lie in [0, 1]"),
-    ("[search]\ntemperature = [0, 4]", "temperature must be > 0"),
+    ("[search]\nalpha = [0.0, 2.0]", "[search] alpha must lie in [0, 1] (weight of the label"),
+    ("[search]\ntemperature = [0, 4]", "[search] temperature must lie in (0, inf)"),
     ("[search]\nbatch_size = [16, \"big\"]", "batch_size must be an integer or a list of them"),
     ("[student]\nhidden = [100]", "hidden 100 is not a multiple of 64"),
     ("[student]\ninit = \"magic\"", "init must be one of 'pretrained', 'teacher', 'random'"),
@@ -57,6 +57,32 @@ def test_minimal_file_gets_defaults(tmp_path):
     ("[teacher]\nbase = \"b\"", "give exactly one of model"),
     ("[data]\ntext_columns = [\"a\", \"b\", \"c\"]", "text_columns takes one column or two"),
     ("[hub]\npush = \"best\"", "needs repo_id"),
+    ("[study]\nsampler = \"bayes\"", '[study] sampler must be one of "tpe", "gp", "random", "cmaes", "nsga2"'),
+    ("[study]\nsampler = { type = \"gp\", popsize = 4 }", "sampler: option 'popsize' does not apply to type 'gp'"),
+    ("[study]\nsampler = { type = \"tpe\", n_startup = 4 }", "unknown option 'n_startup'; did you mean "
+                                                             "'n_startup_trials'?"),
+    ("[study]\nsampler = { type = \"tpe\", n_startup_trials = -1 }", "sampler.n_startup_trials must be >= 0"),
+    ("[study]\nsampler = { type = \"tpe\", multivariate = 1 }", "sampler.multivariate must be true or false"),
+    ("[study]\nsampler = { type = \"cmaes\", sigma0 = 0 }", "sampler.sigma0 must be > 0"),
+    ("[study]\nsampler = 3", "sampler must be one of \"tpe\""),
+    ("[study]\nsampler = \"nsga2\"", "ranks trials by Pareto dominance, which needs two or more objectives"),
+    ("[study]\ndirections = [\"maximize\", \"minimize\"]\nsampler = \"cmaes\"", "optimizes one objective"),
+    ("[study]\npruner = \"wilcoxon\"", '[study] pruner must be one of "median", "hyperband", "successive_halving"'),
+    ("[study]\npruner = { type = \"hyperband\", patience = 2 }", "option 'patience' does not apply to type "
+                                                                 "'hyperband' (its options: reduction_factor)"),
+    ("[study]\npruner = { type = \"successive_halving\", reduction_factor = 1 }", "reduction_factor must be >= 2"),
+    ("[study]\npruner = { type = \"patient\", patience = 1 }", "patience = 1 can never stop a trial of 3 epochs"),
+    ("[study]\ndirections = [\"maximize\", \"minimize\"]\npruner = \"hyperband\"",
+     "so every trial runs all its epochs (to spend less, use fewer epochs or a single-objective study first)"),
+    ("[study]\nstop = 5", "[study] stop must be a table"),
+    ("[study]\nstop = { min_delta = 0.01 }", "stop needs patience = N"),
+    ("[study]\nstop = { patience = 0 }", "stop.patience must be a positive number of trials"),
+    ("[study]\nstop = { patiense = 3 }", "stop: unknown option 'patiense'; did you mean 'patience'?"),
+    ("[study]\nstop = { patience = 3, min_delta = -0.1 }", "stop.min_delta must be >= 0"),
+    ("[study]\nstop = { patience = 3, min_trials = 5 }", "min_trials applies to the terminator"),
+    ("[study]\ndirections = [\"maximize\", \"minimize\"]\nstop = { patience = 3 }", "stop needs a single objective"),
+    ("[study]\ndirections = [\"minimize\"]\nobjectives = [\"latency_ms\"]\nstop = { terminator = true }",
+     "the terminator needs min_delta (the noise of 'latency_ms'"),
 ])
 def test_bad_input_names_the_key_and_the_fix(tmp_path, snippet, message):
     doc = tomllib.loads(BASE)
@@ -120,3 +146,22 @@ def test_seed_study_reproduces_the_public_card():
     assert plan.student.checkpoint == "google/bert_uncased_L-4_H-256_A-4"
     assert c.teacher.model == "textattack/bert-base-uncased-SST-2"
     assert c.train.amp == "auto"
+
+
+def test_sampler_pruner_and_stop_parse_and_may_change_between_runs(tmp_path):
+    from searcher.config import SamplerConfig, StopConfig, defining
+
+    c = load_study(write(tmp_path, BASE.replace('name = "x"', 'name = "x"\nsampler = "gp"')))
+    assert c.study.sampler == SamplerConfig(type="gp") and c.study.sampler.options == {}
+    assert c.study.stop is None
+    changed = load_study(write(tmp_path, BASE.replace('name = "x"', '''name = "x"
+sampler = { type = "tpe", n_startup_trials = 10, constant_liar = false }
+pruner = { type = "successive_halving", reduction_factor = 2, min_early_stopping_rate = 1 }
+stop = { patience = 8, min_delta = 0.002, terminator = true, min_trials = 12 }''')))
+    assert changed.study.sampler.options == {"n_startup_trials": 10, "constant_liar": False}
+    assert changed.study.pruner.type == "successive_halving" and changed.study.pruner.min_early_stopping_rate == 1
+    assert changed.study.stop == StopConfig(patience=8, min_delta=0.002, terminator=True, min_trials=12)
+    assert defining(c) == defining(changed)  # what defines the trials is the same: a study may switch between runs
+    multi = load_study(write(tmp_path, BASE.replace('name = "x"', 'name = "x"\ndirections = ["maximize", '
+                                                                  '"minimize"]\nsampler = "nsga2"')))
+    assert multi.study.sampler.type == "nsga2" and multi.study.pruner.type == "none"

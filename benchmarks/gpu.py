@@ -1,0 +1,232 @@
+"""GPU throughput: a searcher trial (the real distill.train) against a bare AMP loop, at batch 1024, and peak memory.
+
+    python benchmarks/gpu.py [--data ../shared/data] [--out benchmarks/results]
+    python benchmarks/gpu.py --quick        # CPU smoke test: tiny model, few steps, results in /tmp/searcher-gpu-quick
+
+Both sides train the same student (BERT L4/H256, random init) on the same SST-2 rows (synthetic rows of SST-2's
+lengths without --data) in the same batches, with the same precomputed teacher logits and AMP mode (bf16 where the
+GPU supports it, else fp16 with a grad scaler), interleaved a few times so drift hits both alike. The bare loop is
+forward, loss, backward, clip, step, with no evaluation, no host sync and no schedule; the searcher side is
+distill.train with one epoch over the rows and an evaluation of a small validation split at the end (its
+EpochResult.seconds counts both). Reports samples/s of each, their ratio, and peak CUDA memory (max_memory_allocated)
+per trial. Without a CUDA device it prints "no CUDA device" and writes a results file that says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FULL = {"layers": 4, "hidden": 256, "batch": 1024, "rows": 65536, "max_length": 64, "rounds": 3, "eval_rows": 1024}
+QUICK = {"layers": 1, "hidden": 64, "batch": 32, "rows": 256, "max_length": 32, "rounds": 2, "eval_rows": 64}
+
+
+def sst2_lengths(data: Path, n: int, max_length: int, rng: np.random.Generator) -> np.ndarray:
+    """Token lengths of SST-2 sentences (whitespace words + [CLS]/[SEP], a close proxy for WordPiece on SST-2)."""
+    path = data / "sst2" / "train.tsv"
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        lengths = np.array([len(r[0].split()) + 2 for r in rows])
+    else:
+        lengths = rng.geometric(1 / 11, size=10_000) + 3
+    return np.clip(rng.choice(lengths, size=n), 3, max_length)
+
+
+def encoded(n: int, max_length: int, vocab: int, data: Path, seed: int):
+    from searcher.tokens import Encoded
+
+    rng = np.random.default_rng(seed)
+    lengths = sst2_lengths(data, n, max_length, rng)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = rng.integers(1000, vocab, size=int(offsets[-1])).astype(np.int32)
+    return Encoded(ids, np.zeros_like(ids, dtype=np.int8), offsets, rng.integers(0, 2, size=n).astype(np.int64), 0)
+
+
+def student(layers: int, hidden: int, vocab: int, seed: int = 0):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden, num_labels=2)
+    return BertForSequenceClassification(cfg)
+
+
+def sync(run) -> None:
+    import torch
+
+    if run.is_cuda:
+        torch.cuda.synchronize()
+
+
+def bare_loop(model, enc, logits: np.ndarray, batch_size: int, run, seed: int) -> float:
+    """The textbook AMP loop over the same batches: seconds for one pass over the rows."""
+    import torch
+
+    from searcher import distill
+    from searcher.batching import collate, epoch_batches
+
+    model.to(run.device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = run.grad_scaler()
+    labels, targets = torch.from_numpy(enc.labels), torch.from_numpy(logits)
+    batches = epoch_batches(enc.lengths, batch_size, np.random.default_rng(seed), True)
+    sync(run)
+    started = time.perf_counter()
+    for batch in batches:
+        inputs = {k: v.to(run.device, non_blocking=True) for k, v in collate(enc, batch, run.is_cuda).items()}
+        y, t = labels[batch].to(run.device, non_blocking=True), targets[batch].to(run.device, non_blocking=True)
+        with run.autocast():
+            out = model(**inputs).logits
+        loss = distill.kd_loss(out.float(), t, y, 0.5, 2.0) / len(batch)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    sync(run)
+    return time.perf_counter() - started
+
+
+def searcher_trial(model, enc, logits, val, val_logits, batch_size: int, run, seed: int) -> tuple[float, float]:
+    """distill.train for one epoch: (seconds, peak memory MB or nan)."""
+    from searcher import distill
+    from searcher.hyperparams import Hyperparams
+
+    hp = Hyperparams(learning_rate=1e-4, batch_size=batch_size, temperature=2.0, alpha=0.5, epochs=1, seed=seed)
+    sync(run)
+    started = time.perf_counter()
+    (result,) = distill.train(model, enc, logits, val, val_logits, hp, run)
+    sync(run)
+    seconds = time.perf_counter() - started
+    return seconds, result.peak_memory_mb if result.peak_memory_mb is not None else float("nan")
+
+
+def peak_of(run, fn) -> tuple[float, float]:
+    import torch
+
+    if run.is_cuda:
+        torch.cuda.reset_peak_memory_stats(run.device)
+    seconds = fn()
+    peak = torch.cuda.max_memory_allocated(run.device) / 2 ** 20 if run.is_cuda else float("nan")
+    return seconds, peak
+
+
+def measure(sizes: dict, run, data: Path) -> dict:
+    from searcher import runtime as rt
+
+    vocab = 30522
+    enc = encoded(sizes["rows"], sizes["max_length"], vocab, data, seed=0)
+    val = encoded(sizes["eval_rows"], sizes["max_length"], vocab, data, seed=1)
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(len(enc), 2)).astype(np.float32)
+    val_logits = rng.normal(size=(len(val), 2)).astype(np.float32)
+    rows = {"bare": [], "searcher": []}
+    peaks = {"bare": [], "searcher": []}
+    # warm-up: CUDA context, cuBLAS handles and kernel autotuning happen once, before any timing
+    warm = encoded(2 * sizes["batch"], sizes["max_length"], vocab, data, seed=3)
+    bare_loop(student(sizes["layers"], sizes["hidden"], vocab), warm, logits[:len(warm)], sizes["batch"], run, 0)
+    for r in range(sizes["rounds"]):
+        for side in ("bare", "searcher") if r % 2 == 0 else ("searcher", "bare"):
+            model = student(sizes["layers"], sizes["hidden"], vocab, seed=r)
+            if side == "bare":
+                seconds, peak = peak_of(run, lambda: bare_loop(model, enc, logits, sizes["batch"], run, r))
+            else:
+                seconds, peak = searcher_trial(model, enc, logits, val, val_logits, sizes["batch"], run, r)
+            rows[side].append(len(enc) / seconds)
+            peaks[side].append(peak)
+            del model
+            rt.empty_cache(run.device)
+            print(f"  round {r + 1}: {side:8s} {len(enc) / seconds:10.0f} samples/s, peak {peak:.0f} MB", flush=True)
+    med = {k: float(np.median(v)) for k, v in rows.items()}
+    return {"samples_per_s": rows, "median_samples_per_s": med, "ratio_searcher_over_bare": med["searcher"] / med["bare"],
+            "peak_memory_mb": peaks, "rows": len(enc), "eval_rows": len(val)}
+
+
+def machine(run) -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(run.device) if run.is_cuda else "no GPU"
+    return (f"{platform.node()}, {os.cpu_count()} CPU cores, {gpu}; torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def markdown(r: dict) -> str:
+    lines = ["# GPU throughput: a searcher trial vs a bare AMP loop", "",
+             f"Command: `{r['command']}`  ", f"Date: {r['date']}  ", f"Machine: {r['machine']}", ""]
+    if not r.get("cuda"):
+        lines += [r["note"], ""]
+        if "result" not in r:
+            return "\n".join(lines)
+    s, res = r["setup"], r["result"]
+    med = res["median_samples_per_s"]
+    lines += [f"Student BERT L{s['layers']}/H{s['hidden']} (random init), batch {s['batch']}, {res['rows']} rows of "
+              f"SST-2 lengths (max_length {s['max_length']}), AMP {r['amp']} on {r['device']}; {s['rounds']} "
+              f"interleaved rounds, medians. The searcher side is distill.train for one epoch including an evaluation "
+              f"of {res['eval_rows']} rows; the bare loop only trains.", "",
+              "| | samples/s (median) | peak memory MB (per trial) |", "|---|---:|---:|",
+              f"| bare AMP loop | {med['bare']:.0f} | {max(res['peak_memory_mb']['bare']):.0f} |",
+              f"| searcher trial (distill.train) | {med['searcher']:.0f} | "
+              f"{max(res['peak_memory_mb']['searcher']):.0f} |", "",
+              f"**searcher / bare = {res['ratio_searcher_over_bare']:.2f}** (1.00 = no overhead).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="GPU throughput of a searcher trial vs a bare AMP loop")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results; "
+                                                                "/tmp/searcher-gpu-quick with --quick)")
+    parser.add_argument("--quick", "--dry-run", dest="quick", action="store_true",
+                        help="CPU smoke test: a tiny model, a few steps (the code path, not a measurement)")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args(argv)
+    out = args.out or (Path("/tmp/searcher-gpu-quick") if args.quick else ROOT / "benchmarks" / "results")
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    from searcher import runtime as rt
+
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.rounds:
+        sizes["rounds"] = args.rounds
+    command = "python benchmarks/gpu.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    cuda = torch.cuda.is_available()
+    run = rt.resolve("cuda" if cuda and not args.quick else "cpu", "auto" if cuda and not args.quick else "off")
+    results = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(run),
+               "cuda": cuda and not args.quick, "device": run.device, "amp": run.amp, "setup": sizes}
+    if not cuda and not args.quick:
+        print("no CUDA device")
+        results["note"] = ("No CUDA device on this machine: nothing was measured. Run `nox -s gpu` (or this "
+                           "script) on a machine with an NVIDIA GPU.")
+    else:
+        if args.quick:
+            results["note"] = ("Smoke test on the CPU (--quick): a tiny model and a few steps, fp32. It exercises the "
+                               "code path; its numbers are not a GPU measurement.")
+        print(f"{run.device}, AMP {run.amp}: L{sizes['layers']}/H{sizes['hidden']}, batch {sizes['batch']}, "
+              f"{sizes['rows']} rows, {sizes['rounds']} rounds", flush=True)
+        results["result"] = measure(sizes, run, args.data)
+        print(f"searcher / bare = {results['result']['ratio_searcher_over_bare']:.2f}")
+    (out / "gpu.json").write_text(json.dumps(results, indent=1))
+    (out / "gpu.md").write_text(markdown(results))
+    print(f"wrote {out / 'gpu.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Files that several processes share: atomic writes and file locks, written one way for the whole package.
+
+Caches (tokens, teacher logits, fine-tuned teachers, latency), checkpoints and card folders are read by other workers
+while they are written. Everything is written beside its target and renamed into place, so a reader sees the old
+file or the new one, never half of one; a crash leaves only a `*.tmp*` entry, which `remove_stale` cleans up.
+This module knows nothing of models or studies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from searcher.errors import SearcherError
+
+TMP_MARK = ".tmp"
+# a temp entry names its writer (host and pid): on this host a dead pid means a crashed writer; another host's
+# entry is judged by age, since no write takes this long
+STALE_AFTER_S = 6 * 3600
+
+
+def _tmp_prefix(name: str) -> str:
+    return f"{name}{TMP_MARK}~{socket.gethostname()}~{os.getpid()}~"
+
+
+class WriteError(SearcherError, OSError):
+    """A file or folder could not be written (disk full, read-only): one line naming it; nothing half-written."""
+
+
+def _cannot_write(path: Path, error: OSError) -> WriteError:
+    reason = error.strerror or str(error).splitlines()[0] if str(error) else type(error).__name__
+    return WriteError(f"cannot write {path}: {reason}; free disk space or make the folder writable")
+
+
+def lock(path: Path, timeout: float = -1):
+    """A file lock beside `path` (`path.lock`), for processes on one machine. Use as a context manager."""
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=timeout)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, write: Callable) -> None:
+    """Call `write(binary_file)` on a temp file beside `path`, then rename it to `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name))
+    except OSError as e:
+        raise _cannot_write(path, e) from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; caches are shared like any other file
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise _cannot_write(path, e) from e
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path` to write by name (e.g. a memory-mapped array); renamed to `path` when the
+    block succeeds, removed otherwise."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name))
+        os.close(fd)
+    except OSError as e:
+        raise _cannot_write(path, e) from e
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise _cannot_write(path, e) from e
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_npz(path: Path, arrays: dict) -> None:
+    import numpy as np
+
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path) -> Iterator[Path]:
+    """Yield a temp folder beside `out`; when the block succeeds it replaces `out` whole, else it is removed."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=_tmp_prefix(out.name)))
+    except OSError as e:
+        raise _cannot_write(out, e) from e
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        # a rename cannot replace a non-empty folder: the old one is moved aside first and deleted after, so `out`
+        # is always the old folder or the new one, never missing or half
+        aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=_tmp_prefix(out.name))) if out.exists() else None
+        if aside is not None:
+            os.replace(out, aside / out.name)
+        os.replace(tmp, out)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise _cannot_write(out, e) from e
+        raise
+
+
+def remove_stale(folder: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove temp files/folders that crashed writers left in `folder` (not recursive). Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    host = socket.gethostname()
+    for entry in folder.iterdir():
+        if TMP_MARK not in entry.name:
+            continue
+        try:
+            writer = entry.name.split(TMP_MARK, 1)[1].split("~")
+            mine = len(writer) >= 3 and writer[1] == host and writer[2].isdigit()
+            if mine and _alive(int(writer[2])):
+                continue
+            if not mine and now - entry.lstat().st_mtime < older_than_s:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def folder_size(folder: Path, pattern: str = "*") -> int:
+    """Bytes of the files matching `pattern` directly in `folder` (0 if it does not exist)."""
+    folder = Path(folder)
+    return sum(f.stat().st_size for f in folder.glob(pattern) if f.is_file()) if folder.is_dir() else 0
+
+
+def read_json(path: Path) -> Optional[dict]:
+    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
+    import json
+
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

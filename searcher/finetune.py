@@ -1,0 +1,75 @@
+"""A teacher fine-tuned once: `[teacher] base` + `[teacher.fine_tune]` turn a pretrained model into the task's
+teacher with plain cross-entropy (the distill loop at alpha = 1), cached per (base, data, settings, seed).
+
+Several workers starting together fine-tune once: the others wait on the lock and reuse the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from searcher import distill, files, teacher
+from searcher.config import StudyConfig
+from searcher.data import Task
+from searcher.hyperparams import Hyperparams
+from searcher.runtime import Runtime
+from searcher.tokens import encode
+
+log = logging.getLogger(__name__)
+
+RECORD = "searcher_teacher.json"
+
+
+def teacher_dir(config: StudyConfig, task: Task, runtime: Runtime, teacher_config=None) -> str:
+    """The teacher to distill from: the configured classifier, or a fine-tuned copy of `base`, made once."""
+    if config.teacher.model:
+        return teacher.source(config)
+    base = teacher.source(config)
+    ft = config.teacher.fine_tune
+    key = hashlib.sha256(json.dumps({
+        "base": teacher.identity(base, teacher_config, config.teacher.revision), "data": task.fingerprint,
+        "max_length": config.data.max_length, "fine_tune": [ft.epochs, ft.learning_rate, ft.batch_size,
+                                                           ft.weight_decay, ft.warmup_ratio],
+        "seed": config.study.seed,
+    }).encode()).hexdigest()[:20]
+    out = config.cache_dir / "teachers" / key
+    with files.lock(out):
+        if _complete(out):
+            log.info("teacher: reusing fine-tuned %s", out)
+            return str(out)
+        log.info("teacher: fine-tuning %s once (%d epochs); cached in %s", base, ft.epochs, out)
+        _fine_tune(config, task, runtime, base, out)
+    return str(out)
+
+
+def _complete(folder: Path) -> bool:
+    """A finished fine-tune: its record, config and weights are all there (a crash never leaves a half folder, but a
+    hand-edited cache can)."""
+    return (files.read_json(folder / RECORD) is not None and (folder / "config.json").is_file()
+            and any(folder.glob("*.safetensors")))
+
+
+def _fine_tune(config: StudyConfig, task: Task, runtime: Runtime, base: str, out: Path) -> None:
+    model, tokenizer = teacher.load_model(base, task, config.teacher.revision, new_head=True)
+    train = encode(task.train, tokenizer, config.data.max_length, config.cache_dir, f"{task.fingerprint}:train")
+    validation = encode(task.validation, tokenizer, config.data.max_length, config.cache_dir,
+                        f"{task.fingerprint}:validation")
+    ft = config.teacher.fine_tune
+    hp = Hyperparams(learning_rate=ft.learning_rate, batch_size=ft.batch_size, temperature=1.0, alpha=1.0,
+                     epochs=ft.epochs, weight_decay=ft.weight_decay, warmup_ratio=ft.warmup_ratio,
+                     seed=config.study.seed)
+
+    def report(r: distill.EpochResult) -> None:
+        log.info("teacher fine-tune epoch %d: train loss %.4f, validation accuracy %.4f (%.0fs)",
+                 r.epoch, r.train_loss, r.metrics["accuracy"], r.seconds)
+
+    history = distill.train(model, train, None, validation, None, hp, runtime, on_epoch=report)
+    with files.atomic_dir(out) as tmp:
+        model.to("cpu").save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / RECORD).write_text(json.dumps({
+            "base": base, "fine_tune": vars(hp), "history": [vars(r) for r in history],
+        }, indent=1))

@@ -1,0 +1,119 @@
+"""Card folders: README.md (the model card), the student, its tokenizer and searcher_trial.json.
+
+A folder is exactly what `searcher push` uploads, and it is written from stored records and a kept checkpoint only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from searcher import card, checkpoints, files, records
+from searcher.config import StudyConfig
+from searcher.errors import RefusedError, StudyError, first_line
+from searcher.storage import ATTR_DATASET, ATTR_TEACHER, ATTR_UID, ATTR_VERSIONS
+
+MODEL_FILES_EXCLUDED = {"searcher_run.json"}
+
+
+def trial_json(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str]) -> dict:
+    """The machine-readable record that travels with the model (no paths of this machine, no tokens)."""
+    r = records.TrialRecord.from_trial(trial)
+    attrs = study.user_attrs
+    teacher = {k: v for k, v in attrs.get(ATTR_TEACHER, {}).items() if k != "path"}
+    return records.plain({
+        "study": study.study_name, "trial": r.number, "trial_id": r.trial_id, "state": r.state,
+        "repo_id": repo_id, "objectives": study.metric_names, "values": r.values, "params": r.params,
+        "hyperparams": r.hyperparams, "metrics": r.metrics, "test_metrics": r.test_metrics, "history": r.history,
+        "student": r.student, "batch": r.batch, "runtime": r.runtime, "recipe": r.recipe,
+        "latency_ms": r.latency_ms, "size_mb": r.size_mb, "wall_time_s": r.wall_time_s, "teacher": teacher,
+        "dataset": attrs.get(ATTR_DATASET), "versions": attrs.get(ATTR_VERSIONS),
+        "datetime_start": r.datetime_start, "datetime_complete": r.datetime_complete,
+        "searcher_version": _version("searcher"),
+    })
+
+
+def _version(name: str) -> Optional[str]:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+RECORD = "searcher_trial.json"
+
+
+def write_folder(study: optuna.Study, config: StudyConfig, trial: FrozenTrial, out: Path,
+                 repo_id: Optional[str] = None, template: Optional[Path] = None, force: bool = False) -> Path:
+    """README.md + model + tokenizer + searcher_trial.json: exactly what `searcher push` uploads.
+
+    The checkpoint must be this trial's and whole, and is copied under the lock that retention deletes under, so a
+    worker's cleanup can never leave half a folder. An existing `out` is replaced only if searcher wrote everything
+    in it (its record lists its files), unless `force`; the new folder is written beside it and renamed into place.
+    """
+    r = records.TrialRecord.from_trial(trial)
+    folder = Path(r.model_dir) if r.model_dir else None
+    text = card.card_text(study, config, trial, repo_id, template)
+    out = Path(out)
+    if out.exists() and not force:
+        _check_ours(out)
+    try:
+        with files.atomic_dir(out) as tmp:
+            with files.lock(Path(folder).parent / ".retain") if folder else contextlib.nullcontext():
+                trouble = checkpoints.problem(folder, study.user_attrs.get(ATTR_UID), r.number) if folder else \
+                    "it was never saved"
+                if trouble:
+                    raise StudyError(_missing(r, config, trouble))
+                for f in sorted(folder.iterdir()):
+                    if f.is_file() and f.name not in MODEL_FILES_EXCLUDED:
+                        shutil.copy2(f, tmp / f.name)
+                    elif f.is_dir() and f.name == "onnx":  # the deployable forms (searcher.export)
+                        shutil.copytree(f, tmp / f.name)
+            (tmp / "README.md").write_text(text, encoding="utf-8")
+            record = trial_json(study, trial, repo_id)
+            record["files"] = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file()) + [RECORD]
+            (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    except OSError as e:
+        raise RefusedError(f"cannot write the card folder {out}: {first_line(e)}; pass --out a writable folder") from e
+    return out
+
+
+def _missing(r: records.TrialRecord, config: StudyConfig, trouble: str) -> str:
+    if trouble.startswith("it is missing"):
+        return (f"trial {r.number}'s student is no longer on disk (only the best {config.study.keep_best} are "
+                f"kept); raise [study] keep_best, or re-run it with [[enqueue]] and its params {r.params}")
+    return (f"trial {r.number}'s checkpoint at {r.model_dir} cannot be carded: {trouble}; re-run the trial with "
+            f"[[enqueue]] and its params {r.params}")
+
+
+def _check_ours(out: Path) -> None:
+    """Refuse to replace a folder holding anything searcher did not write there."""
+    record = files.read_json(out / RECORD) if out.is_dir() else None
+    if record is not None and "files" not in record:
+        return  # written by a searcher from before records listed their files
+    listed = set((record or {}).get("files") or [])
+    present = {str(f.relative_to(out)) for f in out.rglob("*") if f.is_file()} if out.is_dir() else {out.name}
+    foreign = sorted(present - listed)
+    if foreign:
+        raise RefusedError(f"{out} holds files searcher did not write (e.g. {foreign[0]}); choose another --out, or "
+                           f"pass --force to replace the folder")
+
+
+def export(study: optuna.Study, config: StudyConfig, trial: Optional[int] = None, top: Optional[int] = None,
+           pareto_front: bool = False, out: Optional[str] = None, template: Optional[str] = None,
+           force: bool = False) -> list[Path]:
+    chosen = records.select(study, trial=trial, top=top, pareto_front=pareto_front)
+    base = Path(out) if out else config.output_dir / "cards"
+    folders = []
+    for t in chosen:
+        repo_id = card.repo_id_for(config.hub.repo_id, config.study.name, t) if config.hub.repo_id else None
+        folders.append(write_folder(study, config, t, base / f"trial-{t.number:04d}", repo_id,
+                                    Path(template) if template else None, force=force))
+    return folders

@@ -1,0 +1,51 @@
+"""The private Optuna names searcher still uses, each behind one function here, with the reason no public API serves.
+
+Everything else goes through public APIs (`study.get_trials`, `study.tell`, `optuna.artifacts`, the storage's
+public BaseStorage methods). When an Optuna release breaks one of these, this file is the one to fix.
+
+| private name | used for | why there is no public way |
+|---|---|---|
+| `Study._storage` | heartbeats, claim locks, artifacts, telling an asked trial | Study exposes no accessor for its storage |
+| `FrozenTrial._trial_id` | a trial's storage id (records, `optuna.Trial(study, id)` for ask/tell) | FrozenTrial has a number but no public id |
+| `_CachedStorage._backend` | the RDBStorage (SQLAlchemy engine) under Optuna's cache, for the claim lock | the wrapper is private |
+| `JournalFileBackend._file_path` | the journal file, to lock beside it | the backend keeps its path private |
+| `dashboard:artifacts:<trial id>:<artifact id>` study system attrs | a finished trial's current card in optuna-dashboard | optuna's `upload_artifact` writes trial system attrs, which a finished trial refuses; optuna-dashboard reads this (its backward-compatible) layout for trial artifacts |
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import optuna
+from optuna.trial import FrozenTrial
+
+DASHBOARD_ARTIFACTS = "dashboard:artifacts:"
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    return storage_of(study).get_study_id_from_name(study.study_name)  # public BaseStorage method
+
+
+def trial_id(trial: FrozenTrial) -> int:
+    return trial._trial_id
+
+
+def rdb_storage(storage: optuna.storages.BaseStorage) -> Optional[optuna.storages.RDBStorage]:
+    """The RDBStorage behind Optuna's cache wrapper, or None for other storages."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
+def journal_file(storage: optuna.storages.BaseStorage) -> Optional[str]:
+    """The file of a journal file storage, or None."""
+    return getattr(getattr(storage, "_backend", None), "_file_path", None)
+
+
+def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether the storage fails the trials of dead workers (RDB storages with a heartbeat interval)."""
+    interval = getattr(storage, "get_heartbeat_interval", None)  # public on RDBStorage and its cache
+    return bool(interval and interval())
