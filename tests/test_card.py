@@ -19,6 +19,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from searcher import card, records, storage
+from conftest import copy_study
 from searcher.config import load_study, resolved_dict
 from searcher.errors import ConfigError, StudyError
 
@@ -310,10 +311,15 @@ def test_exported_folder_loads_and_predicts_like_the_kept_checkpoint(tiny_study,
     assert "On the test split:" in text
 
 
-def test_card_of_a_removed_checkpoint_says_how_to_get_it_back(tiny_study, cli):
-    study = optuna.load_study(study_name="tiny", storage=load_study(tiny_study).storage_url())
+def test_card_of_a_removed_checkpoint_says_how_to_get_it_back(tiny_study, cli, tmp_path):
+    path = copy_study(tiny_study, tmp_path / "copy")
+    study = optuna.load_study(study_name="tiny", storage=load_study(path).storage_url())
     worst = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)[0]
-    code, _, err = cli("card", tiny_study, "--trial", worst.number)
+    # a trial like the worst whose student retention removed (keep_best): its folder is gone
+    study.add_trial(create_trial(state=TrialState.COMPLETE, params=worst.params, distributions=worst.distributions,
+                                 values=worst.values,
+                                 user_attrs={**worst.user_attrs, "model_dir": str(tmp_path / "models" / "gone")}))
+    code, _, err = cli("card", path, "--trial", len(study.trials) - 1)
     assert code == 2 and "no longer on disk" in err and "keep_best" in err
 
 

@@ -47,7 +47,7 @@ def test_hidden_is_only_suggested_for_students_that_are_not_teacher_initialised(
 def test_plan_from_values_casts_every_hyperparameter(tmp_path):
     c = config(tmp_path, student={"layers": [2], "hidden": [128], "init": "random"})
     values = {"learning_rate": 1e-4, "batch_size": 32.0, "temperature": 2, "alpha": 0, "epochs": 3,
-              "weight_decay": 0, "warmup_ratio": 0, "max_grad_norm": 1, "hidden_dropout": 0.1, "layers": 2,
+              "weight_decay": 0, "warmup_ratio": 0, "max_grad_norm": 1, "hidden_dropout": 0.1, "augment": 0, "layers": 2,
               "hidden": 128}
     hp = space.plan_from_values(c, values).hyperparams
     assert type(hp.batch_size) is int and type(hp.temperature) is float and type(hp.alpha) is float
