@@ -53,26 +53,6 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Path, write: Callable) -> None:
-    """Call `write(binary_file)` on a temp file beside `path`, then rename it to `path`."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name))
-    except OSError as e:
-        raise _cannot_write(path, e) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; caches are shared like any other file
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise _cannot_write(path, e) from e
-        raise
-
-
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path` to write by name (e.g. a memory-mapped array); renamed to `path` when the
@@ -93,6 +73,13 @@ def atomic_file(path: Path) -> Iterator[Path]:
         if isinstance(e, OSError) and not isinstance(e, WriteError):
             raise _cannot_write(path, e) from e
         raise
+
+
+def write_atomic(path: Path, write: Callable) -> None:
+    """Call `write(binary_file)` on a temp file beside `path`, then rename it to `path`."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
 
 
 def write_text(path: Path, text: str) -> None:
