@@ -428,7 +428,7 @@ def markdown(r: dict) -> str:
                   f"{', '.join(f'{a:.4f}' for a in cost['searcher_accuracy'])} (the peer builds every student with a "
                   f"random init of the same shape: its cost, not its accuracy, is what is used)."]
     lines += ["", "Not measured: `nsga2` (multi-objective only); Optuna's WilcoxonPruner (not offered: see the "
-                  "README, Performance).", ""]
+                  "docs/search.md).", ""]
     return "\n".join(lines)
 
 
