@@ -427,7 +427,7 @@ def markdown(r: dict) -> str:
                   f"{', '.join(f'{a:.4f}' for a in cost['peer_accuracy'])}, searcher "
                   f"{', '.join(f'{a:.4f}' for a in cost['searcher_accuracy'])} (the peer builds every student with a "
                   f"random init of the same shape: its cost, not its accuracy, is what is used)."]
-    lines += ["", "Not measured: `nsga2` (multi-objective only); Optuna's WilcoxonPruner (not offered: see the "
+    lines += ["", "Not measured: `nsga2` (multi-objective only); Optuna's WilcoxonPruner (not offered: see "
                   "docs/search.md).", ""]
     return "\n".join(lines)
 
