@@ -672,6 +672,13 @@ def _check_study(config: StudyConfig) -> StudySection:
     if "latency_ms" in objectives and not config.train.latency:
         raise ConfigError(f"{p}: [study] objective 'latency_ms' needs [train] latency = true")
     _check_sampler(p, s.sampler, multi=len(s.directions) > 1)
+    st = config.student
+    if s.sampler.type == "cmaes" and "teacher" in st.init and len(st.init) > 1 and len(st.hidden or ()) > 1:
+        # the hidden size is a parameter of non-teacher students only; CMA-ES keys its generations by number, not
+        # by search space, and fails when the space changes between trials (Optuna: no dynamic search space)
+        raise ConfigError(f"{p}: [study] sampler = \"cmaes\" needs a fixed search space, but with [student] init = "
+                          f"{list(st.init)} the hidden size is searched for non-teacher students only; search "
+                          f"teacher-initialised students in their own study, or use \"tpe\" (the default) or \"gp\"")
     pruner = s.pruner
     if len(s.directions) > 1:
         if pruner is not None and pruner.type != "none":

@@ -74,6 +74,8 @@ def test_minimal_file_gets_defaults(tmp_path):
     ("[study]\npruner = { type = \"patient\", patience = 1 }", "patience = 1 can never stop a trial of 3 epochs"),
     ("[study]\ndirections = [\"maximize\", \"minimize\"]\npruner = \"hyperband\"",
      "so every trial runs all its epochs (to spend less, use fewer epochs or a single-objective study first)"),
+    ("[study]\nsampler = \"cmaes\"\n[student]\ninit = [\"random\", \"teacher\"]\nhidden = [128, 256]",
+     'sampler = "cmaes" needs a fixed search space'),
     ("[study]\nstop = 5", "[study] stop must be a table"),
     ("[study]\nstop = { min_delta = 0.01 }", "stop needs patience = N"),
     ("[study]\nstop = { patience = 0 }", "stop.patience must be a positive number of trials"),
