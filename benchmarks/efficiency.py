@@ -427,7 +427,7 @@ def markdown(r: dict) -> str:
                   f"{', '.join(f'{a:.4f}' for a in cost['peer_accuracy'])}, searcher "
                   f"{', '.join(f'{a:.4f}' for a in cost['searcher_accuracy'])} (the peer builds every student with a "
                   f"random init of the same shape: its cost, not its accuracy, is what is used)."]
-    cmaes = ("" if "cmaes" in results.get("parts", {}) else
+    cmaes = ("" if "cmaes" in r.get("parts", {}) else
              "; `cmaes`: this space searches init over random and teacher students, so the hidden size is a "
              "parameter of some trials only, and Optuna's CmaEsSampler crashed mid-study on it (a generation mixing "
              "solutions of two dimensions); searcher now refuses that combination in the study file (docs/search.md), "
