@@ -90,13 +90,17 @@ def numeric(tmp_path, sampler="gp", student=None, search=None, enqueue=None):
 
 
 def test_gp_and_cmaes_see_integers_where_tpe_sees_categories(tmp_path):
-    for sampler in ("gp", "cmaes"):
-        dists = space.distributions(numeric(tmp_path, sampler))
+    # CMA-ES needs a fixed space: its study searches random students only (no conditional hidden size)
+    for sampler, init in (("gp", ["random", "teacher"]), ("cmaes", "random")):
+        dists = space.distributions(numeric(tmp_path, sampler, student={"layers": [2, 4, 6], "hidden": [128, 256, 512],
+                                                                         "init": init}))
         assert dists["layers"] == optuna.distributions.IntDistribution(2, 6, step=2)
         assert dists["batch_size_log2"] == optuna.distributions.IntDistribution(4, 7)
         assert dists["hidden_log2"] == optuna.distributions.IntDistribution(7, 9)
-        assert dists["init"].choices == ("random", "teacher")  # a category stays one
         assert "batch_size" not in dists and "hidden" not in dists
+    assert dists.get("init") is None
+    dists = space.distributions(numeric(tmp_path, "gp"))
+    assert dists["init"].choices == ("random", "teacher")  # a category stays one
     tpe = space.distributions(numeric(tmp_path, "tpe"))
     assert tpe["batch_size"].choices == (16, 32, 64, 128) and tpe["layers"].choices == (2, 4, 6)
     # evenly spaced hidden sizes are a range with a step; a list neither evenly spaced nor doubling stays a category
