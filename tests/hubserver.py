@@ -438,6 +438,13 @@ class _Handler(_Base):
             return None
         return repo
 
+    def _writable_repo(self, repo_id: str) -> Optional[Repo]:
+        """The repo a write request names, or None once the 401/404 answer is sent."""
+        if not self._authorized():
+            self._unauthorized()
+            return None
+        return self._repo(repo_id)
+
     def _commit(self, repo: Repo, rev: str, head: bool = False) -> Optional[Commit]:
         rev = unquote(rev)
         if rev == "main":
@@ -496,9 +503,7 @@ class _Handler(_Base):
                          "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
 
     def do_preupload(self, groups, body, query, method):
-        if not self._authorized():
-            return self._unauthorized()
-        repo = self._repo(groups["repo"])
+        repo = self._writable_repo(groups["repo"])
         if repo is None:
             return
         head = repo.head
@@ -514,9 +519,7 @@ class _Handler(_Base):
         self._json(200, {"files": answer, "commitOid": head.oid})
 
     def do_lfs_batch(self, groups, body, query, method):
-        if not self._authorized():
-            return self._unauthorized()
-        repo = self._repo(groups["repo"])
+        repo = self._writable_repo(groups["repo"])
         if repo is None:
             return
         data = json.loads(body or b"{}")
@@ -559,9 +562,7 @@ class _Handler(_Base):
         self._send(200, b"", "text/plain", {"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
 
     def do_lfs_verify(self, groups, body, query, method):
-        if not self._authorized():
-            return self._unauthorized()
-        repo = self._repo(groups["repo"])
+        repo = self._writable_repo(groups["repo"])
         if repo is None:
             return
         data = json.loads(body or b"{}")
@@ -572,9 +573,7 @@ class _Handler(_Base):
         self._json(200, {"success": True})
 
     def do_commit(self, groups, body, query, method):
-        if not self._authorized():
-            return self._unauthorized()
-        repo = self._repo(groups["repo"])
+        repo = self._writable_repo(groups["repo"])
         if repo is None:
             return
         header, files, lfs, deleted = {}, {}, {}, []
