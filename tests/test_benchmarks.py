@@ -1,0 +1,55 @@
+"""The benchmarks' study files are ones searcher accepts: a refused combination fails here, not an hour into a run."""
+
+import argparse
+import importlib.util
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from searcher.config import ConfigError, parse_study
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def efficiency():
+    before = list(sys.path)
+    yield module("efficiency")
+    sys.path[:] = before
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_efficiency_configuration_is_a_valid_study(efficiency, tmp_path, quick):
+    args = argparse.Namespace(quick=quick, work=tmp_path, **(efficiency.QUICK if quick else efficiency.FULL))
+    for part, (sampler, pruner, _what, *student) in efficiency.CONFIGS.items():
+        doc = efficiency.study_doc(args, part, f"{part}-s1", 1, sampler, pruner, 3, tmp_path / "train.tsv",
+                                   tmp_path / "dev.tsv", (student or [None])[0])
+        config = parse_study(doc, tmp_path / f"{part}.toml")
+        assert config.study.sampler.type == (sampler["type"] if isinstance(sampler, dict) else sampler or "tpe")
+
+
+def test_cmaes_runs_on_a_space_without_the_conditional_hidden_size(efficiency, tmp_path):
+    """The cmaes part overrides the students; without that override its study file would be refused."""
+    args = argparse.Namespace(quick=False, work=tmp_path, **efficiency.FULL)
+    sampler, pruner, _what, student = efficiency.CONFIGS["cmaes"]
+    assert efficiency.CONFIGS["default-h256"][3] == student  # its control searches the same space
+    doc = efficiency.study_doc(args, "cmaes", "cmaes-s1", 1, sampler, pruner, 3, tmp_path / "t", tmp_path / "d")
+    with pytest.raises(ConfigError, match="cmaes"):
+        parse_study(doc, tmp_path / "cmaes.toml")
+
+
+def test_the_quality_studies_are_valid(tmp_path):
+    quality = module("quality")
+    for part, runs in quality.studies(tmp_path).items():
+        for name, text in runs:
+            config = parse_study(tomllib.loads(text), tmp_path / f"{name}.toml")
+            assert config.study.name == name
