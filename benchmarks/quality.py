@@ -517,6 +517,10 @@ def markdown(results: dict, command: str) -> str:
             t = s["dataset"].get("transfer")
             extra = (f"; transfer text {t['rows']} rows ({t['removed_overlap']} removed as evaluation sentences)"
                      if t else "")
+            copies = max((x["training_rows"] or {}).get("augmented", 0) for x in s["trials"]) if s["trials"] else 0
+            if copies:
+                extra += (f"; {copies} augmented copies (copies identical to their sentence or to an earlier copy "
+                          f"are dropped)")
             lines.append(f"- {s['study']}: {s['wall_time_s'] / 60:.1f} min, {len(s['trials'])} trials{extra}")
         lines += ["", *table(part, teacher["accuracy"]), "", "Targets:", *(targets(name, part) if name != "rte" else []),
                   f"- Published references: {'; '.join(f'{k} {v}' for k, v in REFERENCES.get(name, []))}.", ""]
