@@ -444,15 +444,25 @@ def markdown(r: dict) -> str:
                   "study file, docs/search.md). `cmaes` therefore runs on the same space with random students at H256 "
                   "only (no conditional parameter), and `default-h256` is searcher's default on that same space, the "
                   "control to compare it with; the target is the same."]
+        c, d = r["parts"]["cmaes"], r["parts"].get("default-h256")
+        if d:
+            lines += ["", f"Result: CMA-ES reached the target on {c['reached']} seeds with a median of "
+                          f"{c['epochs']['median']:.0f} epochs ({c['epochs']['min']:.0f}-{c['epochs']['max']:.0f}), "
+                          f"searcher's default on {d['reached']} with {d['epochs']['median']:.0f} "
+                          f"({d['epochs']['min']:.0f}-{d['epochs']['max']:.0f})."]
         not_measured = ""
     else:
         not_measured = ("; `cmaes`: this space searches init over random and teacher students, so the hidden size is a "
                         "parameter of some trials only, which CMA-ES cannot take (`--only cmaes,default-h256` runs it "
                         "on a space without it)")
     if r.get("setup", {}).get("earlier_teacher_accuracy") not in (None, r["setup"].get("teacher_accuracy")):
-        lines += ["", f"Note: the teacher was fine-tuned again for the parts run last (dev accuracy "
-                      f"{r['setup']['teacher_accuracy']:.4f}; {r['setup']['earlier_teacher_accuracy']:.4f} for the "
-                      f"earlier parts and the reference)."]
+        since = r["setup"].get("parts", [])
+        lines += ["", f"Note: the earlier parts' work directory was gone when {', '.join(f'`{x}`' for x in since)} "
+                      f"ran (another machine), and the teacher fine-tuned again reached dev accuracy "
+                      f"{r['setup']['teacher_accuracy']:.4f} instead of {r['setup']['earlier_teacher_accuracy']:.4f} "
+                      f"(fine-tuning is not bit-reproducible across machines and thread counts). Those parts "
+                      f"distilled from the new teacher against the reference's target: compare them with each other, "
+                      f"not with the rows run before."]
     lines += ["", f"Not measured: `nsga2` (multi-objective only); Optuna's WilcoxonPruner (not offered: see "
                   f"docs/search.md){not_measured}.", ""]
     return "\n".join(lines)
@@ -549,6 +559,7 @@ def main(argv=None) -> int:
         results["setup"] = spawn("setup", args, common)
         if earlier is not None:  # the work directory was lost (another machine): the teacher was fine-tuned again
             results["setup"]["earlier_teacher_accuracy"] = earlier
+            results["setup"]["parts"] = []  # the parts run with this teacher
     if "reference" in only:
         print(f"reference: {args.reference_trials} random trials without pruning", flush=True)
         spawn("reference", args, common)
@@ -560,6 +571,8 @@ def main(argv=None) -> int:
     for part in [p for p in only if p in CONFIGS]:
         print(f"{part}: {CONFIGS[part][2]}, seeds {args.seeds}, until {target:.4f} or {args.cap} trials", flush=True)
         spawn(part, args, {**common, "target": target})
+        if "parts" in results["setup"] and part not in results["setup"]["parts"]:
+            results["setup"]["parts"].append(part)
         save()
     if "peer" in only:
         if "peer-sampler" not in only:
