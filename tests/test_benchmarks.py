@@ -30,9 +30,9 @@ def efficiency():
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_efficiency_configuration_is_a_valid_study(efficiency, tmp_path, quick):
     args = argparse.Namespace(quick=quick, work=tmp_path, **(efficiency.QUICK if quick else efficiency.FULL))
-    for part, (sampler, pruner, _what, *student) in efficiency.CONFIGS.items():
+    for part, (sampler, pruner, _what, student) in efficiency.CONFIGS.items():
         doc = efficiency.study_doc(args, part, f"{part}-s1", 1, sampler, pruner, 3, tmp_path / "train.tsv",
-                                   tmp_path / "dev.tsv", (student or [None])[0])
+                                   tmp_path / "dev.tsv", student)
         config = parse_study(doc, tmp_path / f"{part}.toml")
         assert config.study.sampler.type == (sampler["type"] if isinstance(sampler, dict) else sampler or "tpe")
 
