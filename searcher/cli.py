@@ -16,10 +16,8 @@ import threading
 from typing import Optional, Sequence
 
 from searcher import redact
-from searcher.errors import (ConfigError, DataError, RefusedError, SearcherError, StudentError, StudyError,
-                             TeacherError)
-
-from searcher.recipes import RecipeError
+from searcher.errors import (ConfigError, DataError, RecipeError, RefusedError, SearcherError, StudentError,
+                             StudyError, TeacherError)
 
 BAD_INPUT = (ConfigError, DataError, TeacherError, StudentError, StudyError, RefusedError, RecipeError)
 

@@ -159,7 +159,7 @@ def _read_file(config: StudyConfig, key: str, source: str):
         raise DataError(f"cannot read {path}: {first_line(e)}; check that it is a well-formed {builder} file") from e
 
 
-UNLABELED = -1  # the label of a row only the teacher labels (transfer text, augmented copies)
+from searcher.losses import UNLABELED  # noqa: E402 - the label of a row only the teacher labels (transfer text)
 
 
 def load_transfer(config: StudyConfig, task: Task) -> Task:

@@ -1,14 +1,18 @@
-"""The distillation loop: train one student against cached teacher logits and evaluate it every epoch.
+"""The distillation loop: train one student against its teacher's targets and evaluate it every epoch.
 
-    loss = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+The loss is the sum of the terms the study's distillation losses give (searcher.losses: by default the logit loss
 
-with batchmean reduction, AdamW (betas 0.9/0.999, eps 1e-8), a linear schedule and gradient clipping: the recipe of
-the public DistillationTrainer (transformers.Trainer defaults), so our students are comparable to theirs. Rows
-without a label (label -1: transfer text labelled only by the teacher) contribute the distillation term alone.
+    alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+
+with batchmean reduction), with AdamW (betas 0.9/0.999, eps 1e-8), a linear schedule and gradient clipping: the recipe
+of the public DistillationTrainer (transformers.Trainer defaults), so our students are comparable to theirs. Rows
+without a label (label -1: transfer text labelled only by the teacher) contribute the distillation terms alone.
+With a stage schedule (TinyBERT), the first epochs train the layer-wise losses only and the rest the logit loss only.
 
 An effective batch of any size is split into micro-batches whose summed losses are divided by the size of the whole
-batch, so the gradient equals one big batch (up to float rounding). The teacher is never called here: its logits
-arrive as an array, computed once per (teacher, data, max_length) by searcher.teacher.
+batch, so the gradient equals one big batch (up to float rounding): every loss term is a per-example loss summed.
+The teacher's logits arrive as an array, computed once per (teacher, data, max_length) by searcher.teacher; its
+intermediate outputs, for layer-wise losses, from searcher.intermediate (cached, or the teacher beside the student).
 
 Ready for a GPU as nanoGPT is: the loss is accumulated on the device and read once per SYNC_EVERY steps (and at the
 end of each epoch), batches are pinned and copied without blocking, and fp16 runs through one
@@ -27,13 +31,13 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from searcher.batching import Stacked, collate, epoch_batches, micro_batches
-from searcher.data import UNLABELED
 from searcher.errors import NonFiniteLossError
 from searcher.hyperparams import Hyperparams
 from searcher.inference import logits_of
+from searcher.intermediate import hidden_layers, outputs as model_outputs
+from searcher.losses import FORMULA as LOSS, Batch, DistillationLoss, LogitKD, Needs, Outputs, kd_loss
 from searcher.metrics import BUILTIN_SET
 from searcher.runtime import Runtime
 from searcher.tokens import Encoded
@@ -42,14 +46,15 @@ from searcher.tokens import Encoded
 # here changes what the cards say.
 ADAMW = {"betas": (0.9, 0.999), "eps": 1e-8}
 SCHEDULE = "linear"
-LOSS = "alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))"
 SYNC_EVERY = 50  # optimizer steps between reads of the loss on the host (one device sync each)
 
 
-def recipe() -> dict:
+def recipe(losses: Optional[list[DistillationLoss]] = None) -> dict:
     """What the loop does, as the card and the trial record state it."""
+    formula = " + ".join(loss.formula() if isinstance(loss, LogitKD) else f"{loss.name}_weight * {loss.formula()}"
+                         for loss in losses) if losses else LOSS
     return {"optimizer": f"AdamW with betas=({ADAMW['betas'][0]},{ADAMW['betas'][1]}) and epsilon={ADAMW['eps']:g}",
-            "lr_scheduler_type": SCHEDULE, "loss": LOSS, "kl_reduction": "batchmean"}
+            "lr_scheduler_type": SCHEDULE, "loss": formula, "kl_reduction": "batchmean"}
 
 
 @dataclass(frozen=True)
@@ -62,21 +67,7 @@ class EpochResult:
     seconds: float  # training + evaluation time of this epoch
     cross_entropy: Optional[float] = None  # the student's plain cross-entropy on the validation split
     peak_memory_mb: Optional[float] = None  # CUDA only: the most memory allocated so far in this run
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: Optional[torch.Tensor], labels: torch.Tensor,
-            alpha: float, temperature: float) -> torch.Tensor:
-    """The distillation loss SUMMED over the examples (divide by the batch size for batchmean).
-
-    Summing lets micro-batches add up to exactly the loss of the whole batch. Rows labelled UNLABELED add only the
-    (1 - alpha)-weighted distillation term.
-    """
-    ce = F.cross_entropy(student_logits, labels, reduction="sum", ignore_index=UNLABELED)
-    if teacher_logits is None or alpha >= 1.0:
-        return ce
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1), reduction="sum")
-    return alpha * ce + (1.0 - alpha) * t * t * kl
+    terms: Optional[dict] = None  # each loss term's mean over this epoch's steps, when there are several
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -106,14 +97,20 @@ def _linear_schedule(optimizer, warmup: int, total_steps: int):
 class _Step:
     """One optimizer step over an effective batch: backward per micro-batch, clip, step, schedule."""
 
-    def __init__(self, model, hp: Hyperparams, runtime: Runtime, steps_total: int):
+    def __init__(self, model, hp: Hyperparams, runtime: Runtime, steps_total: int, losses: list[DistillationLoss],
+                 teacher=None):
         self.model, self.hp, self.runtime = model, hp, runtime
+        self.teacher = teacher  # the teacher's intermediate outputs (searcher.intermediate), for layer-wise losses
+        self.set_losses(losses)
+        extra = [p for loss in losses for m in loss.modules for p in m.parameters()]  # projections: trained, not saved
+        groups = _param_groups(model, hp.weight_decay)
+        if extra:
+            groups.append({"params": extra, "weight_decay": 0.0})
         # the fused kernel, as the Trainer's default optimizer (adamw_torch_fused): the same update, one kernel for all
         # parameters; on a CPU about 8x faster than the per-tensor loop for a student whose 30,522-row embedding
         # dominates its parameters
         fused = runtime.device.split(":")[0] in ("cpu", "cuda")
-        self.optimizer = torch.optim.AdamW(_param_groups(model, hp.weight_decay), lr=hp.learning_rate, fused=fused,
-                                           **ADAMW)
+        self.optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, fused=fused, **ADAMW)
         self.scheduler = _linear_schedule(self.optimizer, warmup_steps(hp.warmup_ratio, steps_total), steps_total)
         self.scaler = runtime.grad_scaler()
         self.scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # before the first step: no sync
@@ -124,21 +121,41 @@ class _Step:
             tensor = tensor.pin_memory()
         return tensor.to(self.runtime.device, non_blocking=True)
 
+    def set_losses(self, losses: list[DistillationLoss]) -> None:
+        """The losses of the current stage, and the outputs they read from each model."""
+        self.losses = losses
+        self.needs = Needs()
+        for loss in losses:
+            self.needs = self.needs | loss.needs(loss.pairs_in_use)
+
     def __call__(self, data: Encoded, labels: torch.Tensor, targets: Optional[torch.Tensor], batch: np.ndarray,
-                 micro: int) -> torch.Tensor:
-        """Train on one effective batch; returns its loss as a device tensor (no host sync, except fp16's below)."""
+                 micro: int, terms: dict) -> torch.Tensor:
+        """Train on one effective batch; returns its loss as a device tensor (no host sync, except fp16's below).
+        Each term's share is added to `terms` (device tensors, read once per epoch)."""
         device, hp, n = self.runtime.device, self.hp, len(batch)
         total = torch.zeros((), device=device)
+        student_needs = self.needs.student
         for part in micro_batches(batch, data.lengths, micro):
             inputs = {k: v.to(device, non_blocking=True)
                       for k, v in collate(data, part, pin_memory=self.runtime.is_cuda).items()}
             y = self._to_device(labels[part])
             t = self._to_device(_rows(targets, part)) if targets is not None else None
             with self.runtime.autocast():
-                logits = self.model(**inputs).logits
-            loss = kd_loss(logits.float(), t, y, hp.alpha, hp.temperature) / n
+                out = self.model(**inputs, output_hidden_states=bool(hidden_layers(student_needs)))
+                student = model_outputs(self.model, out.hidden_states, out.logits.float(), inputs["attention_mask"],
+                                        student_needs) if not student_needs.empty else Outputs(out.logits.float())
+            teacher = Outputs(logits=t)
+            if not self.needs.teacher.empty:
+                teacher = self.teacher.outputs(part, inputs, self._to_device)
+                teacher.logits = t
+            named = {}
+            for loss in self.losses:  # in float32, as the logits above: autocast covers the forward only
+                named.update(loss.terms(student, teacher, Batch(y, hp)))
+            loss = sum(v.float() for v in named.values()) / n
             self.scaler.scale(loss).backward()
             total += loss.detach()
+            for name, value in named.items():
+                terms[name] = terms.get(name, 0.0) + value.detach().float() / n
         self.scaler.unscale_(self.optimizer)
         if hp.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
@@ -171,18 +188,41 @@ def _rows(targets, part: np.ndarray) -> torch.Tensor:
     return targets[part] if isinstance(targets, torch.Tensor) else torch.from_numpy(targets[part])
 
 
+def prepare_losses(losses: list[DistillationLoss], model, teacher_config, device: str) -> None:
+    """Each loss's layer pairs for this student and teacher, and what it trains beside the student (projections)."""
+    s_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    t_layers = int(getattr(teacher_config, "num_hidden_layers", 0) or 0) if teacher_config is not None else 0
+    for loss in losses:
+        loss.setup(model.config, teacher_config, loss.pairs(s_layers, t_layers), device)
+
+
+def stage_losses(losses: list[DistillationLoss], epoch: int, intermediate_epochs: int) -> list[DistillationLoss]:
+    """The losses an epoch trains with: TinyBERT's schedule trains the layer-wise losses alone for the first
+    `intermediate_epochs` epochs, then the logit loss alone; without one, every loss every epoch."""
+    if not intermediate_epochs:
+        return losses
+    layer_wise = [loss for loss in losses if not isinstance(loss, LogitKD)]
+    return layer_wise if epoch <= intermediate_epochs else [loss for loss in losses if isinstance(loss, LogitKD)]
+
+
 def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[np.ndarray],
           validation: Encoded, validation_teacher_logits: Optional[np.ndarray], hp: Hyperparams, runtime: Runtime,
           on_epoch: Optional[Callable[[EpochResult], None]] = None,
-          metrics: Callable = BUILTIN_SET) -> list[EpochResult]:
-    """Distill into `model` in place; returns one EpochResult per finished epoch."""
+          metrics: Callable = BUILTIN_SET, losses: Optional[list[DistillationLoss]] = None, teacher=None,
+          teacher_config=None, intermediate_epochs: int = 0) -> list[EpochResult]:
+    """Distill into `model` in place; returns one EpochResult per finished epoch.
+
+    `losses` default to the logit loss alone; layer-wise ones read the teacher's intermediate outputs from
+    `teacher` (searcher.intermediate.CachedTeacher or OnlineTeacher), matched by layer to `teacher_config`."""
     device = runtime.device
     torch.manual_seed(hp.seed)
     model.to(device)
+    losses = losses if losses is not None else [LogitKD()]
+    prepare_losses(losses, model, teacher_config, device)
     if runtime.is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     steps_per_epoch = math.ceil(len(train_data) / hp.batch_size)
-    step_fn = _Step(model, hp, runtime, steps_per_epoch * hp.epochs)
+    step_fn = _Step(model, hp, runtime, steps_per_epoch * hp.epochs, losses, teacher)
     micro = runtime.micro_for(hp.batch_size)
     labels = torch.from_numpy(train_data.labels)
     targets = _targets(teacher_logits)
@@ -193,18 +233,26 @@ def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[
     for epoch in range(1, hp.epochs + 1):
         started = time.perf_counter()
         model.train()
+        for m in (m for loss in losses for m in loss.modules):
+            m.train()
+        step_fn.set_losses(stage_losses(losses, epoch, intermediate_epochs))
         epoch_loss = torch.zeros((), device=device)
+        terms: dict = {}
         batches = epoch_batches(train_data.lengths, hp.batch_size, rng, runtime.group_by_length)
         for i, batch in enumerate(batches, start=1):
-            epoch_loss += step_fn(train_data, labels, targets, batch, micro)
+            epoch_loss += step_fn(train_data, labels, targets, batch, micro, terms)
             step += 1
             if i % SYNC_EVERY == 0 or i == len(batches):
                 _check_finite(float(epoch_loss), epoch, step, hp)
         scores = evaluate(model, validation, validation_teacher_logits, hp, runtime, metrics)
         peak = torch.cuda.max_memory_allocated(runtime.device) / 2 ** 20 if runtime.is_cuda else None
+        per_term = {name: float(value) / len(batches) for name, value in terms.items()} if len(losses) > 1 else None
+        if per_term is not None:  # every loss has its column, zero in the epochs its stage does not train it
+            per_term = {loss.name: per_term.get(loss.name, 0.0) for loss in losses} | per_term
         results.append(EpochResult(epoch=epoch, step=step, train_loss=float(epoch_loss) / len(batches),
                                    eval_loss=scores.pop("loss"), cross_entropy=scores.pop("cross_entropy"),
-                                   metrics=scores, seconds=time.perf_counter() - started, peak_memory_mb=peak))
+                                   metrics=scores, seconds=time.perf_counter() - started, peak_memory_mb=peak,
+                                   terms=per_term))
         if on_epoch is not None:
             on_epoch(results[-1])
     return results

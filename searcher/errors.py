@@ -52,3 +52,7 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message: enough to say what failed, without a wall of text."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+class RecipeError(SearcherError, ValueError):
+    """A source holds no recipe searcher can read, or the imported blocks would break the study file."""

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import optuna
 from optuna.trial import TrialState
 
-from searcher import (artifacts, checkpoints, distill, files, latency, metrics as metrics_lib, records,
+from searcher import (artifacts, checkpoints, distill, files, latency, layerwise, metrics as metrics_lib, records,
                       runtime as rt, space, storage as st, student)
 from searcher.errors import NonFiniteLossError, SearcherError, first_line
 from searcher.prepare import Prepared
@@ -140,7 +140,6 @@ class Objective:
         trial.set_user_attr(records.STUDENT, records.plain(student.describe(model, plan.student)))
         trial.set_user_attr(records.BATCH, records.batch(hp.batch_size, run))
         trial.set_user_attr(records.RUNTIME, {"device": run.device, "amp": run.amp})
-        trial.set_user_attr(records.RECIPE, distill.recipe())
         trial.set_user_attr(records.STUDY_FILE, self.study_file)
         if records.SAMPLED_BY not in trial.user_attrs:
             trial.set_user_attr(records.SAMPLED_BY, _sampled_by(trial))
@@ -159,8 +158,8 @@ class Objective:
                 trial.set_user_attr(records.PEAK_MEMORY, round(max(r.peak_memory_mb for r in history), 1))
             if self.on_epoch is not None:
                 self.on_epoch(trial, result)
-            if c.multi_objective or primary not in result.metrics:
-                return
+            if c.multi_objective or primary not in result.metrics or result.epoch <= c.distill.intermediate_epochs:
+                return  # TinyBERT's first stage trains no predictions: nothing to compare trials by yet
             trial.report(result.metrics[primary], step=result.epoch)
             if result.epoch >= hp.epochs:
                 return  # every epoch is paid for: pruning now would only throw the measured result away
@@ -172,9 +171,16 @@ class Objective:
 
         train, train_logits, sizes = p.training_set(enc, hp.augment)
         trial.set_user_attr(records.TRAINING_ROWS, sizes)
+        losses = layerwise.build_losses(c)
+        distill.prepare_losses(losses, model, p.teacher_config, run.device)
+        trial.set_user_attr(records.RECIPE, distill.recipe(losses))
+        trial.set_user_attr(records.LOSS_TERMS, records.plain([loss.describe(hp, loss.pairs_in_use)
+                                                               for loss in losses]))
         try:
             distill.train(model, train, train_logits, enc["validation"], p.logits.splits["validation"], hp, run,
-                          on_epoch=on_epoch, metrics=p.metrics)
+                          on_epoch=on_epoch, metrics=p.metrics, losses=losses,
+                          teacher=p.teacher_outputs(enc, hp.augment), teacher_config=p.teacher_config,
+                          intermediate_epochs=c.distill.intermediate_epochs)
         except NonFiniteLossError as e:
             trial.set_user_attr(records.PRUNE_REASON, f"non-finite loss: {e}")
             artifacts.upload_epochs(trial, c)

@@ -84,8 +84,8 @@ def open_study(prepared: Prepared, storage_url: Optional[str] = None) -> optuna.
     study = st.create_or_load(c, storage)
     now = defines(prepared)
     before = study.user_attrs.get(st.ATTR_DEFINES)
-    if before is not None and before != now:
-        changes = changed_settings(before, now)
+    changes = changed_settings(before, now) if before is not None else []
+    if changes:
         more = f" and {len(changes) - 1} more" if len(changes) > 1 else ""
         raise ConfigError(f"{c.path}: study {c.study.name!r} in {st.redact(url)} has trials of other settings "
                           f"({changes[0]}{more}); they would not be comparable: use a new [study] name for the new "

@@ -12,9 +12,10 @@ import logging
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
-from searcher import data, files, finetune, metrics, student, teacher, tokens, transfer
+from searcher import data, files, finetune, intermediate, layerwise, metrics, student, teacher, tokens, transfer
 from searcher.config import StudyConfig
 from searcher.errors import ConfigError, StudentError, first_line
 from searcher.runtime import Runtime
@@ -35,8 +36,10 @@ class Prepared:
     metrics: metrics.MetricSet = field(default_factory=metrics.MetricSet)
     export_formats: tuple = ()  # the formats kept students are exported to (searcher.export), once they can be
     extras: list = field(default_factory=list)  # teacher-labelled text (searcher.transfer.Extra)
+    layerwise: layerwise.Plan = field(default_factory=layerwise.Plan)  # the teacher's outputs layer-wise losses read
     _teacher: Optional[tuple] = field(default=None, repr=False)
     _encoded: dict = field(default_factory=dict, repr=False)
+    _projections: dict = field(default_factory=dict, repr=False)  # the teacher's attention projections, by layer
 
     def teacher_model(self):
         """(model, tokenizer) of the teacher, loaded on first use (init teacher/random students need them)."""
@@ -63,6 +66,20 @@ class Prepared:
     def training_set(self, encoded: dict, augment: int):
         """(tokens, teacher logits, sizes) of what a trial trains on: labelled rows plus teacher-labelled ones."""
         return transfer.training_set(encoded["train"], self.logits.splits["train"], self.extras, encoded, augment)
+
+    def teacher_outputs(self, encoded: dict, augment: int):
+        """What serves the teacher's intermediate outputs to a trial's layer-wise losses (None without them): the
+        cached states of the rows it trains on, in training_set's order, or the teacher beside the student."""
+        plan = self.layerwise
+        if not plan.active:
+            return None
+        if plan.online:
+            return intermediate.OnlineTeacher(self.teacher_model()[0], plan.needs, self.runtime)
+        parts = [(plan.states["train"], encoded["train"].offsets, len(encoded["train"]))]
+        for extra in self.extras:
+            parts.append((plan.states[extra.name], encoded[extra.name].offsets, len(extra.rows_for(augment))))
+        heads = intermediate.heads_of(SimpleNamespace(config=self.teacher_config))
+        return intermediate.CachedTeacher(intermediate.Rows(parts), plan.needs, self._projections, heads)
 
 
 def check_students(config: StudyConfig, teacher_config) -> None:
@@ -159,8 +176,30 @@ def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
         task.description["teacher_labeled"] = {e.name: len(e.split) for e in extras}
     prepared = Prepared(config, task, runtime, teacher_dir, identity, tcfg, logits, {}, study_metrics, formats,
                         extras)
+    _plan_layerwise(prepared)
     prepared.teacher_info = _teacher_info(prepared)
     return prepared
+
+
+def _plan_layerwise(p: Prepared) -> None:
+    """The layer-wise losses' checks, and the cache of the teacher's states they read (searcher.layerwise)."""
+    if not p.config.distill.layer_wise:
+        return
+    model, tokenizer = p.teacher_model()
+    needs = layerwise.check(p.config, p.teacher_config, model, tokenizer)
+    encoded = p.encoded(tokenizer)
+    row_sets = [intermediate.RowSet("train", encoded["train"], f"{p.task.fingerprint}:train")]
+    row_sets += [intermediate.RowSet(e.name, encoded[e.name], e.content) for e in p.extras]
+    p.layerwise = layerwise.plan(p.config, needs, row_sets, lambda: p.teacher_model()[0], p.teacher_identity,
+                                 tokens.tokenizer_fingerprint(tokenizer), int(p.teacher_config.hidden_size),
+                                 p.runtime)
+    # the cached path recomputes the teacher's queries, keys and values from its states: keep those projections
+    # (a few small matrices), so the teacher itself can leave memory
+    import copy
+
+    for layer in needs.attention:
+        p._projections[layer] = tuple(copy.deepcopy(m).to(p.runtime.device).eval().requires_grad_(False)
+                                      for m in intermediate.projections(model, layer))
 
 
 def _mask_token(config: StudyConfig, teacher_dir: str) -> Optional[str]:
@@ -187,8 +226,8 @@ def _teacher_info(p: Prepared) -> dict:
     info["size_mb"] = round(size / 1e6, 1) if size else round(info["params"] * 4 / 1e6, 1)
     if c.train.latency:
         info["latency_ms"] = _teacher_latency(p, model)
-    if not c.student.needs_teacher_model:
-        p._teacher = None  # pretrained students never need the teacher in memory
+    if not c.student.needs_teacher_model and not p.layerwise.online:
+        p._teacher = None  # pretrained students never need the teacher in memory (nor the cached layer-wise path)
     return info
 
 

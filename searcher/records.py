@@ -32,6 +32,7 @@ MODEL_DIR = "model_dir"
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"
 RECIPE = "recipe"  # optimizer, schedule and loss as the loop ran them (searcher.distill.recipe)
+LOSS_TERMS = "loss_terms"  # each distillation loss as it ran: name, weight, layer pairs, projection (searcher.losses)
 PEAK_MEMORY = "peak_memory_mb"  # CUDA only
 FORMATS = "formats"  # per deployable form (pytorch, onnx, onnx-int8): metrics, size, CPU latency, parity
 EXPORT_REASON = "export_reason"  # why the trial has no ONNX files (an export or parity failure)
@@ -65,13 +66,20 @@ def plain(value: Any) -> Any:
     return value
 
 
+TERM = "train_loss:"  # a history column of one loss term's training value ("train_loss:hidden_mse")
+
+
 def history_columns(results: Sequence) -> dict:
-    """EpochResults as {column: [values...]} (compact in `optuna trials`)."""
-    names = list(HISTORY_LEAD) + list(results[0].metrics if results else []) + list(HISTORY_TAIL)
+    """EpochResults as {column: [values...]} (compact in `optuna trials`); with several distillation losses, one
+    training-loss column per term after the total."""
+    terms = [TERM + name for name in (results[0].terms or {})] if results else []
+    names = list(HISTORY_LEAD[:3]) + terms + list(HISTORY_LEAD[3:]) + list(results[0].metrics if results else []) \
+        + list(HISTORY_TAIL)
     cols: dict[str, list] = {c: [] for c in names}
     for r in results:
         row = {"epoch": r.epoch, "step": r.step, "train_loss": r.train_loss, "eval_loss": r.eval_loss,
-               "cross_entropy": r.cross_entropy, "seconds": round(r.seconds, 3), **r.metrics}
+               "cross_entropy": r.cross_entropy, "seconds": round(r.seconds, 3), **r.metrics,
+               **{TERM + k: v for k, v in (r.terms or {}).items()}}
         for c in names:
             cols[c].append(plain(row.get(c)))
     return cols
@@ -112,6 +120,7 @@ class TrialRecord:
     prune_reason: Optional[str]
     fail_reason: Optional[str]
     recipe: dict
+    loss_terms: list
     peak_memory_mb: Optional[float]
     study_file: Optional[str]
     sampled_by: Optional[str]
@@ -147,6 +156,7 @@ class TrialRecord:
             prune_reason=a.get(PRUNE_REASON),
             fail_reason=a.get(FAIL_REASON),
             recipe=a.get(RECIPE, {}),
+            loss_terms=a.get(LOSS_TERMS) or [],
             peak_memory_mb=a.get(PEAK_MEMORY),
             study_file=a.get(STUDY_FILE),
             sampled_by=a.get(SAMPLED_BY),

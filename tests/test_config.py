@@ -85,11 +85,26 @@ def test_minimal_file_gets_defaults(tmp_path):
     ("[study]\ndirections = [\"maximize\", \"minimize\"]\nstop = { patience = 3 }", "stop needs a single objective"),
     ("[study]\ndirections = [\"minimize\"]\nobjectives = [\"latency_ms\"]\nstop = { terminator = true }",
      "the terminator needs min_delta (the noise of 'latency_ms'"),
+    # issue 24's probe: each was accepted, then failed a trial (or trained it in full) or misled
+    ("[data.augment]\nngram_range = [5, 1]", "ngram_range must be [low, high] with 1 <= low <= high, got [5, 1]"),
+    ("[study]\nobjectives = [\"accuracy@\"]", "objective 'accuracy@' names no format after '@'"),
+    ("[study]\nobjectives = [\"accuracy@pytorch\"]\n[export]\nformats = []",
+     "is measured on the exported students, and [export] formats = [] turns export off"),
+    ("[study]\nobjectives = [\"accuracy@tflite\"]", "'tflite' is not a form searcher measures; use one of onnx, "
+                                                   "onnx-int8, pytorch"),
+    ("[data]\nmax_transfer_samples = 100", "max_transfer_samples caps the transfer set, and there is none"),
+    ("[hub]\nrepo_id = \"acme/{study.nope}\"", "[hub] repo_id 'acme/{study.nope}' uses {study.nope}; it may use"),
+    ("[hub]\nrepo_id = \"acme/{trial:>50000000}\"", "{trial:>50000000} is not allowed"),
+    ("[hub]\nrepo_id = \"acme/{trial[0]}\"", "uses {trial[0]}"),
+    ("[hub]\nrepo_id = \"acme/{study}-\" \n[card]\nlicense = \"mit\"", None),  # fine: checked below
 ])
 def test_bad_input_names_the_key_and_the_fix(tmp_path, snippet, message):
     doc = tomllib.loads(BASE)
     for section, table in tomllib.loads(snippet).items():
         doc.setdefault(section, {}).update(table)
+    if message is None:  # a good one next to the bad ones
+        load_study(write(tmp_path, to_toml(doc)))
+        return
     with pytest.raises(ConfigError) as e:
         load_study(write(tmp_path, to_toml(doc)))
     assert message in str(e.value)
@@ -102,6 +117,27 @@ def test_missing_file_and_bad_toml(tmp_path):
         load_study(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_study(write(tmp_path, "[study\nname="))
+    with pytest.raises(ConfigError, match="is a folder; pass the path of a .toml study file"):
+        load_study(tmp_path)
+
+
+def test_a_study_file_that_is_not_utf8_is_one_line(tmp_path, cli):
+    path = tmp_path / "s.toml"
+    path.write_bytes(BASE.encode() + b"# caf\xe9 in latin-1\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text .* save the study file as UTF-8"):
+        load_study(path)
+    code, _, err = cli("optimize", path)
+    assert code == 2 and "not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_repo_id_templates_render_only_short_names():
+    from searcher import repo_id
+
+    repo_id.check_template("acme/{study}-L{layers}-H{hidden}-t{trial:04d}")
+    assert repo_id.render("acme/{study}-t{trial:04d}", "sst2", None) == "acme/sst2-t0000"
+    for bad in ("acme/{study.__class__}", "acme/{hidden!r}", "acme/{x}", "acme/{trial:{study}}", "acme/" + "a" * 300):
+        with pytest.raises(ConfigError):
+            repo_id.check_template(bad)
 
 
 def test_dimensions_parse_as_documented(tmp_path):

@@ -176,7 +176,9 @@ def test_only_the_best_k_checkpoints_are_kept(world, tmp_path, cli):
 
 
 def test_non_finite_loss_prunes_with_the_reason(world, tmp_path, cli, monkeypatch):
-    monkeypatch.setattr(distill, "kd_loss", lambda s, *a: s.sum() * float("nan"))
+    from searcher.losses import _logits
+
+    monkeypatch.setattr(_logits, "kd_loss", lambda s, *a: s.sum() * float("nan"))
     path = world.study(tmp_path, study={"n_trials": 1})
     assert cli("optimize", path)[0] == 0
     t = load(path).trials[0]

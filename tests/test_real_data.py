@@ -172,7 +172,6 @@ def test_quickstart_study_with_a_reduced_budget(minilm, snippets, tmp_path, cli)
     # majority class of the 100 held-out rows), so no accuracy floor is claimed here
     # the "done when": `searcher card --best` writes a folder whose ONNX files load in onnxruntime and agree
     # with PyTorch, and whose card has a row per form
-    pytest.importorskip("onnxruntime", reason="needs the export extra: pip install 'searcher[export]'")
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -1,0 +1,329 @@
+"""Cross-field checks of a study file: everything that can be known without loading a model or data.
+
+`check(config)` runs once, after searcher.config.parse built the sections, and returns the config with the values
+it resolves (objectives, pruner, grace period). Each rule raises `ConfigError` naming the key and the fix.
+This module must not import torch, transformers or optuna.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from searcher import hyperparams, metrics, redact, repo_id
+from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, PrunerConfig, SamplerConfig,
+                                    StopConfig, StudyConfig, StudySection)
+from searcher.errors import ConfigError
+from searcher.hyperparams import Fixed, extent as dimension_values
+
+FORMS = EXPORT_FORMATS + ("pytorch",)  # what an objective's @FORM may name: an exported form, or PyTorch beside them
+
+
+
+def check(config: StudyConfig) -> StudyConfig:
+    study = _check_study(config)
+    _check_data(config)
+    _check_teacher(config)
+    _check_student(config)
+    _check_search(config)
+    _check_train(config)
+    _check_hub(config)
+    _check_distill(config)
+    return dataclasses.replace(config, study=study)
+
+
+def _check_study(config: StudyConfig) -> StudySection:
+    """[study] on its own and against the metrics; returns it with objectives, pruner and grace period resolved."""
+    p, s = config.path, config.study
+    if not SAFE_NAME.fullmatch(s.name):
+        raise ConfigError(f"{p}: [study] name {s.name!r} names folders and files: use letters, digits and . _ + - "
+                          f"(starting with a letter or digit, at most 128 characters), e.g. \"sst2-mini\"")
+    for key in ("n_trials", "keep_best", "heartbeat_interval", "max_retry"):
+        v = getattr(s, key)
+        if v is not None and v < (0 if key == "max_retry" else 1):
+            raise ConfigError(f"{p}: [study] {key} must be positive, got {v}")
+    for entry in s.warm_start:
+        url, _, name = entry.rpartition("::")
+        if not url.strip() or not name.strip():
+            raise ConfigError(f"{p}: [study] warm_start entry {redact.text(entry)!r} must be "
+                              f"\"STORAGE_URL::STUDY_NAME\", e.g. [\"sqlite:////abs/path/other.db::other-study\"]")
+    if s.timeout is not None and s.timeout <= 0:
+        raise ConfigError(f"{p}: [study] timeout must be positive seconds, got {s.timeout}")
+    if not 1 <= len(s.directions) <= 3 or any(x not in ("maximize", "minimize") for x in s.directions):
+        raise ConfigError(f"{p}: [study] directions must be one to three of \"maximize\"/\"minimize\", e.g. "
+                          f"[\"maximize\"] or [\"maximize\", \"minimize\"], got {list(s.directions)}")
+    objectives = s.objectives or (("accuracy",) if len(s.directions) == 1 else ("accuracy", "latency_ms"))
+    if len(objectives) != len(s.directions):
+        raise ConfigError(f"{p}: [study] objectives has {len(objectives)} names but directions has "
+                          f"{len(s.directions)}; give one name per direction")
+    for name, direction in zip(objectives, s.directions):
+        metric, form = metrics.split_objective(name)
+        metrics.check_name(metric, f"{p}: [study] objectives")
+        if form is None and metric in metrics.FORMAT_MEASURES and metric not in metrics.MEASURED:
+            raise ConfigError(f"{p}: [study] objective {name!r} needs a format, e.g. \"{metric}@onnx-int8\"")
+        if "@" in name and form is None:
+            raise ConfigError(f"{p}: [study] objective {name!r} names no format after '@'; use e.g. "
+                              f"\"{metric}@onnx-int8\" (formats: {', '.join(FORMS)}) or \"{metric}\"")
+        if form is not None and form not in FORMS:
+            raise ConfigError(f"{p}: [study] objective {name!r}: {form!r} is not a form searcher measures; use one of "
+                              f"{', '.join(FORMS)}")
+        if form is not None and not config.export.formats:
+            raise ConfigError(f"{p}: [study] objective {name!r} is measured on the exported students, and [export] "
+                              f"formats = [] turns export off; set formats = [\"onnx\", \"onnx-int8\"] or drop "
+                              f"\"@{form}\"")
+        if form is not None:
+            if metric in metrics.MEASURED and metric not in metrics.FORMAT_MEASURES:
+                raise ConfigError(f"{p}: [study] objective {name!r}: {metric} is the same in every format; drop "
+                                  f"\"@{form}\"")
+            if form not in config.export.formats + ("pytorch",):
+                raise ConfigError(f"{p}: [study] objective {name!r} needs the {form!r} format: add it to [export] "
+                                  f"formats (have {list(config.export.formats)})")
+        natural = metrics.natural_direction(metric)
+        if natural and direction != natural:
+            raise ConfigError(f"{p}: [study] objective {name!r} should be paired with direction {natural!r}")
+    for name in config.metrics.report:
+        metrics.check_name(name, f"{p}: [metrics] report")
+        if name in metrics.BUILTIN or name in metrics.MEASURED or name in metrics.FORMAT_MEASURES:
+            raise ConfigError(f"{p}: [metrics] report: {name!r} is always recorded; list only other metrics there")
+    if "latency_ms" in objectives and not config.train.latency:
+        raise ConfigError(f"{p}: [study] objective 'latency_ms' needs [train] latency = true")
+    _check_sampler(p, s.sampler, multi=len(s.directions) > 1)
+    st = config.student
+    if s.sampler.type == "cmaes" and "teacher" in st.init and len(st.init) > 1 and len(st.hidden or ()) > 1:
+        # the hidden size is a parameter of non-teacher students only; CMA-ES keys its generations by number, not
+        # by search space, and fails when the space changes between trials (Optuna: no dynamic search space)
+        raise ConfigError(f"{p}: [study] sampler = \"cmaes\" needs a fixed search space, but with [student] init = "
+                          f"{list(st.init)} the hidden size is searched for non-teacher students only; search "
+                          f"teacher-initialised students in their own study, or use \"tpe\" (the default) or \"gp\"")
+    pruner = s.pruner
+    if len(s.directions) > 1:
+        if pruner is not None and pruner.type != "none":
+            raise ConfigError(f"{p}: [study] pruner = {pruner.type!r} needs a single objective; Optuna cannot prune "
+                              f"multi-objective trials, so every trial runs all its epochs (to spend less, use fewer "
+                              f"epochs or a single-objective study first). Remove the pruner line or set pruner = "
+                              f"\"none\"")
+        pruner = PrunerConfig(type="none")
+    elif pruner is None:
+        pruner = PrunerConfig()
+    _check_pruner(p, pruner, int(dimension_values(config.search.epochs)[1]))
+    if s.stop is not None:
+        _check_stop(p, s.stop, objectives, multi=len(s.directions) > 1)
+    return dataclasses.replace(s, objectives=tuple(objectives), pruner=pruner,
+                               grace_period=s.grace_period or 2 * s.heartbeat_interval)
+
+
+def _check_sampler(p: Path, sampler: SamplerConfig, multi: bool) -> None:
+    where = f"{p}: [study] sampler"
+    if multi and sampler.type == "cmaes":
+        raise ConfigError(f"{where} = \"cmaes\" optimizes one objective; with several use \"tpe\" (the default), "
+                          f"\"gp\" or \"nsga2\"")
+    if not multi and sampler.type == "nsga2":
+        raise ConfigError(f"{where} = \"nsga2\" ranks trials by Pareto dominance, which needs two or more "
+                          f"objectives; with one objective use \"tpe\" (the default), \"gp\" or \"cmaes\"")
+    at_least = {"n_startup_trials": 0, "n_ei_candidates": 1, "popsize": 2, "population_size": 2}
+    for key, low in at_least.items():
+        v = getattr(sampler, key)
+        if v is not None and v < low:
+            raise ConfigError(f"{where}.{key} must be >= {low}, got {v}")
+    if sampler.sigma0 is not None and sampler.sigma0 <= 0:
+        raise ConfigError(f"{where}.sigma0 must be > 0 (CMA-ES's initial step size), got {sampler.sigma0}")
+    for key in ("mutation_prob", "crossover_prob", "swapping_prob"):
+        v = getattr(sampler, key)
+        if v is not None and not 0 <= v <= 1:
+            raise ConfigError(f"{where}.{key} is a probability and must lie in [0, 1], got {v}")
+
+
+def _check_pruner(p: Path, pruner: PrunerConfig, epochs: int) -> None:
+    where = f"{p}: [study] pruner"
+    for key, low in (("n_startup_trials", 0), ("n_warmup_steps", 0), ("reduction_factor", 2),
+                     ("min_early_stopping_rate", 0), ("patience", 0)):
+        v = getattr(pruner, key)
+        if v < low:
+            raise ConfigError(f"{where}.{key} must be >= {low}, got {v}")
+    if pruner.min_delta < 0:
+        raise ConfigError(f"{where}.min_delta must be >= 0, got {pruner.min_delta}")
+    # a trial is never pruned after its last epoch (searcher.objective), and PatientPruner needs patience + 2 reports
+    if pruner.type == "patient" and pruner.patience + 2 > epochs - 1:
+        raise ConfigError(f"{where}: patience = {pruner.patience} can never stop a trial of {epochs} epochs (it needs "
+                          f"patience + 2 epochs before the last); use patience = {max(epochs - 3, 0)} or more epochs"
+                          if epochs >= 3 else f"{where} = \"patient\" needs 3 or more epochs, the study has {epochs}")
+
+
+# objectives whose noise the terminator can estimate itself: proportions measured on the validation split
+PROPORTIONS = ("accuracy", "f1", "precision", "recall")
+
+
+def _check_stop(p: Path, stop: StopConfig, objectives: tuple[str, ...], multi: bool) -> None:
+    where = f"{p}: [study] stop"
+    if multi:
+        raise ConfigError(f"{where} needs a single objective (a Pareto front has no single best value to watch); a "
+                          f"multi-objective study runs until n_trials or timeout: remove the stop line")
+    metric = metrics.split_objective(objectives[0])[0]
+    if stop.terminator and stop.min_delta == 0 and metric not in PROPORTIONS:
+        raise ConfigError(f"{where}: the terminator needs min_delta (the noise of {objectives[0]!r}, e.g. one standard "
+                          f"error) for an objective other than {', '.join(PROPORTIONS)}")
+
+
+def _check_data(config: StudyConfig) -> None:
+    p, d = config.path, config.data
+    if d.dataset and d.train:
+        raise ConfigError(f"{p}: [data] give either dataset (a Hub id) or local train/validation files, not both")
+    if not d.dataset and not d.train:
+        raise ConfigError(f"{p}: [data] needs dataset = \"<hub id>\" or train = \"path/to/train.csv\"")
+    if not d.dataset and not d.validation and d.holdout is None:
+        raise ConfigError(f"{p}: [data] local data needs validation = \"path\" or holdout = 0.1 "
+                          f"(a fraction or a row count of train to evaluate on)")
+    if not 1 <= len(d.text_columns) <= 2:
+        raise ConfigError(f"{p}: [data] text_columns takes one column or two (sentence pairs), got {list(d.text_columns)}")
+    if d.holdout is not None and not (0 < d.holdout < 1 or (d.holdout >= 1 and float(d.holdout).is_integer())):
+        raise ConfigError(f"{p}: [data] holdout must be a fraction in (0, 1) or a whole row count, got {d.holdout}")
+    for key in ("max_train_samples", "max_eval_samples"):
+        v = getattr(d, key)
+        if v is not None and v < 1:
+            raise ConfigError(f"{p}: [data] {key} must be positive, got {v}")
+    if d.transfer and d.transfer_dataset:
+        raise ConfigError(f"{p}: [data] give either transfer (a file) or transfer_dataset (a Hub id), not both")
+    columns = d.transfer_text_columns or d.text_columns
+    if len(columns) != len(d.text_columns):
+        raise ConfigError(f"{p}: [data] transfer_text_columns {list(columns)} must name as many columns as "
+                          f"text_columns {list(d.text_columns)} (one for sentences, two for pairs)")
+    if d.max_transfer_samples is not None and d.max_transfer_samples < 1:
+        raise ConfigError(f"{p}: [data] max_transfer_samples must be positive, got {d.max_transfer_samples}")
+    if d.max_transfer_samples is not None and not d.has_transfer:
+        raise ConfigError(f"{p}: [data] max_transfer_samples caps the transfer set, and there is none; add transfer = "
+                          f"\"file\" (or transfer_dataset) or remove max_transfer_samples")
+    if d.transfer_text_columns is not None and not d.has_transfer:
+        raise ConfigError(f"{p}: [data] transfer_text_columns names the transfer set's columns, and there is none; "
+                          f"add transfer = \"file\" (or transfer_dataset) or remove transfer_text_columns")
+    a = d.augment
+    for key in ("p_mask", "p_swap", "p_ngram"):
+        if not 0 <= getattr(a, key) <= 1:
+            raise ConfigError(f"{p}: [data.augment] {key} is a probability and must lie in [0, 1], got "
+                              f"{getattr(a, key)}")
+    if a.p_mask + a.p_swap > 1:
+        raise ConfigError(f"{p}: [data.augment] p_mask + p_swap = {a.p_mask + a.p_swap:g} must be at most 1 (one "
+                          f"draw per word decides mask, swap or keep)")
+    if len(a.ngram_range) not in (1, 2) or not 1 <= a.ngram_range[0] <= a.ngram_range[-1]:
+        raise ConfigError(f"{p}: [data.augment] ngram_range must be [low, high] with 1 <= low <= high, got "
+                          f"{list(a.ngram_range)}")
+    if d.max_length < 8:
+        raise ConfigError(f"{p}: [data] max_length {d.max_length} leaves little or no room for text after the "
+                          f"special tokens ([CLS], [SEP]); use 16 or more (128 is typical)")
+    if d.max_length > 4096:
+        raise ConfigError(f"{p}: [data] max_length {d.max_length} is larger than any BERT supports; use <= 512")
+
+
+def _check_teacher(config: StudyConfig) -> None:
+    p, t = config.path, config.teacher
+    if bool(t.model) == bool(t.base):
+        raise ConfigError(f"{p}: [teacher] give exactly one of model = \"<fine-tuned classifier>\" or "
+                          f"base = \"<pretrained model to fine-tune once>\"")
+    ft = t.fine_tune
+    if ft.epochs < 1 or ft.batch_size < 1 or ft.learning_rate <= 0 or not 0 <= ft.warmup_ratio < 1 \
+            or ft.weight_decay < 0:
+        raise ConfigError(f"{p}: [teacher.fine_tune] needs epochs >= 1, batch_size >= 1, learning_rate > 0, "
+                          f"weight_decay >= 0 and 0 <= warmup_ratio < 1")
+    if t.inference_batch_size < 1:
+        raise ConfigError(f"{p}: [teacher] inference_batch_size must be positive, got {t.inference_batch_size}")
+
+
+def _check_student(config: StudyConfig) -> None:
+    p, st = config.path, config.student
+    if not st.init:
+        raise ConfigError(f"{p}: [student] init must name at least one of \"pretrained\", \"teacher\", \"random\"")
+    if st.checkpoints is not None:
+        if not st.checkpoints:
+            raise ConfigError(f"{p}: [student] checkpoints is empty; list at least one checkpoint")
+        if st.init != ("pretrained",):
+            raise ConfigError(f"{p}: [student] init = {list(st.init)} builds students from the grid; a checkpoints "
+                              f"list needs init = \"pretrained\"")
+        if "layers" in config.raw.get("student", {}) or "hidden" in config.raw.get("student", {}):
+            raise ConfigError(f"{p}: [student] give either checkpoints = [...] or the layers/hidden grid, not both")
+        return
+    if not st.layers or any(x < 1 or x > 48 for x in st.layers):
+        raise ConfigError(f"{p}: [student] layers must be a list of integers between 1 and 48, got {list(st.layers)}")
+    if st.hidden is None and st.init != ("teacher",):
+        raise ConfigError(f"{p}: [student] hidden is required, e.g. hidden = [128, 256]")
+    for h in st.hidden or ():
+        if h < 64 or h % 64:
+            raise ConfigError(f"{p}: [student] hidden {h} is not a multiple of 64 (heads = hidden / 64); "
+                              f"use e.g. 128, 256, 512 or 768")
+    if "pretrained" in st.init and "{" not in st.checkpoint:
+        raise ConfigError(f"{p}: [student] checkpoint must be a template with {{layers}}, {{hidden}} and "
+                          f"{{heads}}, e.g. {DEFAULT_CHECKPOINT!r}")
+    try:
+        st.checkpoint.format(layers=2, hidden=128, heads=2)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"{p}: [student] checkpoint template {st.checkpoint!r} may only use {{layers}}, "
+                          f"{{hidden}} and {{heads}}") from e
+
+
+def _check_search(config: StudyConfig) -> None:
+    """Every hyperparameter's values must lie in its allowed range (declared in searcher.hyperparams)."""
+    for h in hyperparams.REGISTRY:
+        dim = getattr(config.search, h.name)
+        lo, hi = dimension_values(dim)
+        if not (h.admits(lo) and h.admits(hi)):
+            got = f"{lo}" if lo == hi else f"[{lo}, {hi}]"
+            raise ConfigError(f"{config.path}: [search] {h.name} must lie in {h.allowed()} ({h.help}), got {got}")
+        if not h.searchable and not isinstance(dim, Fixed):
+            raise ConfigError(f"{config.path}: [search] {h.name} cannot be searched; give one value")
+
+
+def _check_train(config: StudyConfig) -> None:
+    p, tr = config.path, config.train
+    for key in ("micro_batch_size", "eval_batch_size", "num_threads"):
+        v = getattr(tr, key)
+        if v is not None and v < 1:
+            raise ConfigError(f"{p}: [train] {key} must be a positive integer, got {v}")
+    if tr.device not in ("auto", "cpu") and not tr.device.startswith(("cuda", "mps")):
+        raise ConfigError(f"{p}: [train] device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {tr.device!r}")
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def _check_hub(config: StudyConfig) -> None:
+    p, hub = config.path, config.hub
+    if hub.repo_id is not None:
+        repo_id.check_template(hub.repo_id, f"{p}: [hub] repo_id")
+    if config.card.base_model and not HUB_ID.fullmatch(config.card.base_model):
+        raise ConfigError(f"{p}: [card] base_model {config.card.base_model!r} is not a Hub model id; use owner/name, "
+                          f"e.g. \"sentence-transformers/all-MiniLM-L6-v2\"")
+    if hub.push != "none" and not hub.repo_id:
+        raise ConfigError(f"{p}: [hub] push = {hub.push!r} needs repo_id = \"owner/{{study}}-L{{layers}}-H{{hidden}}\"")
+    if hub.top_k < 1:
+        raise ConfigError(f"{p}: [hub] top_k must be >= 1")
+
+
+def _check_distill(config: StudyConfig) -> None:
+    """[distill] against [search]: a loss's weight is set only when the loss trains, and the stage schedule leaves
+    epochs for the predictions."""
+    from searcher.losses import LOSSES
+
+    p, d = config.path, config.distill
+    if not d.losses:
+        raise ConfigError(f"{p}: [distill] losses is empty; list at least \"logits\"")
+    if "logits" not in d.losses:
+        raise ConfigError(f"{p}: [distill] losses must include \"logits\": the student's classifier learns from it "
+                          f"(soft targets and the labels); add it, e.g. losses = [\"logits\", {', '.join(repr(n) for n in d.losses)}]")
+    searched = config.raw.get("search", {})
+    for name, cls in LOSSES.items():
+        for h in cls.hyperparams:
+            if h.name in searched and name not in d.losses:
+                raise ConfigError(f"{p}: [search] {h.name} is the weight of the {name!r} loss, which is not in "
+                                  f"[distill] losses {list(d.losses)}; add {name!r} there or remove {h.name}")
+    if d.intermediate_epochs < 0:
+        raise ConfigError(f"{p}: [distill] intermediate_epochs must be >= 0, got {d.intermediate_epochs}")
+    if d.intermediate_epochs and not d.layer_wise:
+        raise ConfigError(f"{p}: [distill] intermediate_epochs trains the layer-wise losses first, and losses "
+                          f"{list(d.losses)} has none; add one (e.g. \"hidden_mse\") or remove intermediate_epochs")
+    fewest = int(dimension_values(config.search.epochs)[0])
+    if d.intermediate_epochs >= fewest:
+        raise ConfigError(f"{p}: [distill] intermediate_epochs = {d.intermediate_epochs} leaves no epoch for the "
+                          f"predictions in a trial of {fewest} epochs; use intermediate_epochs < {fewest} or more "
+                          f"[search] epochs")
+    if not d.cache_budget_gb >= 0:
+        raise ConfigError(f"{p}: [distill] cache_budget_gb must be >= 0 (0: never cache, run the teacher beside the "
+                          f"student), got {d.cache_budget_gb}")

@@ -1,0 +1,85 @@
+"""searcher's own records as recipes: a card's front-matter data and searcher_trial.json. Both hold the values
+exactly as the trial trained with them (its params, then what its study fixed, then its student): nothing is parsed
+out of prose here. Finished studies are searcher.recipes.studies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from searcher.errors import RecipeError, first_line
+from searcher.recipes.names import PARAMETERS, SEED
+from searcher.recipes.recipe import HUB, LOOKED_FOR, PublishedResult, Recipe, fmt as _fmt, ordered as _ordered
+
+
+def card_data_values(data: dict, origin: str = "the card's front matter"):
+    """(values, provenance, unmapped, notes, base model) from the `searcher` table of a searcher card's front matter
+    (searcher.card.data writes it: the trial's params, every value it trained with, and its student)."""
+    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    hyperparams = data.get("hyperparams") if isinstance(data.get("hyperparams"), dict) else {}
+    student = data.get("student") if isinstance(data.get("student"), dict) else {}
+    where = origin + (f", trial {data['trial']} of study {data['study']!r}" if "trial" in data and "study" in data
+                      else "")
+    return _searcher_values(params, hyperparams, student, where)
+
+
+def read_trial_json(path: Path, source: str) -> Recipe:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as e:
+        raise RecipeError(f"{path} is not valid JSON ({first_line(e)})") from e
+    if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
+        raise RecipeError(f"no hyperparameters in {source}: {path.name} has no \"params\"; {LOOKED_FOR}")
+    repo_id = record.get("repo_id")
+    origin = f"{path.name}, trial {record.get('trial')} of study {record.get('study')!r}"
+    values, provenance, unmapped, notes, base_model = _searcher_values(
+        record["params"], record.get("hyperparams") or {}, record.get("student") or {}, origin)
+    published = _searcher_published(record.get("metrics") or {}, record.get("test_metrics") or {},
+                                     record.get("dataset") or {}, origin)
+    return Recipe(values=values, provenance=provenance, unmapped=unmapped, notes=notes, published=published,
+                  source=source, link=HUB + repo_id if repo_id else None, base_model=base_model)
+
+
+def _searcher_values(params: dict, hyperparams: dict, student: dict, origin: str):
+    """A searcher trial's params (exact), then the values its study fixed (the `hyperparams` record)."""
+    values, provenance, unmapped, notes = {}, {}, [], []
+    for key, value in params.items():
+        if key in PARAMETERS:
+            values[key] = value
+            provenance[key] = f"{key} = {_fmt(value)} (trial params, {origin})"
+        else:
+            unmapped.append(f"{key}: {_fmt(value)} (trial param; not a searcher parameter)")
+    for key, value in hyperparams.items():
+        if key == SEED:
+            notes.append(f"set [study] seed = {value} (the source study's seed)")
+        elif key in PARAMETERS and key not in values and value is not None:
+            values[key] = value
+            provenance[key] = f"{key} = {_fmt(value)} (hyperparams, {origin}; fixed in the source study)"
+    # the student, where the study fixed it; a grid student's checkpoint is derived from layers/hidden
+    init = params.get("init", student.get("init"))
+    fixed_student = {"init": init, "layers": student.get("layers")}
+    if init != "teacher":
+        fixed_student["hidden"] = student.get("hidden")
+    if "checkpoint" not in params:
+        for key, value in fixed_student.items():
+            if key not in values and value is not None:
+                values[key] = value
+                provenance[key] = f"{key} = {_fmt(value)} (student, {origin}; fixed in the source study)"
+    base_model = params.get("checkpoint") or (student.get("checkpoint") if init == "pretrained" else None)
+    return _ordered(values), provenance, unmapped, notes, base_model
+
+
+def _searcher_published(metrics: dict, test_metrics: dict, dataset: dict, origin: str) -> list[PublishedResult]:
+    name = dataset.get("dataset") or Path(str((dataset.get("files") or {}).get("train", "") or "")).name or None
+    splits = dataset.get("splits") or {}
+    valid = (f"{dataset['holdout']} rows held out of train" if dataset.get("holdout") else
+             splits.get("validation") or "validation")
+    out = []
+    for split, table in ((valid, metrics), (splits.get("test") or "test", test_metrics)):
+        for key, value in table.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append(PublishedResult(metric_type=key, value=float(value), metric_name=key,
+                                           dataset_type=name, dataset_name=name, dataset_config=dataset.get("subset"),
+                                           dataset_split=split, source=origin))
+    return out
