@@ -17,8 +17,9 @@ from optuna.trial import FrozenTrial
 
 from searcher import card, checkpoints, files, records
 from searcher.config import StudyConfig
+from searcher.config.identity import distill_table
 from searcher.errors import RefusedError, StudyError, first_line
-from searcher.storage import ATTR_DATASET, ATTR_TEACHER, ATTR_UID, ATTR_VERSIONS
+from searcher.storage import ATTR_CONFIG, ATTR_DATASET, ATTR_TEACHER, ATTR_UID, ATTR_VERSIONS
 
 MODEL_FILES_EXCLUDED = {"searcher_run.json"}
 
@@ -34,6 +35,7 @@ def trial_json(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str]) 
         "hyperparams": r.hyperparams, "metrics": r.metrics, "test_metrics": r.test_metrics, "history": r.history,
         "student": r.student, "batch": r.batch, "runtime": r.runtime, "recipe": r.recipe,
         "latency_ms": r.latency_ms, "size_mb": r.size_mb, "wall_time_s": r.wall_time_s, "teacher": teacher,
+        "loss_terms": r.loss_terms, "distill": distill_table((attrs.get(ATTR_CONFIG) or {}).get("distill")),
         "dataset": attrs.get(ATTR_DATASET), "versions": attrs.get(ATTR_VERSIONS),
         "datetime_start": r.datetime_start, "datetime_complete": r.datetime_complete,
         "searcher_version": _version("searcher"),

@@ -311,6 +311,21 @@ def test_a_study_distills_hidden_states_and_attention(world, tmp_path, cli):
     header = next(line for line in text.splitlines() if line.startswith("| Training Loss"))
     assert [c.strip() for c in header.split("|")[1:6]] == ["Training Loss", "Train logits", "Train hidden_mse",
                                                            "Train attention", "Train minilm"]
+    # `searcher import` of our own card brings the loss settings back (the front matter), and so does its record
+    from searcher import recipes
+
+    best = max(trials, key=lambda t: t.value)
+    want = {"losses": ["logits", "hidden_mse", "attention", "minilm"], "hidden_mse": {"layer_map": "uniform"},
+            "attention": {"layer_map": "uniform", "kind": "mse"},
+            "minilm": {"layer_map": "last", "relation_heads": None, "relations": ["qq", "kk", "vv"]}}
+    for source in (Path(out.split()[0]) / "README.md", Path(out.split()[0])):
+        (r,) = recipes.read(str(source))
+        assert r.distill == want and r.values["hidden_weight"] == best.params["hidden_weight"]
+        assert r.values["attention_weight"] == 0.5
+        assert recipes.conflicts([r], config) == []
+        assert any("the source distilled with [distill] losses = [\"logits\", \"hidden_mse\"" in n for n in r.notes)
+    plain = load_study(world.study(tmp_path / "plain", name="plain", search={"hidden_weight": None}))
+    assert any("this study with the logits loss alone" in c for c in recipes.conflicts([r], plain))
     # a second study on the same data and teacher reads the cache: the teacher is not run again for its states
     path2 = layerwise_study(world, tmp_path / "again", name="lw2")
     code, _, err = cli("optimize", path2)

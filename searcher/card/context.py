@@ -22,6 +22,7 @@ from searcher.card.facts import (CardContext, DatasetFacts, Distillation, Effici
                                  LossLine, MetricLine, ParetoRow, PublishedBaseline, Reproduce, ResultsTable,
                                  SearchFacts, TeacherFacts, Usage)
 from searcher.card.text import default_dataset_name, display_name, escape, fence, hub_id
+from searcher.config.identity import distill_table
 from searcher.errors import StudyError
 from searcher.hyperparams import rounded
 from searcher.metrics import title
@@ -249,7 +250,7 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
                             license=license, language=language, usage=usage,
                             recipe=recipe_data(study.study_name, r.number, r.params, r.hyperparams, s,
                                                hub_id(s.get("checkpoint")) if s.get("init") == "pretrained"
-                                               else None)).to_yaml(),
+                                               else None, distill_table(cfg.get("distill")))).to_yaml(),
     )
 
 

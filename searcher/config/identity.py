@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from searcher import redact
 from searcher.config.schema import StudyConfig
@@ -101,3 +101,15 @@ def _defaults() -> dict[str, Any]:
         out.update({f"[{section}] {k}": v for k, v in values.items()})
     return out
 
+
+def distill_table(resolved: Optional[dict]) -> Optional[dict]:
+    """A study's [distill] as it reads in a study file ({losses, intermediate_epochs, NAME: {options}}), from its
+    resolved config; None when it distils with the logit loss alone (the default, which needs no table)."""
+    if not resolved or list(resolved.get("losses") or ["logits"]) == ["logits"]:
+        return None
+    table = {"losses": list(resolved["losses"])}
+    if resolved.get("intermediate_epochs"):
+        table["intermediate_epochs"] = int(resolved["intermediate_epochs"])
+    for name, options in resolved.get("settings") or []:
+        table[name] = dict(options)
+    return table

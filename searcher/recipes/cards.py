@@ -95,9 +95,10 @@ def from_card(text: str, source: str, link: Optional[str] = None, pickled: bool 
 
 def _searcher_card(data: dict, eval_results: list, body: str, source: str, link: Optional[str]) -> Recipe:
     """A searcher card: its recipe is data in the front matter (searcher.card.data.recipe_data), exact."""
-    values, provenance, unmapped, notes, base_model = card_data_values(data)
+    values, provenance, unmapped, notes, base_model, distill = card_data_values(data)
     return Recipe(values=values, provenance=provenance, unmapped=unmapped, notes=unique(notes),
-                  published=_published(eval_results, body), source=source, link=link, base_model=base_model)
+                  published=_published(eval_results, body), source=source, link=link, base_model=base_model,
+                  distill=distill)
 
 
 def _front_matter(text: str) -> tuple[dict, list, str, Optional[str]]:

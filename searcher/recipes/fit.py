@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from searcher.recipes.cards import _miniature
 from searcher.recipes.names import PARAMETERS, STUDENT_KEYS
-from searcher.recipes.recipe import Fit, Recipe, fmt as _fmt, ordered as _ordered
+from searcher.recipes.recipe import Fit, Recipe, distill_table, distill_text, fmt as _fmt, ordered as _ordered
 
 
 def _section_of(key: str) -> str:
@@ -31,11 +31,16 @@ def fit(recipe: Recipe, config=None) -> Fit:
     values = dict(recipe.values)
     if config is None:
         return Fit(values=values, same=[], conflicts=[])
-    from searcher.config import Choices, FloatRange, Fixed, IntRange
+    from searcher.config import Choices, FloatRange, Fixed, IntRange, resolved_dict
     from searcher.space import dimensions
 
     dims = dimensions(config)
     conflicts: list[str] = []
+    ours = distill_table(resolved_dict(config).get("distill"))
+    if recipe.distill is not None and recipe.distill != ours:
+        conflicts.append(f"the source distilled with {distill_text(recipe.distill)}, this study with "
+                         f"{distill_text(ours) if ours else 'the logits loss alone'}: set its [distill] like the "
+                         f"source's to train this recipe as published")
     if "checkpoint" in dims and "checkpoint" not in values and \
             (recipe.base_model or any(k in values for k in STUDENT_KEYS)):
         # a checkpoint-list study names its student by checkpoint, not by layers/hidden/init

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 from searcher.errors import RecipeError, first_line
 from searcher.recipes.names import PARAMETERS, SEED
-from searcher.recipes.recipe import HUB, LOOKED_FOR, PublishedResult, Recipe, fmt as _fmt, ordered as _ordered
+from searcher.recipes.recipe import (HUB, LOOKED_FOR, PublishedResult, Recipe, distill_text,
+                                     fmt as _fmt, ordered as _ordered)
 
 
 def card_data_values(data: dict, origin: str = "the card's front matter"):
@@ -21,7 +23,14 @@ def card_data_values(data: dict, origin: str = "the card's front matter"):
     student = data.get("student") if isinstance(data.get("student"), dict) else {}
     where = origin + (f", trial {data['trial']} of study {data['study']!r}" if "trial" in data and "study" in data
                       else "")
-    return _searcher_values(params, hyperparams, student, where)
+    values, provenance, unmapped, notes, base_model = _searcher_values(params, hyperparams, student, where)
+    distill = data.get("distill") if isinstance(data.get("distill"), dict) else None
+    return values, provenance, unmapped, notes + distill_notes(distill), base_model, distill
+
+
+def distill_notes(table: Optional[dict]) -> list[str]:
+    return [f"the source distilled with {distill_text(table)}: set the same in the study file to train it as "
+            f"published"] if table else []
 
 
 def read_trial_json(path: Path, source: str) -> Recipe:
@@ -37,8 +46,10 @@ def read_trial_json(path: Path, source: str) -> Recipe:
         record["params"], record.get("hyperparams") or {}, record.get("student") or {}, origin)
     published = _searcher_published(record.get("metrics") or {}, record.get("test_metrics") or {},
                                      record.get("dataset") or {}, origin)
-    return Recipe(values=values, provenance=provenance, unmapped=unmapped, notes=notes, published=published,
-                  source=source, link=HUB + repo_id if repo_id else None, base_model=base_model)
+    distill = record.get("distill") if isinstance(record.get("distill"), dict) else None
+    return Recipe(values=values, provenance=provenance, unmapped=unmapped, notes=notes + distill_notes(distill),
+                  published=published, source=source, link=HUB + repo_id if repo_id else None, base_model=base_model,
+                  distill=distill)
 
 
 def _searcher_values(params: dict, hyperparams: dict, student: dict, origin: str):

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from searcher.config.identity import distill_table  # noqa: F401 - the readers of searcher's records use it
 from searcher.errors import RecipeError  # noqa: F401 - raised by every part of the importer
 from searcher.recipes.names import PARAMETERS
 
@@ -50,6 +51,22 @@ class Recipe:
     source: str = ""
     link: Optional[str] = None  # https://huggingface.co/<id> for Hub ids
     base_model: Optional[str] = None  # the student's starting checkpoint, when the source names one
+    distill: Optional[dict] = None  # searcher's own sources: the [distill] table it trained with (layer-wise losses)
+
+
+def distill_text(table: dict) -> str:
+    """The table as a study file would write it, on one line: `[distill] losses = [...]; [distill.minilm] ...`."""
+    head = [f"{k} = {fmt_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    parts = ["[distill] " + ", ".join(head)]
+    parts += [f"[distill.{name}] " + ", ".join(f"{k} = {fmt_value(v)}" for k, v in options.items())
+              for name, options in table.items() if isinstance(options, dict) and options]
+    return "; ".join(parts)
+
+
+def fmt_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
+    return "null" if value is None else fmt(value)
 
 
 @dataclass(frozen=True)

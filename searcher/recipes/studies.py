@@ -6,11 +6,13 @@ names them like TrainingArguments) are mapped like a card's hyperparameter list.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from searcher.errors import RecipeError, SearcherError, first_line
 from searcher.recipes.cards import ALPHA_CONVENTION, _key, _map_items
-from searcher.recipes.own import _searcher_published, _searcher_values
-from searcher.recipes.recipe import PublishedResult, Recipe, fmt as _fmt, ordered as _ordered, unique as _unique
+from searcher.recipes.own import _searcher_published, _searcher_values, distill_notes
+from searcher.recipes.recipe import (PublishedResult, Recipe, distill_table, fmt as _fmt, ordered as _ordered,
+                                     unique as _unique)
 
 
 def open_study(source: str):
@@ -55,10 +57,13 @@ def read_study(source: str) -> list[Recipe]:
     trials = sorted(trials, key=lambda t: ((-t.values[0] if maximize else t.values[0]), t.number))
     dataset = study.user_attrs.get(storage.ATTR_DATASET) or {}
     metric_names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
-    return [_trial_recipe(t, rank, len(trials), shown, dataset, metric_names) for rank, t in enumerate(trials, 1)]
+    distill = distill_table((study.user_attrs.get(storage.ATTR_CONFIG) or {}).get("distill"))
+    return [_trial_recipe(t, rank, len(trials), shown, dataset, metric_names, distill)
+            for rank, t in enumerate(trials, 1)]
 
 
-def _trial_recipe(trial, rank: int, n: int, shown: str, dataset: dict, metric_names: list) -> Recipe:
+def _trial_recipe(trial, rank: int, n: int, shown: str, dataset: dict, metric_names: list,
+                  distill: Optional[dict] = None) -> Recipe:
     from searcher import records
 
     origin = f"trial {trial.number}"
@@ -81,7 +86,10 @@ def _trial_recipe(trial, rank: int, n: int, shown: str, dataset: dict, metric_na
     if not published:
         published = [PublishedResult(metric_type=str(metric), value=float(v), source=f"{origin} value")
                      for metric, v in zip(metric_names, trial.values)]
+    if isinstance(hyperparams, dict):
+        notes += distill_notes(distill)
     return Recipe(values=values, provenance=provenance, unmapped=unmapped, notes=_unique(notes), published=published,
-                  source=source, link=None, base_model=base_model)
+                  source=source, link=None, base_model=base_model,
+                  distill=distill if isinstance(hyperparams, dict) else None)
 
 
