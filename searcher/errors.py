@@ -48,6 +48,14 @@ class NonFiniteLossError(SearcherError, ArithmeticError):
     """The training loss became NaN or infinite; the trial is pruned with this reason."""
 
 
+class SurplusTrial(SearcherError):
+    """Another worker reached the study's n_trials first; this trial is closed without training."""
+
+
+class ExportFailed(SearcherError):
+    """The study is optimized on a deployed form, and this trial's export failed: it fails with the reason."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message: enough to say what failed, without a wall of text."""
     lines = str(error).strip().splitlines()

@@ -28,8 +28,8 @@ from searcher import checkpoints, files, internals, records, space, storage as s
 from searcher.checkpoints import CheckpointError
 from searcher.claim import for_study as claim_for
 from searcher.config import StudyConfig, changed_settings, defining, resolved_dict
-from searcher.errors import ConfigError, SearcherError, StudentError, first_line
-from searcher.objective import ExportFailed, Objective, SurplusTrial
+from searcher.errors import ConfigError, ExportFailed, SearcherError, StudentError, SurplusTrial, first_line
+from searcher.objective import Objective
 from searcher.prepare import Prepared
 
 log = logging.getLogger(__name__)
