@@ -58,7 +58,7 @@ def study_attrs(prepared: Prepared, study: optuna.Study) -> dict:
         st.ATTR_DATASET: records.plain(prepared.task.description),
         st.ATTR_VERSIONS: st.versions(),
         st.ATTR_RANGES: space.describe_ranges(c),
-        **st.strategy_attrs(c),
+        **strategy.strategy_attrs(c),
     }
 
 
@@ -81,7 +81,7 @@ def open_study(prepared: Prepared, storage_url: Optional[str] = None) -> optuna.
     if owner is not None:
         _check_owner(c, storage, url, owner)
     warm = warmstart.pending(c, storage, url)  # so is a warm_start source that is missing or does not fit
-    study = st.create_or_load(c, storage)
+    study = st.create_or_load(c, storage, strategy.sampler_for(c), strategy.pruner_for(c))
     now = defines(prepared)
     before = study.user_attrs.get(st.ATTR_DEFINES)
     if before is not None and before != now:

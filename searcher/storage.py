@@ -8,7 +8,6 @@ has no heartbeat: there a killed worker's trial stays RUNNING).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import platform
@@ -22,10 +21,9 @@ from typing import Optional
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from searcher import redact as secrets, strategy
+from searcher import redact as secrets
 from searcher.config import StudyConfig
 from searcher.errors import ConfigError, StudyError, first_line
-from searcher.hyperparams import extent
 
 log = logging.getLogger(__name__)
 
@@ -128,39 +126,14 @@ def study_file(config: StudyConfig) -> tuple[str, str]:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], text
 
 
-def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    return strategy.sampler(dataclasses.asdict(config.study.sampler), config.study.seed)
-
-
-def max_epochs(config: StudyConfig) -> int:
-    return int(extent(config.search.epochs)[1])
-
-
-def _pruner_settings(config: StudyConfig) -> dict:
-    settings = dataclasses.asdict(config.study.pruner)
-    if config.study.warm_start:
-        # warm-start copies are COMPLETE trials, so they would satisfy the median pruner's start-up count; they have
-        # no per-epoch values, so it would then prune against this study's first complete trial alone
-        settings["n_min_trials"] = settings["n_startup_trials"]
-    return settings
-
-
-def pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
-    return strategy.pruner(_pruner_settings(config), max_epochs(config))
-
-
-def strategy_attrs(config: StudyConfig) -> dict:
-    """The sampler and pruner as they run, described from the settings that build them (for cards and notes)."""
-    return {ATTR_SAMPLER: strategy.sampler_text(dataclasses.asdict(config.study.sampler), config.study.seed),
-            ATTR_PRUNER: strategy.pruner_text(_pruner_settings(config), max_epochs(config))}
-
-
-def create_or_load(config: StudyConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """The study, resumed if it exists (load_if_exists), with the study file's sampler, pruner and metric names."""
+def create_or_load(config: StudyConfig, storage: optuna.storages.BaseStorage,
+                   sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """The study, resumed if it exists (load_if_exists), with its metric names. The sampler and pruner are built by
+    the caller (searcher.strategy): how a study searches is no decision of its storage."""
     try:
         study = optuna.create_study(storage=storage, study_name=config.study.name,
-                                    directions=list(config.study.directions), sampler=sampler(config),
-                                    pruner=pruner(config), load_if_exists=True)
+                                    directions=list(config.study.directions), sampler=sampler, pruner=pruner,
+                                    load_if_exists=True)
     except ValueError as e:
         raise ConfigError(f"study {config.study.name!r} exists in this storage with other directions "
                           f"({first_line(e)}); use a new [study] name or the original directions") from e
@@ -172,12 +145,12 @@ def create_or_load(config: StudyConfig, storage: optuna.storages.BaseStorage) ->
 
 
 def load(config: StudyConfig, storage_url: Optional[str] = None) -> optuna.Study:
-    """An existing study (for best/card/push/dashboard): never creates one."""
+    """An existing study, to read (best/card/push/dashboard): never creates one. It samples nothing, so it gets
+    Optuna's default sampler and pruner; `searcher optimize` builds the study file's (searcher.optimize)."""
     url = config.storage_url(storage_url)
     storage = open_storage(url, config)
     try:
-        return optuna.load_study(study_name=config.study.name, storage=storage, sampler=sampler(config),
-                                 pruner=pruner(config))
+        return optuna.load_study(study_name=config.study.name, storage=storage)
     except KeyError as e:
         raise StudyError(f"no study named {config.study.name!r} in {redact(url)}; run "
                          f"`searcher optimize {config.path}` first (or pass --storage)") from e

@@ -15,7 +15,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from searcher import records, space, storage, warmstart
+from searcher import records, space, storage, strategy, warmstart
 from searcher.config import load_study, parse_study
 from searcher.errors import ConfigError
 from searcher.hyperparams import rounded
@@ -304,7 +304,7 @@ def test_own_trials_leave_copies_out_of_every_count_and_front():
 def test_the_median_pruner_waits_for_its_start_up_count_of_own_trials(tmp_path):
     """Copies have no per-epoch values: they must not satisfy the pruner's start-up count on their own."""
     def second_trial_pruned(config) -> bool:
-        study = optuna.create_study(direction="maximize", pruner=storage.pruner(config))
+        study = optuna.create_study(direction="maximize", pruner=strategy.pruner_for(config))
         dist = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True)}
         for i in range(3):
             study.add_trial(create_trial(value=0.9, params={"learning_rate": 1e-3}, distributions=dist,
@@ -318,7 +318,7 @@ def test_the_median_pruner_waits_for_its_start_up_count_of_own_trials(tmp_path):
     pruner = {"type": "median", "n_startup_trials": 2}
     assert not second_trial_pruned(config_for(tmp_path, pruner=pruner, warm_start=["sqlite:////a.db::a"]))
     assert second_trial_pruned(config_for(tmp_path, pruner=pruner))  # what the copies would do unchecked
-    assert "n_min_trials=2" in storage.strategy_attrs(config_for(tmp_path, pruner=pruner,
+    assert "n_min_trials=2" in strategy.strategy_attrs(config_for(tmp_path, pruner=pruner,
                                                                  warm_start=["sqlite:////a.db::a"]))[
         storage.ATTR_PRUNER]
 
@@ -332,7 +332,7 @@ def peak(lr: float) -> float:
 
 
 def first_suggestions(config, source=None, n=5) -> list[float]:
-    study = optuna.create_study(direction="maximize", sampler=storage.sampler(config))
+    study = optuna.create_study(direction="maximize", sampler=strategy.sampler_for(config))
     if source is not None:
         warmstart.copy_trials(study, config, source, "synthetic")
     out = []
