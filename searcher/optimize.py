@@ -110,7 +110,8 @@ def _output_dir_owner(c: StudyConfig, url: str) -> Optional[dict]:
     """The study that owns output_dir (None: nobody yet). Two studies writing models/trial-NNNN into one folder
     would overwrite each other's students, and a card could ship one study's model under the other's name."""
     owner = files.read_json(c.output_dir / OWNER)
-    if owner is not None and url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    file = st.storage_file(url) if url.startswith("sqlite:") else None
+    if owner is not None and file is not None and not Path(file).exists():
         _refuse_output_dir(c, url, owner)  # a study in a database that does not exist yet cannot be the owner
     return owner
 

@@ -737,32 +737,11 @@ def _searcher_published(metrics: dict, test_metrics: dict, dataset: dict, origin
 
 
 def open_study(source: str):
-    """A finished study as STORAGE_URL::STUDY_NAME, opened for reading: (study, the source with its password
-    redacted). A SQLite or journal file that does not exist is an error, never created empty."""
-    import optuna
+    """searcher.storage.open_study, which this was (kept for recipes' callers). Imported when called: at the top of
+    this module it would load optuna with `searcher --help`, since the CLI imports this module for RecipeError."""
+    from searcher.storage import open_study as storage_open_study
 
-    from searcher import storage
-
-    url, _, name = source.rpartition("::")
-    shown = f"{storage.redact(url)}::{name}"
-    if not url or not name:
-        raise RecipeError(f"{shown}: give a finished study as STORAGE_URL::STUDY_NAME, e.g. "
-                          f"sqlite:////abs/path/study.db::my-study")
-    # opening a missing SQLite or journal file would create an empty one there
-    file = (url[len("sqlite:///"):] if url.startswith("sqlite:///") else
-            url[len("journal:"):] if url.startswith("journal:") else url if url.endswith(".log") else None)
-    if file not in (None, "", ":memory:") and not Path(file).is_file():
-        raise RecipeError(f"{shown}: the storage file {file} does not exist; check the path "
-                          f"(sqlite:////abs/path.db has four slashes)")
-    try:
-        opened = storage.open_storage(url)
-        study = optuna.load_study(study_name=name, storage=opened)
-    except KeyError as e:
-        names = ", ".join(optuna.get_all_study_names(storage=opened)) or "none"
-        raise RecipeError(f"{shown}: no study named {name!r} there (studies: {names})") from e
-    except SearcherError as e:
-        raise RecipeError(f"{shown}: {first_line(e)}") from e
-    return study, shown
+    return storage_open_study(source)
 
 
 def _read_study(source: str) -> list[Recipe]:

@@ -17,13 +17,14 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from searcher import redact as secrets
 from searcher.config import StudyConfig
-from searcher.errors import ConfigError, StudyError, first_line
+from searcher.errors import ConfigError, SearcherError, StudyError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,14 @@ def _open_storage(url: str, config: Optional[StudyConfig]) -> optuna.storages.Ba
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study.max_retry if study else 3),
     )
     try:
-        if url.startswith("redis://") or url.startswith("rediss://"):
+        if _is_redis(url):
             from optuna.storages.journal import JournalRedisBackend
 
             return optuna.storages.JournalStorage(JournalRedisBackend(url))
-        if url.startswith("journal:") or url.endswith(".log"):
+        if _is_journal(url):
             from optuna.storages.journal import JournalFileBackend
 
-            path = url[len("journal:"):] if url.startswith("journal:") else url
-            return optuna.storages.JournalStorage(JournalFileBackend(path))
+            return optuna.storages.JournalStorage(JournalFileBackend(storage_file(url)))
         if "://" not in url:
             raise ConfigError(f"storage {url!r} is not a storage URL; use sqlite:////abs/path.db, "
                               f"postgresql+psycopg2://user@host/db, journal:/path/file.log or redis://host:6379")
@@ -103,14 +103,67 @@ def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: dict, attempts: int =
 redact = redact_text = secrets.text  # URLs in messages and texts (study files) lose their passwords
 
 
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
+def _is_journal(url: str) -> bool:
+    return not _is_redis(url) and (url.startswith("journal:") or url.endswith(".log"))
+
+
+def storage_file(url: str) -> Optional[str]:
+    """The file a SQLite or journal-file storage URL names, as SQLAlchemy and Optuna open it: `sqlite:////abs/a.db`
+    is absolute, `sqlite:///rel/a.db` relative to the working folder, and a query (`?timeout=5`) is no part of the
+    name. None for in-memory SQLite and for server URLs (PostgreSQL, MySQL, Redis)."""
+    if _is_journal(url):
+        return (url[len("journal:"):] if url.startswith("journal:") else url) or None
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)  # the parse SQLAlchemy itself opens the file with (it also decodes %20 and the like)
+    except ArgumentError as e:
+        raise ConfigError(f"storage {redact(url)} is not a SQLite URL SQLAlchemy can read ({first_line(e)}); use "
+                          f"sqlite:////abs/path.db") from e
+    database = parsed.database
+    if database and database.startswith("file:") and parsed.query.get("uri") in ("true", "1"):
+        database = urlsplit(database).path  # SQLite's own URI form, sqlite:///file:/abs/a.db?mode=ro&uri=true
+    return None if database in (None, "", ":memory:") else database
+
+
+def open_study(source: str) -> tuple[optuna.Study, str]:
+    """A finished study as STORAGE_URL::STUDY_NAME, opened for reading (`searcher import`, [study] warm_start):
+    (study, the source with its password redacted). A SQLite or journal file that does not exist is an error,
+    never created empty."""
+    url, _, name = source.rpartition("::")
+    shown = f"{redact(url)}::{name}"
+    if not url or not name:
+        raise StudyError(f"{shown}: give a finished study as STORAGE_URL::STUDY_NAME, e.g. "
+                         f"sqlite:////abs/path/study.db::my-study")
+    try:
+        file = storage_file(url)
+        # opening a missing SQLite or journal file would create an empty one there
+        if file is not None and not Path(file).is_file():
+            raise StudyError(f"the storage file {file} does not exist; check the path (sqlite:////abs/path.db has "
+                             f"four slashes)")
+        opened = open_storage(url)
+        return optuna.load_study(study_name=name, storage=opened), shown
+    except KeyError as e:
+        names = ", ".join(optuna.get_all_study_names(storage=opened)) or "none"
+        raise StudyError(f"{shown}: no study named {name!r} there (studies: {names})") from e
+    except SearcherError as e:
+        raise StudyError(f"{shown}: {first_line(e)}") from e
+
+
 def check_writable(url: str) -> None:
     """A SQLite study that will be written must be writable, file and folder (SQLite writes a journal beside it);
     otherwise every write fails deep inside SQLAlchemy."""
-    if not url.startswith("sqlite:///"):
+    file = storage_file(url) if url.startswith("sqlite:") else None
+    if file is None:
         return
-    path = Path(url[len("sqlite:///"):].split("?", 1)[0])
-    if not path.name or str(path) == ":memory:":
-        return
+    path = Path(file)
     for target in (path, path.parent):
         if target.exists() and not os.access(target, os.W_OK):
             raise ConfigError(f"the study database {path} is read-only ({'file' if target == path else 'its folder'}"

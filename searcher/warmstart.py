@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searcher import hyperparams, records, redact, space
 from searcher.config import StudyConfig
-from searcher.errors import ConfigError, first_line
+from searcher.errors import ConfigError, StudyError, first_line
 from searcher.hyperparams import Fixed
 
 log = logging.getLogger(__name__)
@@ -96,18 +96,19 @@ def check(config: StudyConfig, url: str) -> None:
 
     from searcher import storage as st
 
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?", 1)[0]).is_file():
+    file = st.storage_file(url) if url.startswith("sqlite:") else None
+    if file is not None and not Path(file).is_file():
         pending(config, None, url)
     else:
         pending(config, st.open_storage(url, config), url)
 
 
 def _open(config: StudyConfig, entry: str) -> optuna.Study:
-    from searcher.recipes import RecipeError, open_study
+    from searcher.storage import open_study
 
     try:
         study, name = open_study(entry)
-    except RecipeError as e:
+    except StudyError as e:
         raise ConfigError(f"{config.path}: [study] warm_start: {first_line(e)}") from e
     directions = [d.name.lower() for d in study.directions]
     if directions != list(config.study.directions):

@@ -13,6 +13,7 @@ import pytest
 
 from searcher import recipes
 from searcher.config import load_study
+from searcher.errors import StudyError
 from searcher.recipes import Recipe, RecipeError
 
 if sys.version_info >= (3, 11):
@@ -387,17 +388,17 @@ def test_a_plain_optuna_study_minimizing(tmp_path):
 def test_study_sources_that_cannot_be_read(tmp_path):
     for missing, url in ((tmp_path / "missing.db", f"sqlite:///{tmp_path / 'missing.db'}"),
                          (tmp_path / "missing.log", f"journal:{tmp_path / 'missing.log'}")):
-        with pytest.raises(RecipeError, match="does not exist"):
+        with pytest.raises(StudyError, match="does not exist"):  # searcher.storage.open_study's
             recipes.read(f"{url}::x")
         assert not missing.exists()  # opening it would have created an empty storage
-    with pytest.raises(RecipeError) as e:  # nothing listens on port 1
+    with pytest.raises(StudyError) as e:  # nothing listens on port 1
         recipes.read("postgresql+psycopg2://user:s3cret@127.0.0.1:1/db::x")
     assert "s3cret" not in str(e.value) and "user:***@127.0.0.1" in str(e.value)
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.create_study(storage=url, study_name="empty")
     with pytest.raises(RecipeError, match="no complete trials"):
         recipes.read(f"{url}::empty")
-    with pytest.raises(RecipeError, match="no study named 'other'.*empty"):
+    with pytest.raises(StudyError, match="no study named 'other'.*empty"):
         recipes.read(f"{url}::other")
 
 
