@@ -40,6 +40,7 @@ ATTR_STOPPED = "searcher:stopped"  # why the study ended before n_trials (stop =
 ATTR_DEFINES = "searcher:defines"  # what defines the trials, fixed when the study is created
 ATTR_STUDY_FILES = "searcher:study_files"  # every version of the study file that ran trials, by its hash
 ATTR_UID = "searcher:uid"  # this study's identity on disk (checkpoint folders, output_dir ownership)
+ATTR_WARM_STARTED = "searcher:warm_started"  # [study] warm_start sources already read: {source: {copied, complete}}
 VERSION_PACKAGES = ("searcher", "transformers", "torch", "datasets", "tokenizers", "optuna", "huggingface-hub",
                     "evaluate")
 
@@ -131,6 +132,30 @@ def storage_file(url: str) -> Optional[str]:
     if database and database.startswith("file:") and parsed.query.get("uri") in ("true", "1"):
         database = urlsplit(database).path  # SQLite's own URI form, sqlite:///file:/abs/a.db?mode=ro&uri=true
     return None if database in (None, "", ":memory:") else database
+
+
+def same_storage(a: str, b: str) -> bool:
+    """Whether two storage URLs name one storage, however they are spelled: a SQLite or journal file by its real
+    path (sqlite:////abs/./w.db, sqlite:///w.db from its folder and a symlinked folder are one file); a server by its
+    kind, host, port and database. The user, the password, the driver (postgresql+psycopg2) and the query
+    (?sslmode=, ?connect_timeout=) are left out: they change how one connects, not where the studies are."""
+    return _identity(a) == _identity(b)
+
+
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "rediss": 6379}
+
+
+def _identity(url: str) -> tuple:
+    file = storage_file(url)
+    if file is not None:
+        return "file", os.path.realpath(file)
+    parts = urlsplit(url)
+    kind = parts.scheme.lower().split("+", 1)[0]
+    try:
+        port = parts.port or DEFAULT_PORTS.get(kind)
+    except ValueError:  # not a number: compare it as written
+        port = parts.netloc.rpartition(":")[2]
+    return kind, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
 
 
 def open_study(source: str) -> tuple[optuna.Study, str]:

@@ -66,3 +66,18 @@ def test_a_study_source_that_cannot_be_opened_is_one_line(tmp_path):
     source_study(url)
     with pytest.raises(StudyError, match=r"no study named 'other' there \(studies: done\)"):
         storage.open_study(f"{url}::other")
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("postgresql+psycopg2://u:secret@DB-Host:5432/searcher", "postgresql://other@db-host/searcher?sslmode=require",
+     True),
+    ("postgresql://u@db-host/searcher", "postgresql://u@db-host/other", False),
+    ("postgresql://u@db-host:5433/searcher", "postgresql://u@db-host/searcher", False),
+    ("redis://127.0.0.1:6379", "redis://127.0.0.1", True),
+    ("redis://127.0.0.1/1", "redis://127.0.0.1/2", False),
+    ("sqlite:////abs/./w.db", "sqlite:////abs/w.db?timeout=5", True),
+    ("journal:/abs/x/../s.log", "/abs/s.log", True),
+    ("sqlite:////abs/w.db", "sqlite:////abs/v.db", False),
+])
+def test_same_storage_compares_where_the_studies_are_not_how_the_url_is_spelled(a, b, same):
+    assert storage.same_storage(a, b) is same

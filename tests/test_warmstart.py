@@ -434,3 +434,38 @@ def test_warm_start_sources_that_cannot_be_used_stop_before_the_study_exists(wor
     path = world.study(tmp_path / "e", name="e", study={"warm_start": [f"{other}::nope"]})
     code, _, err = cli("optimize", path)
     assert code == 2 and "no study named 'nope' there (studies: min)" in one_line(err)
+
+
+def test_warm_start_refuses_the_study_itself_however_its_url_is_spelled(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    optuna.create_study(storage=url, study_name="target", direction="maximize")  # resumed: it exists
+    (tmp_path / "link").symlink_to(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    opened = storage.open_storage(url)
+    for spelling in (f"sqlite:///{tmp_path}/./w.db", f"sqlite:///{tmp_path / 'link' / 'w.db'}", "sqlite:///w.db",
+                     f"{url}?timeout=5"):
+        config = config_for(tmp_path, warm_start=[f"{spelling}::target"])
+        with pytest.raises(ConfigError, match=r"\[study\] warm_start names this study itself"):
+            warmstart.pending(config, opened, url)
+    # another study in the same file is a source like any other
+    optuna.create_study(storage=url, study_name="other", direction="maximize")
+    config = config_for(tmp_path, warm_start=["sqlite:///w.db::other"])
+    assert [name for name, _ in warmstart.pending(config, opened, url)] == ["sqlite:///w.db::other"]
+
+
+def test_a_source_that_gave_no_copy_is_read_once(tmp_path):
+    source_url = f"sqlite:///{tmp_path / 'src.db'}"
+    source = optuna.create_study(storage=source_url, study_name="src", direction="maximize")
+    source.add_trial(source_trial(0.8, {"learning_rate": 0.5, "batch_size": 16, "temperature": 2.0, "layers": 2}))
+    entry = f"{source_url}::src"
+    config = config_for(tmp_path, warm_start=[entry])
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    opened = storage.open_storage(url)
+    study = optuna.create_study(storage=opened, study_name="target", direction="maximize")
+    (report,) = warmstart.add(study, config, warmstart.pending(config, opened, url))
+    assert (report.copied, report.complete) == (0, 1)  # its one trial is outside this study's learning_rate range
+    # resumed: the source is not read again, so it need not even be there
+    (tmp_path / "src.db").rename(tmp_path / "moved.db")
+    assert warmstart.pending(config, opened, url) == []
+    warmstart.check(config, url)
+    assert study.user_attrs["searcher:warm_started"] == {entry: {"copied": 0, "complete": 1}}
