@@ -1,8 +1,8 @@
 """Saved students: each complete trial's student is saved, and only the best k stay on disk.
 
 Retention reads the study from storage under a file lock, so several workers can run it: a checkpoint is deleted
-only when its trial is finished and outside the keep set (top k by the task metric, plus the Pareto front of a
-multi-objective study). A running trial's folder is never touched.
+only when its trial is finished and outside the keep set (the best k by searcher.records.ranked, plus the Pareto
+front of a multi-objective study). A running trial's folder is never touched.
 """
 
 from __future__ import annotations
