@@ -6,6 +6,8 @@ Only the CLI prints them; library code raises and chains (`raise ... from e`).
 
 from __future__ import annotations
 
+from searcher import redact
+
 
 class SearcherError(Exception):
     """Root of every error searcher raises on purpose."""
@@ -57,6 +59,7 @@ class ExportFailed(SearcherError):
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message: enough to say what failed, without a wall of text."""
+    """The first line of an exception's message: enough to say what failed, without a wall of text. Redacted
+    (searcher.redact): the message may be a server's or a driver's, quoting a token or a URL with its password."""
     lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    return redact.text(lines[0]) if lines else type(error).__name__
