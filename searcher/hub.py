@@ -2,9 +2,9 @@
 
 What is uploaded is exactly the folder `searcher card` writes. The token comes from HF_TOKEN or huggingface_hub's
 login cache, is checked before any work, and is never printed, logged or stored, not even where the server's own
-error text quotes it (searcher.redact). Pushing unchanged files makes no
-commit (the client skips files whose Hub oid matches); transient failures (network, 5xx) are retried with backoff;
-only a successful push is recorded in the study (study user attr `hub:trial-N`).
+error text quotes it (searcher.redact). Pushing unchanged files makes no commit (the client skips files whose Hub
+oid matches); transient failures (network, 5xx) are retried with backoff; only a successful push is recorded in the
+study (study user attr `hub:trial-N`).
 """
 
 from __future__ import annotations

@@ -169,7 +169,8 @@ def open_study(source: str) -> tuple[optuna.Study, str]:
                          f"sqlite:////abs/path/study.db::my-study")
     try:
         file = storage_file(url)
-        # opening a missing SQLite or journal file would create an empty one there
+        # opening a missing SQLite or journal file would create an empty one there (raised here to get the prefix
+        # below, like the storage's own errors)
         if file is not None and not Path(file).is_file():
             raise StudyError(f"the storage file {file} does not exist; check the path (sqlite:////abs/path.db has "
                              f"four slashes)")
