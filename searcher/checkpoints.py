@@ -1,8 +1,8 @@
 """Saved students: each complete trial's student is saved, and only the best k stay on disk.
 
 Retention reads the study from storage under a file lock, so several workers can run it: a checkpoint is deleted
-only when its trial is finished and outside the keep set (top k by the task metric, plus the Pareto front of a
-multi-objective study). A running trial's folder is never touched.
+only when its trial is finished and outside the keep set (the best k by searcher.records.ranked, plus the Pareto
+front of a multi-objective study). A running trial's folder is never touched.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class CheckpointError(SearcherError, OSError):
 
 
 RUN_RECORD = "searcher_run.json"  # the resolved run settings and whose checkpoint this is (study uid, trial)
+FILES = "files"  # in RUN_RECORD: the files save() wrote, relative to the folder
 
 
 def trial_dir(models_dir: Path, number: int) -> Path:
@@ -38,7 +39,8 @@ def trial_dir(models_dir: Path, number: int) -> Path:
 
 
 def save(model, tokenizer, out: Path, run_info: dict) -> Path:
-    """Save model (safetensors + config with id2label/label2id), tokenizer and the resolved run settings.
+    """Save model (safetensors + config with id2label/label2id), tokenizer and the resolved run settings, which list
+    the files written (`files`): a card folder copies those and nothing else that lands in the folder later.
 
     Written to a temporary folder and renamed, so a crash never leaves a half-written checkpoint behind. Any
     failure (a full disk surfaces as safetensors' own error, not an OSError) fails the trial with one line.
@@ -48,7 +50,8 @@ def save(model, tokenizer, out: Path, run_info: dict) -> Path:
         with files.atomic_dir(out) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / RUN_RECORD).write_text(json.dumps(run_info, indent=1, sort_keys=True))
+            names = sorted(f.relative_to(tmp).as_posix() for f in tmp.rglob("*") if f.is_file())
+            (tmp / RUN_RECORD).write_text(json.dumps({**run_info, FILES: names}, indent=1, sort_keys=True))
     except Exception as e:
         raise CheckpointError(f"cannot save the student to {out}: {first_line(e)}; free disk space or make "
                               f"[study] output_dir writable") from e
@@ -68,7 +71,17 @@ def problem(folder: Path, study_uid: Optional[str], number: int) -> Optional[str
     if run.get("trial") != number or (study_uid and run.get("study_uid") not in (None, study_uid)):
         return (f"it holds trial {run.get('trial')} of study {run.get('study')!r}"
                 f"{' (another instance of that name)' if run.get('study') else ''}, not this trial")
+    if not isinstance(run.get(FILES), list):
+        return f"its {RUN_RECORD} does not list the files searcher wrote (it was saved by an older searcher)"
+    missing = [name for name in run[FILES] if not (folder / name).is_file()]
+    if missing:
+        return f"its {missing[0]} is missing"
     return None
+
+
+def written(folder: Path) -> list[str]:
+    """The files save() wrote into a checkpoint that `problem` accepted, relative to it."""
+    return list(files.read_json(Path(folder) / RUN_RECORD)[FILES])
 
 
 def keep_set(study: optuna.Study, keep_best: int) -> set[int]:

@@ -133,6 +133,7 @@ def _terminate_like_ctrl_c() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _known_secrets()
     _logging(args.quiet)
     if threading.current_thread() is threading.main_thread():
         _terminate_like_ctrl_c()
@@ -159,6 +160,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
 
+def _known_secrets() -> None:
+    """Register the Hub token this process may send (HF_TOKEN, or the login cache's token file where `hf auth
+    login` put it), so that no message shows it, whoever wrote the message. huggingface_hub.get_token() is not called
+    here: it may refresh an OAuth token or exchange an OIDC one over the network, which `searcher best` must not do
+    (searcher.hub registers the token it gets from it before it pushes)."""
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        redact.secret(os.environ.get(var))
+    try:
+        from huggingface_hub import constants  # the paths alone: the package itself is imported lazily
+
+        with open(constants.HF_TOKEN_PATH, encoding="utf-8") as f:
+            redact.secret(f.read())
+    except (ImportError, OSError, UnicodeDecodeError):
+        pass  # no login cache (or no huggingface_hub): then nothing of it can be sent either
+
+
 def _logging(quiet: bool) -> None:
     """searcher's own messages go to stderr as plain lines (results go to stdout)."""
     logger = logging.getLogger("searcher")
@@ -166,6 +183,7 @@ def _logging(quiet: bool) -> None:
         logger.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(redact.Filter())  # every searcher.* record passes this handler (propagate is off below)
     handler._searcher_cli = True
     logger.addHandler(handler)
     logger.propagate = False

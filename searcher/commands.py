@@ -60,13 +60,19 @@ def optimize(args) -> int:
     _after_study(prepared, study)
     print()
     print_leaderboard(study, config, top=5)
-    from searcher.records import TrialRecord, ranked
-
-    best = next((TrialRecord.from_trial(t) for t in ranked(study)), None)
-    if best is not None and best.kept:
-        print(f"\nbest student: trial {best.number}, {config.study.objectives[0]} {best.values[0]:.4f}: "
-              f"{best.model_dir}")
+    _report_best(study, config)
     return 0
+
+
+def _report_best(study, config) -> None:
+    """Where the best student is (in a multi-objective study: on the Pareto front, by records.ranked's rule)."""
+    from searcher import records
+
+    best = records.best(study)
+    record = records.TrialRecord.from_trial(best) if best is not None else None
+    if record is not None and record.kept:
+        values = ", ".join(f"{name} {value:.4f}" for name, value in zip(config.study.objectives, record.values))
+        print(f"\nbest student: trial {record.number}, {values}: {record.model_dir}")
 
 
 def _after_trial_hooks(prepared):

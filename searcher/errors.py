@@ -6,6 +6,8 @@ Only the CLI prints them; library code raises and chains (`raise ... from e`).
 
 from __future__ import annotations
 
+from searcher import redact
+
 
 class SearcherError(Exception):
     """Root of every error searcher raises on purpose."""
@@ -48,10 +50,19 @@ class NonFiniteLossError(SearcherError, ArithmeticError):
     """The training loss became NaN or infinite; the trial is pruned with this reason."""
 
 
+class SurplusTrial(SearcherError):
+    """Another worker reached the study's n_trials first; this trial is closed without training."""
+
+
+class ExportFailed(SearcherError):
+    """The study is optimized on a deployed form, and this trial's export failed: it fails with the reason."""
+
+
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message: enough to say what failed, without a wall of text."""
+    """The first line of an exception's message: enough to say what failed, without a wall of text. Redacted
+    (searcher.redact): the message may be a server's or a driver's, quoting a token or a URL with its password."""
     lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    return redact.text(lines[0]) if lines else type(error).__name__
 
 
 class RecipeError(SearcherError, ValueError):

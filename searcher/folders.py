@@ -57,7 +57,8 @@ def write_folder(study: optuna.Study, config: StudyConfig, trial: FrozenTrial, o
     """README.md + model + tokenizer + searcher_trial.json: exactly what `searcher push` uploads.
 
     The checkpoint must be this trial's and whole, and is copied under the lock that retention deletes under, so a
-    worker's cleanup can never leave half a folder. An existing `out` is replaced only if searcher wrote everything
+    worker's cleanup can never leave half a folder. Only the files searcher wrote into it are copied (`_published`),
+    and a symbolic link there is refused. An existing `out` is replaced only if searcher wrote everything
     in it (its record lists its files), unless `force`; the new folder is written beside it and renamed into place.
     """
     r = records.TrialRecord.from_trial(trial)
@@ -69,15 +70,16 @@ def write_folder(study: optuna.Study, config: StudyConfig, trial: FrozenTrial, o
     try:
         with files.atomic_dir(out) as tmp:
             with files.lock(Path(folder).parent / ".retain") if folder else contextlib.nullcontext():
+                if folder is not None:
+                    _refuse_link(folder, "", r)  # before its files are even looked at
                 trouble = checkpoints.problem(folder, study.user_attrs.get(ATTR_UID), r.number) if folder else \
                     "it was never saved"
                 if trouble:
                     raise StudyError(_missing(r, config, trouble))
-                for f in sorted(folder.iterdir()):
-                    if f.is_file() and f.name not in MODEL_FILES_EXCLUDED:
-                        shutil.copy2(f, tmp / f.name)
-                    elif f.is_dir() and f.name == "onnx":  # the deployable forms (searcher.export)
-                        shutil.copytree(f, tmp / f.name)
+                for name in _published(folder, r):
+                    _refuse_link(folder, name, r)
+                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(folder / name, tmp / name, follow_symlinks=False)
             (tmp / "README.md").write_text(text, encoding="utf-8")
             record = trial_json(study, trial, repo_id)
             record["files"] = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file()) + [RECORD]
@@ -85,6 +87,33 @@ def write_folder(study: optuna.Study, config: StudyConfig, trial: FrozenTrial, o
     except OSError as e:
         raise RefusedError(f"cannot write the card folder {out}: {first_line(e)}; pass --out a writable folder") from e
     return out
+
+
+def _published(folder: Path, r: records.TrialRecord) -> list[str]:
+    """What of a checkpoint folder is published, relative to it: the files searcher.checkpoints.save wrote (its
+    record lists them) and the ONNX files searcher.export wrote (the trial's formats record names them). Nothing
+    else: a file someone left there (a .env) is no part of the student."""
+    names = [n for n in checkpoints.written(folder) if n not in MODEL_FILES_EXCLUDED]
+    onnx = sorted(set((r.formats.get("files") or {}).values()) - set(names))
+    for name in names + onnx:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise RefusedError(f"the records of trial {r.number}'s checkpoint at {folder} name {name}, outside the "
+                               f"folder; searcher never writes there: re-run the trial")
+    missing = [name for name in onnx if not (folder / name).is_file()]
+    if missing:
+        raise StudyError(f"trial {r.number}'s checkpoint at {folder} cannot be carded: its {missing[0]} is missing; "
+                         f"re-run the trial with [[enqueue]] and its params {r.params}")
+    return names + onnx
+
+
+def _refuse_link(folder: Path, name: str, r: records.TrialRecord) -> None:
+    """A symbolic link (the trial folder, or a file or onnx/ in it) is refused, not followed: what it points at is
+    not what searcher wrote, and copying it would publish whatever is there."""
+    parts = Path(name).parts
+    for path in [folder] + [folder.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]:
+        if path.is_symlink():
+            raise RefusedError(f"{path} is a symbolic link; searcher cards and publishes only the files it wrote "
+                               f"there: put trial {r.number}'s own files back, or re-run the trial")
 
 
 def _missing(r: records.TrialRecord, config: StudyConfig, trouble: str) -> str:

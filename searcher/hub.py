@@ -1,9 +1,10 @@
 """Publishing: push chosen trials' card folders to the Hugging Face Hub, one commit per repo.
 
 What is uploaded is exactly the folder `searcher card` writes. The token comes from HF_TOKEN or huggingface_hub's
-login cache, is checked before any work, and is never printed, logged or stored. Pushing unchanged files makes no
-commit (the client skips files whose Hub oid matches); transient failures (network, 5xx) are retried with backoff;
-only a successful push is recorded in the study (study user attr `hub:trial-N`).
+login cache, is checked before any work, and is never printed, logged or stored, not even where the server's own
+error text quotes it (searcher.redact). Pushing unchanged files makes no commit (the client skips files whose Hub
+oid matches); transient failures (network, 5xx) are retried with backoff; only a successful push is recorded in the
+study (study user attr `hub:trial-N`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial
 
-from searcher import card, folders, records
+from searcher import card, folders, records, redact
 from searcher.config import StudyConfig
 from searcher.errors import ConfigError, PublishError, RefusedError, first_line
 
@@ -64,6 +65,7 @@ def _token() -> str:
     if not token:
         raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (the token is read from the "
                            "environment or the login cache, never from the study file)")
+    redact.secret(token)  # whatever quotes it from now on (a server's error text) shows ***
     return token
 
 
@@ -98,7 +100,7 @@ def push(study: optuna.Study, config: StudyConfig, trial: Optional[int] = None, 
     for t in chosen:
         folder = folders.write_folder(study, config, t.trial, config.output_dir / "push" / f"trial-{t.trial.number:04d}",
                                    t.repo_id)
-        result = _upload(folder, t, config, private, token)
+        result = redact.deep(_upload(folder, t, config, private, token))  # its URL is the server's text
         study.set_user_attr(published_key(t.trial.number), result)
         out(f"trial {t.trial.number} -> {result['url']} (commit {result['commit'][:12]}"
             f"{', unchanged' if not result['new_commit'] else ''})")
@@ -182,7 +184,7 @@ def _reason(error: BaseException) -> str:
     """The Hub's own words when it refused something (its message's details), else the error's first line."""
     server = getattr(error, "server_message", None)
     details = " ".join(line.strip("- ").strip() for line in str(server or "").splitlines()[1:] if line.strip())
-    return f"{first_line(error)} ({details})" if details else first_line(error)
+    return redact.text(f"{first_line(error)} ({details})") if details else first_line(error)
 
 
 def _visibility(repo, repo_id: str, private: bool) -> bool:

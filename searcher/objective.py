@@ -19,20 +19,12 @@ from optuna.trial import TrialState
 
 from searcher import (artifacts, checkpoints, distill, files, latency, layerwise, metrics as metrics_lib, records,
                       runtime as rt, space, storage as st, student)
-from searcher.errors import NonFiniteLossError, SearcherError, first_line
+from searcher.errors import ExportFailed, NonFiniteLossError, SurplusTrial, first_line
 from searcher.prepare import Prepared
 
 log = logging.getLogger(__name__)
 
 ALIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-
-
-class SurplusTrial(SearcherError):
-    """Another worker reached the study's n_trials first; this trial is closed without training."""
-
-
-class ExportFailed(SearcherError):
-    """The study is optimized on a deployed form, and this trial's export failed: it fails with the reason."""
 
 
 LATENCY_KEYS = ("single_median", "single_p90", "batched_median", "batched_p90", "batch", "throughput_per_s",

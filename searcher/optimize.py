@@ -28,8 +28,8 @@ from searcher import checkpoints, files, internals, records, space, storage as s
 from searcher.checkpoints import CheckpointError
 from searcher.claim import for_study as claim_for
 from searcher.config import StudyConfig, changed_settings, defining, resolved_dict
-from searcher.errors import ConfigError, SearcherError, StudentError, first_line
-from searcher.objective import ExportFailed, Objective, SurplusTrial
+from searcher.errors import ConfigError, ExportFailed, SearcherError, StudentError, SurplusTrial, first_line
+from searcher.objective import Objective
 from searcher.prepare import Prepared
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def study_attrs(prepared: Prepared, study: optuna.Study) -> dict:
         st.ATTR_DATASET: records.plain(prepared.task.description),
         st.ATTR_VERSIONS: st.versions(),
         st.ATTR_RANGES: space.describe_ranges(c),
-        **st.strategy_attrs(c),
+        **strategy.strategy_attrs(c),
     }
 
 
@@ -81,7 +81,7 @@ def open_study(prepared: Prepared, storage_url: Optional[str] = None) -> optuna.
     if owner is not None:
         _check_owner(c, storage, url, owner)
     warm = warmstart.pending(c, storage, url)  # so is a warm_start source that is missing or does not fit
-    study = st.create_or_load(c, storage)
+    study = st.create_or_load(c, storage, strategy.sampler_for(c), strategy.pruner_for(c))
     now = defines(prepared)
     before = study.user_attrs.get(st.ATTR_DEFINES)
     changes = changed_settings(before, now) if before is not None else []
@@ -110,7 +110,8 @@ def _output_dir_owner(c: StudyConfig, url: str) -> Optional[dict]:
     """The study that owns output_dir (None: nobody yet). Two studies writing models/trial-NNNN into one folder
     would overwrite each other's students, and a card could ship one study's model under the other's name."""
     owner = files.read_json(c.output_dir / OWNER)
-    if owner is not None and url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    file = st.storage_file(url) if url.startswith("sqlite:") else None
+    if owner is not None and file is not None and not Path(file).exists():
         _refuse_output_dir(c, url, owner)  # a study in a database that does not exist yet cannot be the owner
     return owner
 

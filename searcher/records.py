@@ -216,11 +216,9 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     return own_trials(study, (TrialState.COMPLETE,))
 
 
-def ranked(study: optuna.Study, trials: Optional[list[FrozenTrial]] = None) -> list[FrozenTrial]:
-    """Complete trials, best first by the first objective (the task metric); ties go to the earlier trial."""
-    trials = completed(study) if trials is None else trials
-    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
+def _signs(study: optuna.Study) -> list[float]:
+    """+1 for a maximised objective, -1 for a minimised one: sign * value is larger when better."""
+    return [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
 
 
 def _dominates(a: FrozenTrial, b: FrozenTrial, signs: list[float]) -> bool:
@@ -229,12 +227,41 @@ def _dominates(a: FrozenTrial, b: FrozenTrial, signs: list[float]) -> bool:
     return all(x >= y for x, y in zip(better, worse)) and better != worse
 
 
+def ranked(study: optuna.Study, trials: Optional[list[FrozenTrial]] = None) -> list[FrozenTrial]:
+    """Complete trials, best first: the one rule for "best" everywhere (the leaderboard, the best student
+    `searcher optimize` names, `card --best`, `push`, `[hub] push = "best"`, `--top K`, checkpoint retention, the
+    dashboard note, a card's rank).
+
+    Single objective: by its value, ties to the earlier trial. Multi-objective: Pareto fronts in turn (the front,
+    then the front of the trials left, and so on), so no trial is ever ranked above a trial that dominates it; within
+    a front by the first objective, ties broken by the next objectives in order, then by trial number. So the best
+    trial of a multi-objective study is the Pareto-front trial best by the first objective. (With one objective the
+    fronts are the distinct values in order, and both rules are the same.)
+    """
+    signs = _signs(study)
+    left = sorted(completed(study) if trials is None else trials,
+                  key=lambda t: ([-s * v for s, v in zip(signs, t.values)], t.number))
+    out: list[FrozenTrial] = []
+    while left:  # a few hundred trials at most: the quadratic peel costs nothing next to one trial
+        front = [t for t in left if not any(_dominates(o, t, signs) for o in left)]
+        out += front  # `left` is sorted, so each front is too
+        numbers = {t.number for t in front}
+        left = [t for t in left if t.number not in numbers]
+    return out
+
+
+def best(study: optuna.Study) -> Optional[FrozenTrial]:
+    """The study's best complete trial by the rule of `ranked`, or None before the first."""
+    order = ranked(study)
+    return order[0] if order else None
+
+
 def pareto(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto front (multi-objective) or the best trial (single objective) of this study's own trials, ranked by
-    the first objective. Not study.best_trials: a warm-start copy may not dominate, nor be on, this study's front."""
+    """The Pareto front (multi-objective) or the best trial (single objective) of this study's own trials, in the
+    order of `ranked`. Not study.best_trials: a warm-start copy may not dominate, nor be on, this study's front."""
     if len(study.directions) == 1:
         return ranked(study)[:1]
-    signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+    signs = _signs(study)
     trials = completed(study)
     return ranked(study, [t for t in trials if not any(_dominates(o, t, signs) for o in trials)])
 

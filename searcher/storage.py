@@ -8,7 +8,6 @@ has no heartbeat: there a killed worker's trial stays RUNNING).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import platform
@@ -18,14 +17,14 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from searcher import redact as secrets, strategy
+from searcher import redact as secrets
 from searcher.config import StudyConfig
-from searcher.errors import ConfigError, StudyError, first_line
-from searcher.hyperparams import extent
+from searcher.errors import ConfigError, SearcherError, StudyError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,7 @@ ATTR_STOPPED = "searcher:stopped"  # why the study ended before n_trials (stop =
 ATTR_DEFINES = "searcher:defines"  # what defines the trials, fixed when the study is created
 ATTR_STUDY_FILES = "searcher:study_files"  # every version of the study file that ran trials, by its hash
 ATTR_UID = "searcher:uid"  # this study's identity on disk (checkpoint folders, output_dir ownership)
+ATTR_WARM_STARTED = "searcher:warm_started"  # [study] warm_start sources already read: {source: {copied, complete}}
 VERSION_PACKAGES = ("searcher", "transformers", "torch", "datasets", "tokenizers", "optuna", "huggingface-hub",
                     "evaluate")
 
@@ -62,15 +62,14 @@ def _open_storage(url: str, config: Optional[StudyConfig]) -> optuna.storages.Ba
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study.max_retry if study else 3),
     )
     try:
-        if url.startswith("redis://") or url.startswith("rediss://"):
+        if _is_redis(url):
             from optuna.storages.journal import JournalRedisBackend
 
             return optuna.storages.JournalStorage(JournalRedisBackend(url))
-        if url.startswith("journal:") or url.endswith(".log"):
+        if _is_journal(url):
             from optuna.storages.journal import JournalFileBackend
 
-            path = url[len("journal:"):] if url.startswith("journal:") else url
-            return optuna.storages.JournalStorage(JournalFileBackend(path))
+            return optuna.storages.JournalStorage(JournalFileBackend(storage_file(url)))
         if "://" not in url:
             raise ConfigError(f"storage {url!r} is not a storage URL; use sqlite:////abs/path.db, "
                               f"postgresql+psycopg2://user@host/db, journal:/path/file.log or redis://host:6379")
@@ -105,14 +104,92 @@ def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: dict, attempts: int =
 redact = redact_text = secrets.text  # URLs in messages and texts (study files) lose their passwords
 
 
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
+def _is_journal(url: str) -> bool:
+    return not _is_redis(url) and (url.startswith("journal:") or url.endswith(".log"))
+
+
+def storage_file(url: str) -> Optional[str]:
+    """The file a SQLite or journal-file storage URL names, as SQLAlchemy and Optuna open it: `sqlite:////abs/a.db`
+    is absolute, `sqlite:///rel/a.db` relative to the working folder, and a query (`?timeout=5`) is no part of the
+    name. None for in-memory SQLite and for server URLs (PostgreSQL, MySQL, Redis)."""
+    if _is_journal(url):
+        return (url[len("journal:"):] if url.startswith("journal:") else url) or None
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)  # the parse SQLAlchemy itself opens the file with (it also decodes %20 and the like)
+    except ArgumentError as e:
+        raise ConfigError(f"storage {redact(url)} is not a SQLite URL SQLAlchemy can read ({first_line(e)}); use "
+                          f"sqlite:////abs/path.db") from e
+    database = parsed.database
+    if database and database.startswith("file:") and parsed.query.get("uri") in ("true", "1"):
+        database = urlsplit(database).path  # SQLite's own URI form, sqlite:///file:/abs/a.db?mode=ro&uri=true
+    return None if database in (None, "", ":memory:") else database
+
+
+def same_storage(a: str, b: str) -> bool:
+    """Whether two storage URLs name one storage, however they are spelled: a SQLite or journal file by its real
+    path (sqlite:////abs/./w.db, sqlite:///w.db from its folder and a symlinked folder are one file); a server by its
+    kind, host, port and database. The user, the password, the driver (postgresql+psycopg2) and the query
+    (?sslmode=, ?connect_timeout=) are left out: they change how one connects, not where the studies are."""
+    return _identity(a) == _identity(b)
+
+
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "rediss": 6379}
+
+
+def _identity(url: str) -> tuple:
+    file = storage_file(url)
+    if file is not None:
+        return "file", os.path.realpath(file)
+    parts = urlsplit(url)
+    kind = parts.scheme.lower().split("+", 1)[0]
+    try:
+        port = parts.port or DEFAULT_PORTS.get(kind)
+    except ValueError:  # not a number: compare it as written
+        port = parts.netloc.rpartition(":")[2]
+    return kind, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def open_study(source: str) -> tuple[optuna.Study, str]:
+    """A finished study as STORAGE_URL::STUDY_NAME, opened for reading (`searcher import`, [study] warm_start):
+    (study, the source with its password redacted). A SQLite or journal file that does not exist is an error,
+    never created empty."""
+    url, _, name = source.rpartition("::")
+    shown = f"{redact(url)}::{name}"
+    if not url or not name:
+        raise StudyError(f"{shown}: give a finished study as STORAGE_URL::STUDY_NAME, e.g. "
+                         f"sqlite:////abs/path/study.db::my-study")
+    try:
+        file = storage_file(url)
+        # opening a missing SQLite or journal file would create an empty one there (raised here to get the prefix
+        # below, like the storage's own errors)
+        if file is not None and not Path(file).is_file():
+            raise StudyError(f"the storage file {file} does not exist; check the path (sqlite:////abs/path.db has "
+                             f"four slashes)")
+        opened = open_storage(url)
+        return optuna.load_study(study_name=name, storage=opened), shown
+    except KeyError as e:
+        names = ", ".join(optuna.get_all_study_names(storage=opened)) or "none"
+        raise StudyError(f"{shown}: no study named {name!r} there (studies: {names})") from e
+    except SearcherError as e:
+        raise StudyError(f"{shown}: {first_line(e)}") from e
+
+
 def check_writable(url: str) -> None:
     """A SQLite study that will be written must be writable, file and folder (SQLite writes a journal beside it);
     otherwise every write fails deep inside SQLAlchemy."""
-    if not url.startswith("sqlite:///"):
+    file = storage_file(url) if url.startswith("sqlite:") else None
+    if file is None:
         return
-    path = Path(url[len("sqlite:///"):].split("?", 1)[0])
-    if not path.name or str(path) == ":memory:":
-        return
+    path = Path(file)
     for target in (path, path.parent):
         if target.exists() and not os.access(target, os.W_OK):
             raise ConfigError(f"the study database {path} is read-only ({'file' if target == path else 'its folder'}"
@@ -128,39 +205,14 @@ def study_file(config: StudyConfig) -> tuple[str, str]:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], text
 
 
-def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    return strategy.sampler(dataclasses.asdict(config.study.sampler), config.study.seed)
-
-
-def max_epochs(config: StudyConfig) -> int:
-    return int(extent(config.search.epochs)[1])
-
-
-def _pruner_settings(config: StudyConfig) -> dict:
-    settings = dataclasses.asdict(config.study.pruner)
-    if config.study.warm_start:
-        # warm-start copies are COMPLETE trials, so they would satisfy the median pruner's start-up count; they have
-        # no per-epoch values, so it would then prune against this study's first complete trial alone
-        settings["n_min_trials"] = settings["n_startup_trials"]
-    return settings
-
-
-def pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
-    return strategy.pruner(_pruner_settings(config), max_epochs(config))
-
-
-def strategy_attrs(config: StudyConfig) -> dict:
-    """The sampler and pruner as they run, described from the settings that build them (for cards and notes)."""
-    return {ATTR_SAMPLER: strategy.sampler_text(dataclasses.asdict(config.study.sampler), config.study.seed),
-            ATTR_PRUNER: strategy.pruner_text(_pruner_settings(config), max_epochs(config))}
-
-
-def create_or_load(config: StudyConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """The study, resumed if it exists (load_if_exists), with the study file's sampler, pruner and metric names."""
+def create_or_load(config: StudyConfig, storage: optuna.storages.BaseStorage,
+                   sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """The study, resumed if it exists (load_if_exists), with its metric names. The sampler and pruner are built by
+    the caller (searcher.strategy): how a study searches is no decision of its storage."""
     try:
         study = optuna.create_study(storage=storage, study_name=config.study.name,
-                                    directions=list(config.study.directions), sampler=sampler(config),
-                                    pruner=pruner(config), load_if_exists=True)
+                                    directions=list(config.study.directions), sampler=sampler, pruner=pruner,
+                                    load_if_exists=True)
     except ValueError as e:
         raise ConfigError(f"study {config.study.name!r} exists in this storage with other directions "
                           f"({first_line(e)}); use a new [study] name or the original directions") from e
@@ -172,12 +224,12 @@ def create_or_load(config: StudyConfig, storage: optuna.storages.BaseStorage) ->
 
 
 def load(config: StudyConfig, storage_url: Optional[str] = None) -> optuna.Study:
-    """An existing study (for best/card/push/dashboard): never creates one."""
+    """An existing study, to read (best/card/push/dashboard): never creates one. It samples nothing, so it gets
+    Optuna's default sampler and pruner; `searcher optimize` builds the study file's (searcher.optimize)."""
     url = config.storage_url(storage_url)
     storage = open_storage(url, config)
     try:
-        return optuna.load_study(study_name=config.study.name, storage=storage, sampler=sampler(config),
-                                 pruner=pruner(config))
+        return optuna.load_study(study_name=config.study.name, storage=storage)
     except KeyError as e:
         raise StudyError(f"no study named {config.study.name!r} in {redact(url)}; run "
                          f"`searcher optimize {config.path}` first (or pass --storage)") from e

@@ -17,7 +17,9 @@ from typing import Any, Callable, Optional, Union
 import optuna
 from optuna.trial import TrialState
 
-from searcher.config import PRUNER_OPTIONS, SAMPLER_OPTIONS, PrunerConfig
+from searcher.config import PRUNER_OPTIONS, SAMPLER_OPTIONS, PrunerConfig, StudyConfig
+from searcher.hyperparams import extent
+from searcher.storage import ATTR_PRUNER, ATTR_SAMPLER
 
 Spec = tuple[str, dict]  # (Optuna class name, keyword arguments); a keyword's value may itself be a Spec
 
@@ -133,7 +135,7 @@ def pruner_spec(pruner: dict, max_epochs: int) -> Spec:
     p = {**dataclasses.asdict(PrunerConfig()), **pruner}
     kind = p["type"]
     assert kind in PRUNER_OPTIONS, kind
-    # n_min_trials: set by a warm-started study (searcher.storage), whose copied trials carry no per-epoch values
+    # n_min_trials: set by a warm-started study (_pruner_settings below), whose copied trials carry no per-epoch values
     median = ("MedianPruner", {"n_startup_trials": p["n_startup_trials"], "n_warmup_steps": p["n_warmup_steps"],
                                "interval_steps": 1, **({"n_min_trials": p["n_min_trials"]} if "n_min_trials" in p
                                                        else {})})
@@ -159,6 +161,37 @@ def pruner_text(pruner_config: dict, max_epochs: int) -> str:
     if name == "NopPruner":
         return "none"
     return f"{describe(name, kwargs)}, resource = epochs (reported once per epoch)"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A study file's sampler and pruner (what `searcher optimize` runs, and what its records say ran)
+
+
+def sampler_for(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    return sampler(dataclasses.asdict(config.study.sampler), config.study.seed)
+
+
+def max_epochs(config: StudyConfig) -> int:
+    return int(extent(config.search.epochs)[1])
+
+
+def _pruner_settings(config: StudyConfig) -> dict:
+    settings = dataclasses.asdict(config.study.pruner)
+    if config.study.warm_start:
+        # warm-start copies are COMPLETE trials, so they would satisfy the median pruner's start-up count; they have
+        # no per-epoch values, so it would then prune against this study's first complete trial alone
+        settings["n_min_trials"] = settings["n_startup_trials"]
+    return settings
+
+
+def pruner_for(config: StudyConfig) -> optuna.pruners.BasePruner:
+    return pruner(_pruner_settings(config), max_epochs(config))
+
+
+def strategy_attrs(config: StudyConfig) -> dict:
+    """The sampler and pruner as they run, described from the settings that build them (for cards and notes)."""
+    return {ATTR_SAMPLER: sampler_text(dataclasses.asdict(config.study.sampler), config.study.seed),
+            ATTR_PRUNER: pruner_text(_pruner_settings(config), max_epochs(config))}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ sources record their fixed values). Copies carry no per-epoch values, so the pru
 trials only. records.own_trials() keeps copies out of the n_trials budget, the leaderboard, cards, the dashboard
 note and checkpoint retention; the sampler (TPE) sees them, which is the point.
 
-Copying is idempotent: a source whose copies are in the study already is not read again (not even opened, so a
-resumed study does not need its sources any more). This module writes nothing but the copies.
+Each source is read once: the study records the sources it has read, with their counts (study user attr
+searcher:warm_started), and a resumed study does not read them again, not even open them, so it no longer needs
+them; a source that gave no copy is not read again either. (Studies warm-started before that record are recognised
+by their copies' warm_start_source.) This module writes nothing but the copies and that record.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from searcher import hyperparams, records, redact, space
+from searcher import hyperparams, records, redact, space, storage as st
 from searcher.config import StudyConfig
-from searcher.errors import ConfigError, first_line
+from searcher.errors import ConfigError, StudyError, first_line
 from searcher.hyperparams import Fixed
 
 log = logging.getLogger(__name__)
@@ -64,25 +66,38 @@ def copied_sources(trials) -> set[str]:
     return {t.user_attrs[records.WARM_START_SOURCE] for t in trials if records.is_warm_start(t)}
 
 
+def read_sources(attrs: dict, trials) -> set[str]:
+    """The sources this study has read already: recorded on the study, or (before that record) seen in its copies."""
+    return set(attrs.get(st.ATTR_WARM_STARTED) or {}) | copied_sources(trials)
+
+
+def names_this_study(entry: str, own_url: str, own_name: str) -> bool:
+    """Whether a warm_start entry is this very study, however its URL is spelled (searcher.storage.same_storage):
+    copying its own trials into itself would show the sampler every trial twice."""
+    url, _, name = entry.rpartition("::")
+    return name == own_name and st.same_storage(url, own_url)
+
+
 def pending(config: StudyConfig, storage: Optional[optuna.storages.BaseStorage],
             own_url: str) -> list[tuple[str, optuna.Study]]:
-    """The warm_start studies not copied into this study yet, opened and checked against it; nothing is written,
+    """The warm_start studies this study has not read yet, opened and checked against it; nothing is written,
     so a missing or unfit source fails before the study is touched."""
     if not config.study.warm_start:
         return []
     try:
-        done = copied_sources(storage.get_all_trials(storage.get_study_id_from_name(config.study.name),
-                                                     deepcopy=False)) if storage is not None else set()
+        study_id = storage.get_study_id_from_name(config.study.name) if storage is not None else None
     except KeyError:  # a new study
-        done = set()
+        study_id = None
+    done = (read_sources(storage.get_study_user_attrs(study_id), storage.get_all_trials(study_id, deepcopy=False))
+            if study_id is not None else set())
     out = []
     for entry in config.study.warm_start:
         name = shown(entry)
-        if name in done:
-            continue
-        if entry == f"{own_url}::{config.study.name}":
+        if names_this_study(entry, own_url, config.study.name):
             raise ConfigError(f"{config.path}: [study] warm_start names this study itself ({name}); name finished "
                               f"studies of other runs")
+        if name in done:
+            continue
         out.append((name, _open(config, entry)))
     return out
 
@@ -94,20 +109,17 @@ def check(config: StudyConfig, url: str) -> None:
         return
     from pathlib import Path
 
-    from searcher import storage as st
-
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?", 1)[0]).is_file():
+    file = st.storage_file(url) if url.startswith("sqlite:") else None
+    if file is not None and not Path(file).is_file():
         pending(config, None, url)
     else:
         pending(config, st.open_storage(url, config), url)
 
 
 def _open(config: StudyConfig, entry: str) -> optuna.Study:
-    from searcher.recipes import RecipeError, open_study
-
     try:
-        study, name = open_study(entry)
-    except RecipeError as e:
+        study, name = st.open_study(entry)
+    except StudyError as e:
         raise ConfigError(f"{config.path}: [study] warm_start: {first_line(e)}") from e
     directions = [d.name.lower() for d in study.directions]
     if directions != list(config.study.directions):
@@ -132,8 +144,12 @@ def add(study: optuna.Study, config: StudyConfig, sources: list[tuple[str, optun
     claim = for_study(study)
     claim.acquire()
     try:
-        done = copied_sources(study.get_trials(deepcopy=False))
+        done = read_sources(study.user_attrs, study.get_trials(deepcopy=False))
         reports = [copy_trials(study, config, source, name) for name, source in sources if name not in done]
+        if reports:  # recorded under the lock too, so that a worker starting now does not read them again
+            read = {**(study.user_attrs.get(st.ATTR_WARM_STARTED) or {}),
+                    **{r.source: {"copied": r.copied, "complete": r.complete} for r in reports}}
+            study.set_user_attr(st.ATTR_WARM_STARTED, read)
     finally:
         claim.release()
     for report in reports:

@@ -17,7 +17,8 @@ the same paths they take against the real Hub:
   this Hub plus `known_models`), an unknown `license` or `pipeline_tag`, or `tags` that are not strings -> HTTP 400.
 
 Every request is logged (method, path, headers), and faults can be injected per route: `fail("commit", times=2)`
-answers 500 twice, `fail("commit")` forever. Refused cards are logged in `rejections`.
+answers 500 twice, `fail("commit")` forever, and `echo_authorization("create")` answers 401 quoting the request's
+Authorization header. Refused cards are logged in `rejections`.
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ class Hub:
         self.cdn_requests: list[tuple[str, str, dict]] = []
         self.rejections: list[tuple[str, str, list]] = []  # (route, repo or "", messages) of refused cards/commits
         self.faults: dict[str, int] = {}  # route -> remaining failures (-1: forever)
+        self.echoes: dict[str, int] = {}  # route -> the status it answers, quoting the request's Authorization
         self.lock = threading.Lock()
         self.server: Optional[ThreadingHTTPServer] = None
         self.cdn: Optional[ThreadingHTTPServer] = None
@@ -248,6 +250,13 @@ class Hub:
 
     def heal(self) -> None:
         self.faults.clear()
+        self.echoes.clear()
+
+    def echo_authorization(self, route: str, status: int = 401) -> None:
+        """Answer `route` with `status` and an error that quotes the request's Authorization header (in its first
+        line, which the client also gets as X-Error-Message, and in its details), as a misconfigured mirror or proxy
+        does; until reset or heal."""
+        self.echoes[route] = status
 
     def reset(self) -> None:
         with self.lock:
@@ -258,6 +267,7 @@ class Hub:
             self.cdn_requests.clear()
             self.rejections.clear()
             self.faults.clear()
+            self.echoes.clear()
             self.known_models = set(self.default_known_models)
 
     def create_repo(self, repo_id: str, private: bool) -> Repo:
@@ -403,6 +413,11 @@ class _Handler(_Base):
         for m, pattern, name in ROUTES:
             match = pattern.match(path)
             if m == method and match:
+                if name in self.hub.echoes:
+                    sent = self.headers.get("Authorization")
+                    return self._json(self.hub.echoes[name], {"error": f"Rejected by the mirror: Authorization: {sent}"
+                                                                       f"\n- header was: {sent}"},
+                                      head=method == "HEAD")
                 if self.hub._should_fail(name):
                     return self._json(500, {"error": "Internal Error (injected)"}, head=method == "HEAD")
                 return getattr(self, "do_" + name)(match.groupdict(), body, parse_qs(url.query), method)

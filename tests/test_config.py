@@ -44,7 +44,7 @@ def test_minimal_file_gets_defaults(tmp_path):
 
 @pytest.mark.parametrize("snippet, message", [
     ("[search]\nlerning_rate = 0.1", "[search] unknown key 'lerning_rate'; did you mean 'learning_rate'?"),
-    ("[search]\nlr = 0.1", "[search] unknown key 'lr'; allowed: alpha, augment, batch_size"),
+    ("[search]\nlr = 0.1", "[search] unknown key 'lr'; allowed: alpha, attention_weight, augment, batch_size"),
     ("[serch]\nalpha = 0.5", "unknown section 'serch'; did you mean 'search'?"),
     ("[study]\nn_trials = \"ten\"", "[study] n_trials must be an integer, got 'ten'"),
     ("[search]\nlearning_rate = [1e-3, 1e-5]", "the range [0.001, 1e-05] is impossible (low > high)"),

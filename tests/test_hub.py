@@ -160,6 +160,36 @@ def test_token_reaches_the_server_and_nothing_else(published_study, hub, cli, ca
             assert TOKEN.encode() not in f.read_bytes(), f
 
 
+@pytest.mark.parametrize("status", [401, 500])
+def test_a_server_that_quotes_the_token_in_its_errors_never_gets_it_printed_logged_or_stored(published_study, hub,
+                                                                                             cli, status, monkeypatch):
+    """A mirror or proxy that quotes the request's Authorization header: refused at once (401), or retried with a
+    warning per attempt (500). Its words are shown, the token in them is not."""
+    import logging
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    hub.echo_authorization("create", status)
+    logged: list[str] = []  # the records themselves, as any handler of the searcher logger would get them
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger("searcher").addHandler(handler)
+    try:
+        code, out, err = cli("push", published_study)
+    finally:
+        logging.getLogger("searcher").removeHandler(handler)
+    assert code == 1
+    assert [h.get("authorization") for m, p, h in hub.requests if p == "/api/repos/create"][0] == f"Bearer {TOKEN}"
+    assert TOKEN not in out + err  # stdout, the error line and the log lines (the CLI logs to stderr)
+    assert TOKEN not in "\n".join(logged)
+    if status == 401:  # refused at once, with the server's words
+        assert "Rejected by the mirror: Authorization: Bearer ***" in err
+    else:  # retried, a warning per attempt
+        assert len([line for line in logged if "retrying" in line]) == 2
+    study = study_of(published_study)
+    assert TOKEN not in json.dumps(study.user_attrs) + json.dumps([t.user_attrs for t in study.trials])
+
+
 def test_missing_token_fails_before_any_work(published_study, hub, cli, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
     code, _, err = cli("push", published_study)

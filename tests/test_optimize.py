@@ -14,7 +14,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from searcher import distill, finetune, teacher
+from searcher import finetune, teacher
 from searcher.config import load_study
 from searcher.records import TrialRecord
 
@@ -374,16 +374,16 @@ def test_sigkilled_worker_trial_is_retried_by_heartbeat(world, tmp_path):
 
 def test_workers_seeded_alike_draw_different_trials_and_one_worker_is_reproducible(world, tmp_path):
     """Every worker builds its sampler from the same study seed; seeding per trial number keeps them apart."""
-    from searcher import storage
+    from searcher import strategy
 
     config = load_study(world.study(tmp_path))
     study = optuna.create_study()
     values = []
     for _ in range(2):  # two workers sharing one study, each with a freshly built sampler
-        study.sampler = storage.sampler(config)
+        study.sampler = strategy.sampler_for(config)
         values.append(study.ask().suggest_float("x", 0, 1))
     assert values[0] != values[1]
-    first = [optuna.create_study(sampler=storage.sampler(config)).ask().suggest_float("x", 0, 1) for _ in range(2)]
+    first = [optuna.create_study(sampler=strategy.sampler_for(config)).ask().suggest_float("x", 0, 1) for _ in range(2)]
     assert first[0] == first[1] == values[0]  # one worker alone is reproducible
 
 

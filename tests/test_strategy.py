@@ -143,6 +143,25 @@ def study_of(values: list, direction: str = "maximize") -> optuna.Study:
     return study
 
 
+
+def test_a_study_files_sampler_and_pruner_are_built_here_and_its_storage_decides_neither(tmp_path):
+    from searcher import storage
+    from searcher.config import parse_study
+
+    raw = {"study": {"name": "s", "seed": 3, "sampler": {"type": "random"},
+                     "pruner": {"type": "median", "n_startup_trials": 2}, "warm_start": ["sqlite:////a.db::a"]},
+           "data": {"train": "t.csv", "validation": "v.csv"}, "teacher": {"model": "m"},
+           "student": {"layers": [2], "hidden": [128]}, "search": {"learning_rate": [1e-3, 1e-2], "epochs": [2, 5]}}
+    config = parse_study(raw, tmp_path / "s.toml")
+    sampler, pruner = strategy.sampler_for(config), strategy.pruner_for(config)
+    assert type(sampler._inner).__name__ == "RandomSampler" and strategy.max_epochs(config) == 5
+    attrs = strategy.strategy_attrs(config)  # a warm-started study's median pruner waits for its own trials
+    assert "n_min_trials=2" in attrs[storage.ATTR_PRUNER] and "seed 3" in attrs[storage.ATTR_SAMPLER]
+    study = storage.create_or_load(config, optuna.storages.InMemoryStorage(), sampler, pruner)
+    assert study.sampler is sampler and study.pruner is pruner
+    decisions = {"sampler", "pruner", "max_epochs", "strategy_attrs", "_pruner_settings", "strategy"}
+    assert decisions & set(vars(storage)) == set()
+
 def test_patience_stops_when_the_last_finished_trials_did_not_improve():
     stop = {"patience": 3, "min_delta": 0.0}
     assert strategy.stop_reason(study_of([0.5, 0.8, 0.7]), stop, "accuracy", 100) == ""  # too few trials

@@ -17,7 +17,7 @@ from optuna.trial import TrialState, create_trial
 
 from conftest import requirement
 
-from searcher import records, space, storage, warmstart
+from searcher import records, space, storage, strategy, warmstart
 from searcher.config import load_study, parse_study
 from searcher.errors import ConfigError
 from searcher.hyperparams import rounded
@@ -307,7 +307,7 @@ def test_own_trials_leave_copies_out_of_every_count_and_front():
 def test_the_median_pruner_waits_for_its_start_up_count_of_own_trials(tmp_path):
     """Copies have no per-epoch values: they must not satisfy the pruner's start-up count on their own."""
     def second_trial_pruned(config) -> bool:
-        study = optuna.create_study(direction="maximize", pruner=storage.pruner(config))
+        study = optuna.create_study(direction="maximize", pruner=strategy.pruner_for(config))
         dist = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True)}
         for i in range(3):
             study.add_trial(create_trial(value=0.9, params={"learning_rate": 1e-3}, distributions=dist,
@@ -321,7 +321,7 @@ def test_the_median_pruner_waits_for_its_start_up_count_of_own_trials(tmp_path):
     pruner = {"type": "median", "n_startup_trials": 2}
     assert not second_trial_pruned(config_for(tmp_path, pruner=pruner, warm_start=["sqlite:////a.db::a"]))
     assert second_trial_pruned(config_for(tmp_path, pruner=pruner))  # what the copies would do unchecked
-    assert "n_min_trials=2" in storage.strategy_attrs(config_for(tmp_path, pruner=pruner,
+    assert "n_min_trials=2" in strategy.strategy_attrs(config_for(tmp_path, pruner=pruner,
                                                                  warm_start=["sqlite:////a.db::a"]))[
         storage.ATTR_PRUNER]
 
@@ -335,7 +335,7 @@ def peak(lr: float) -> float:
 
 
 def first_suggestions(config, source=None, n=5) -> list[float]:
-    study = optuna.create_study(direction="maximize", sampler=storage.sampler(config))
+    study = optuna.create_study(direction="maximize", sampler=strategy.sampler_for(config))
     if source is not None:
         warmstart.copy_trials(study, config, source, "synthetic")
     out = []
@@ -437,3 +437,38 @@ def test_warm_start_sources_that_cannot_be_used_stop_before_the_study_exists(wor
     path = world.study(tmp_path / "e", name="e", study={"warm_start": [f"{other}::nope"]})
     code, _, err = cli("optimize", path)
     assert code == 2 and "no study named 'nope' there (studies: min)" in one_line(err)
+
+
+def test_warm_start_refuses_the_study_itself_however_its_url_is_spelled(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    optuna.create_study(storage=url, study_name="target", direction="maximize")  # resumed: it exists
+    (tmp_path / "link").symlink_to(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    opened = storage.open_storage(url)
+    for spelling in (f"sqlite:///{tmp_path}/./w.db", f"sqlite:///{tmp_path / 'link' / 'w.db'}", "sqlite:///w.db",
+                     f"{url}?timeout=5"):
+        config = config_for(tmp_path, warm_start=[f"{spelling}::target"])
+        with pytest.raises(ConfigError, match=r"\[study\] warm_start names this study itself"):
+            warmstart.pending(config, opened, url)
+    # another study in the same file is a source like any other
+    optuna.create_study(storage=url, study_name="other", direction="maximize")
+    config = config_for(tmp_path, warm_start=["sqlite:///w.db::other"])
+    assert [name for name, _ in warmstart.pending(config, opened, url)] == ["sqlite:///w.db::other"]
+
+
+def test_a_source_that_gave_no_copy_is_read_once(tmp_path):
+    source_url = f"sqlite:///{tmp_path / 'src.db'}"
+    source = optuna.create_study(storage=source_url, study_name="src", direction="maximize")
+    source.add_trial(source_trial(0.8, {"learning_rate": 0.5, "batch_size": 16, "temperature": 2.0, "layers": 2}))
+    entry = f"{source_url}::src"
+    config = config_for(tmp_path, warm_start=[entry])
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    opened = storage.open_storage(url)
+    study = optuna.create_study(storage=opened, study_name="target", direction="maximize")
+    (report,) = warmstart.add(study, config, warmstart.pending(config, opened, url))
+    assert (report.copied, report.complete) == (0, 1)  # its one trial is outside this study's learning_rate range
+    # resumed: the source is not read again, so it need not even be there
+    (tmp_path / "src.db").rename(tmp_path / "moved.db")
+    assert warmstart.pending(config, opened, url) == []
+    warmstart.check(config, url)
+    assert study.user_attrs["searcher:warm_started"] == {entry: {"copied": 0, "complete": 1}}

@@ -5,10 +5,9 @@ names them like TrainingArguments) are mapped like a card's hyperparameter list.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
-from searcher.errors import RecipeError, SearcherError, first_line
+from searcher.errors import RecipeError
 from searcher.recipes.cards import ALPHA_CONVENTION, _key, _map_items
 from searcher.recipes.own import _searcher_published, _searcher_values, distill_notes
 from searcher.recipes.recipe import (PublishedResult, Recipe, distill_table, fmt as _fmt, ordered as _ordered,
@@ -16,36 +15,14 @@ from searcher.recipes.recipe import (PublishedResult, Recipe, distill_table, fmt
 
 
 def open_study(source: str):
-    """A finished study as STORAGE_URL::STUDY_NAME, opened for reading: (study, the source with its password
-    redacted). A SQLite or journal file that does not exist is an error, never created empty."""
-    import optuna
+    """searcher.storage.open_study, which this was (kept for recipes' callers). Imported when called: at the top of
+    this module it would load optuna with every import of the recipes package."""
+    from searcher.storage import open_study as storage_open_study
 
-    from searcher import storage
-
-    url, _, name = source.rpartition("::")
-    shown = f"{storage.redact(url)}::{name}"
-    if not url or not name:
-        raise RecipeError(f"{shown}: give a finished study as STORAGE_URL::STUDY_NAME, e.g. "
-                          f"sqlite:////abs/path/study.db::my-study")
-    # opening a missing SQLite or journal file would create an empty one there
-    file = (url[len("sqlite:///"):] if url.startswith("sqlite:///") else
-            url[len("journal:"):] if url.startswith("journal:") else url if url.endswith(".log") else None)
-    if file not in (None, "", ":memory:") and not Path(file).is_file():
-        raise RecipeError(f"{shown}: the storage file {file} does not exist; check the path "
-                          f"(sqlite:////abs/path.db has four slashes)")
-    try:
-        opened = storage.open_storage(url)
-        study = optuna.load_study(study_name=name, storage=opened)
-    except KeyError as e:
-        names = ", ".join(optuna.get_all_study_names(storage=opened)) or "none"
-        raise RecipeError(f"{shown}: no study named {name!r} there (studies: {names})") from e
-    except SearcherError as e:
-        raise RecipeError(f"{shown}: {first_line(e)}") from e
-    return study, shown
+    return storage_open_study(source)
 
 
 def read_study(source: str) -> list[Recipe]:
-    import optuna
 
     from searcher import records, storage
 
@@ -53,8 +30,7 @@ def read_study(source: str) -> list[Recipe]:
     trials = records.completed(study)  # a warm-started study's copies are another study's trials
     if not trials:
         raise RecipeError(f"{shown}: the study has no complete trials: nothing to import")
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    trials = sorted(trials, key=lambda t: ((-t.values[0] if maximize else t.values[0]), t.number))
+    trials = records.ranked(study, trials)  # best first, Pareto-consistent in a multi-objective study
     dataset = study.user_attrs.get(storage.ATTR_DATASET) or {}
     metric_names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
     distill = distill_table((study.user_attrs.get(storage.ATTR_CONFIG) or {}).get("distill"))

@@ -1,0 +1,95 @@
+"""The task-kind seam: what differs between single-label classification, multi-label classification and regression,
+owned in one place per kind (one module each, registered in searcher.tasks, as optuna's samplers are laid out).
+
+A kind says how labels are read from the data and how a row only the teacher labels is marked, how wide the model's
+output is and its transformers `problem_type`, how predictions come from outputs, which metrics are built in (and
+the default objective), the distillation terms of the logit loss (searcher.losses.LogitKD asks the kind), and what
+the card and the pipeline usage say. Everything else (data loading, the loop, export, cards) asks the kind instead
+of assuming integer labels and an argmax.
+
+This module must not import torch at import time (the study file's checks read the declarations).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, ClassVar, Optional, Sequence
+
+import numpy as np
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+class TaskKind(abc.ABC):
+    name: ClassVar[str]  # the study file's [data] task
+    title: ClassVar[str]  # for the card and the log
+    problem_type: ClassVar[str]  # transformers' config.problem_type
+    metrics: ClassVar[dict[str, Metric]]  # built in, computed on every evaluation: name -> (predictions, labels)
+    directions: ClassVar[dict[str, str]]  # the direction each built-in metric must be optimized in
+    default_objective: ClassVar[str]
+    label_loss_title: ClassVar[str]  # what the card calls the plain label loss on the validation split
+    uses_temperature: ClassVar[bool] = True  # whether [search] temperature means anything for this kind
+    pipeline_kwargs: ClassVar[str] = ""  # extra arguments the card's pipeline() call needs, e.g. function_to_apply
+
+    def __init__(self, threshold: Optional[float] = None):
+        self.threshold = threshold  # multi-label: the decision threshold (None: tuned on the validation split)
+
+    # --- labels ------------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def read_labels(self, columns: dict[str, list], data, class_names: Optional[Sequence[str]],
+                    label_order: Optional[Sequence[str]]) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+        """(label names, {split: labels}) from the raw label values of each split. `data` is the [data] section,
+        `class_names` a ClassLabel feature's names, `label_order` the teacher's label names (when real)."""
+
+    def unlabeled(self, n: int, width: int) -> np.ndarray:
+        """Labels of n rows only the teacher labels (transfer text, augmented copies): no label term for them."""
+        return np.full((n, width) if self.label_shape(width) else n, np.nan, np.float32)
+
+    def label_shape(self, width: int) -> tuple:
+        """The shape of one row's label beyond the row axis: () for one value per row."""
+        return ()
+
+    def labeled(self, labels: np.ndarray) -> np.ndarray:
+        """Which rows carry a gold label (bool, one per row)."""
+        return ~np.isnan(labels.reshape(len(labels), -1)).any(axis=1)
+
+    def width(self, label_names: Sequence[str]) -> int:
+        """The model's output width."""
+        return len(label_names)
+
+    def check_train(self, labels: np.ndarray, label_names: Sequence[str]) -> None:
+        """Refuse training labels this kind cannot learn from (DataError)."""
+
+    # --- predictions -------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def predict(self, logits: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+        """What the metrics compare with the labels: class ids, 0/1 label sets, or scores."""
+
+    def tune(self, logits: np.ndarray, labels: np.ndarray) -> Optional[float]:
+        """The decision threshold chosen on these rows (multi-label with a tuned threshold); None otherwise."""
+        return None
+
+    def scores(self, logits: np.ndarray, labels: np.ndarray, extra: Sequence = (),
+               threshold: Optional[float] = None) -> dict[str, float]:
+        """Every built-in metric and the study's own (searcher.metrics.Metric) on one split, plain floats."""
+        predictions = self.predict(logits, threshold)
+        out = {name: float(fn(predictions, labels)) for name, fn in self.metrics.items()}
+        for m in extra:
+            out[m.name] = float(m.compute(predictions, labels))
+        return out
+
+    # --- distillation ------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def kd(self, student, teacher, labels, alpha: float, temperature: float):
+        """alpha * (label loss) + (1 - alpha) * (distillation loss against the teacher's outputs), SUMMED over the
+        examples; rows without a label add the distillation term alone. `teacher` None: the label loss alone."""
+
+    def parity(self, expected: np.ndarray, got: np.ndarray, tolerance: float) -> dict:
+        """An exported model's outputs against PyTorch's on the same rows."""
+        diff = float(np.abs(expected - got).max()) if len(expected) else 0.0
+        equal = bool((self.predict(expected) == self.predict(got)).all())
+        return {"rows": len(expected), "predictions_equal": equal, "max_abs_logit_diff": diff,
+                "ok": equal and diff <= tolerance}

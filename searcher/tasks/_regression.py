@@ -1,0 +1,103 @@
+"""Regression (STS-B): one float score per row, used as given (no scaling: a student learns the teacher's scale),
+predictions are the model's single output, MSE against the teacher and the labels, Pearson and Spearman
+correlation, MSE and their GLUE combination built in."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from searcher.errors import DataError
+from searcher.tasks._base import TaskKind
+
+
+def _pearson(p: np.ndarray, r: np.ndarray) -> float:
+    p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
+    if len(r) < 2 or p.std() == 0 or r.std() == 0:
+        return 0.0  # constant predictions correlate with nothing
+    return float(np.corrcoef(p, r)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions), as scipy.stats.rankdata does."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def _spearman(p: np.ndarray, r: np.ndarray) -> float:
+    return _pearson(_ranks(np.asarray(p, np.float64)), _ranks(np.asarray(r, np.float64)))
+
+
+def _mse(p: np.ndarray, r: np.ndarray) -> float:
+    return float(np.mean((np.asarray(p, np.float64) - np.asarray(r, np.float64)) ** 2)) if len(r) else 0.0
+
+
+class Regression(TaskKind):
+    name = "regression"
+    title = "text regression (one score per row)"
+    problem_type = "regression"
+    metrics = {
+        "pearson": _pearson,
+        "spearmanr": _spearman,
+        "mse": _mse,
+        # GLUE's STS-B score: the mean of the two correlations (transformers' run_glue calls it combined_score)
+        "combined_score": lambda p, r: (_pearson(p, r) + _spearman(p, r)) / 2,
+    }
+    directions = {"pearson": "maximize", "spearmanr": "maximize", "mse": "minimize", "combined_score": "maximize"}
+    default_objective = "pearson"
+    label_loss_title = "MSE"
+    uses_temperature = False
+    pipeline_kwargs = ', function_to_apply="none"'
+
+    def read_labels(self, columns, data, class_names, label_order):
+        out = {}
+        for split, values in columns.items():
+            scores = []
+            for v in values:
+                try:
+                    x = float(v)
+                except (TypeError, ValueError):
+                    raise DataError(f"the label column {data.label_column!r} of the {split} split holds {v!r}, not a "
+                                    f"number; a regression study needs one score per row") from None
+                if not math.isfinite(x):
+                    raise DataError(f"the label column {data.label_column!r} of the {split} split holds {v!r}; "
+                                    f"drop that row or fix the file")
+                scores.append(x)
+            out[split] = np.asarray(scores, np.float32)
+        names = tuple(data.label_names or (data.label_column,))
+        if len(names) != 1:
+            raise DataError(f"a regression study has one output; [data] label_names names {len(names)}: give one "
+                            f"name or none")
+        return names, out
+
+    def width(self, label_names: Sequence[str]) -> int:
+        return 1
+
+    def check_train(self, labels: np.ndarray, label_names: Sequence[str]) -> None:
+        if len(labels) and float(np.nanstd(labels)) == 0.0:
+            raise DataError("every training score is the same; a regression student has nothing to learn")
+
+    def predict(self, logits: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+        return logits[:, 0]
+
+    def kd(self, student, teacher, labels, alpha: float, temperature: float):
+        """alpha * squared error to the gold score + (1 - alpha) * squared error to the teacher's, summed."""
+        import torch
+
+        s = student[:, 0]
+        labeled = ~torch.isnan(labels)
+        gold = ((s - torch.nan_to_num(labels)) ** 2 * labeled).sum()
+        if teacher is None or alpha >= 1.0:
+            return gold
+        return alpha * gold + (1.0 - alpha) * ((s - teacher[:, 0]) ** 2).sum()
+
+    def parity(self, expected: np.ndarray, got: np.ndarray, tolerance: float) -> dict:
+        diff = float(np.abs(expected - got).max()) if len(expected) else 0.0
+        return {"rows": len(expected), "predictions_equal": diff <= tolerance, "max_abs_logit_diff": diff,
+                "ok": diff <= tolerance}
