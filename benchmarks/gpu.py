@@ -144,7 +144,7 @@ def measure(sizes: dict, run, data: Path) -> dict:
         for side in ("bare", "searcher") if r % 2 == 0 else ("searcher", "bare"):
             model = student(sizes["layers"], sizes["hidden"], vocab, seed=r)
             if side == "bare":
-                seconds, peak = peak_of(run, lambda: bare_loop(model, enc, logits, sizes["batch"], run, r))
+                seconds, peak = peak_of(run, lambda m=model: bare_loop(m, enc, logits, sizes["batch"], run, r))
             else:
                 seconds, peak = searcher_trial(model, enc, logits, val, val_logits, sizes["batch"], run, r)
             rows[side].append(len(enc) / seconds)

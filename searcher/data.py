@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -30,10 +30,11 @@ COMPRESSIONS = (".bz2", ".gz", ".xz", ".zst")
 
 @dataclass(frozen=True)
 class Split:
-    """One split as plain data: one or two text columns and integer labels."""
+    """One split as plain data: one or two text columns and its labels (as the task kind reads them: int64 class
+    ids (N,), float32 scores (N,), or float32 label sets (N, labels))."""
 
     texts: tuple[tuple[str, ...], ...]  # (column_1,) or (column_1, column_2), each a tuple of N strings
-    labels: np.ndarray  # int64, shape (N,)
+    labels: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,10 +56,22 @@ class Task:
     description: dict = field(compare=False)
     transfer: Optional[Split] = None  # unlabeled text (labels UNLABELED), evaluation sentences removed
     transfer_fingerprint: Optional[str] = None
+    kind: Any = field(default=None, compare=False)  # searcher.tasks.TaskKind: what the labels are
+
+    def __post_init__(self):
+        if self.kind is None:
+            from searcher.tasks import SingleLabel
+
+            object.__setattr__(self, "kind", SingleLabel())
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_names)
+        """The model's output width (one for a regression score)."""
+        return self.kind.width(self.label_names)
+
+    def unlabeled(self, n: int) -> np.ndarray:
+        """Labels for n rows only the teacher labels."""
+        return self.kind.unlabeled(n, self.num_labels)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -159,7 +172,7 @@ def _read_file(config: StudyConfig, key: str, source: str):
         raise DataError(f"cannot read {path}: {first_line(e)}; check that it is a well-formed {builder} file") from e
 
 
-from searcher.losses import UNLABELED  # noqa: E402 - the label of a row only the teacher labels (transfer text)
+from searcher.losses import UNLABELED  # noqa: E402,F401 - single-label rows only the teacher labels
 
 
 def load_transfer(config: StudyConfig, task: Task) -> Task:
@@ -201,7 +214,7 @@ def load_transfer(config: StudyConfig, task: Task) -> Task:
     if d.max_transfer_samples and d.max_transfer_samples < len(kept):
         pick = np.random.default_rng(config.study.seed).permutation(len(kept))[:d.max_transfer_samples]
         kept = [kept[i] for i in np.sort(pick)]
-    split = Split(tuple(tuple(col[i] for i in kept) for col in texts), np.full(len(kept), UNLABELED, np.int64))
+    split = Split(tuple(tuple(col[i] for i in kept) for col in texts), task.unlabeled(len(kept)))
     if removed:
         log.info("data: removed %d transfer rows that are also validation or test sentences", removed)
     fingerprint = _fingerprint({"transfer": split}, (), columns)
@@ -215,30 +228,45 @@ def load_transfer(config: StudyConfig, task: Task) -> Task:
 def load_task(config: StudyConfig, label_order: Optional[Sequence[str]] = None) -> Task:
     """Load, filter, split and label-map the study's data.
 
-    `label_order` (the teacher's label names, when the teacher has real ones) fixes which id each string label
-    gets, so the teacher's logits line up with the data's labels.
+    The task kind is [data] task, or inferred from the labels (said in the log). `label_order` (the teacher's label
+    names, when the teacher has real ones) fixes which id each string label gets, so the teacher's logits line up
+    with the data's labels.
     """
     d = config.data
     raw, description = _load_raw(config)
     _check_columns(raw, d)
     columns = {name: _columns(ds, d) for name, ds in raw.items()}
+    kind = task_kind(config, [lab for _, labels in columns.values() for lab in labels])
     class_names = getattr(raw["train"].features[d.label_column], "names", None)
-    label_names, string_labels = _label_names(columns, d, class_names, label_order)
-    splits = {name: _split(name, texts, labels, label_names, string_labels, d.deduplicate)
-              for name, (texts, labels) in columns.items()}
+    label_names, labels = kind.read_labels({name: lab for name, (_, lab) in columns.items()}, d, class_names,
+                                           label_order)
+    splits = {name: _split(name, texts, labels[name], d.deduplicate) for name, (texts, _) in columns.items()}
     splits = _carve(splits, config, description)
-
-    if len(set(np.unique(splits["train"].labels).tolist())) < 2:
-        raise DataError("the training split has fewer than two distinct labels; a classifier needs at least two")
+    kind.check_train(splits["train"].labels, label_names)
     fingerprint = _fingerprint(splits, label_names, d.text_columns)
     description.update({
+        "task": kind.name,
         "text_columns": list(d.text_columns),
         "label_column": d.label_column,
         "label_names": list(label_names),
         "sizes": {name: len(s) for name, s in splits.items()},
         "fingerprint": fingerprint,
     })
-    return Task(splits["train"], splits["validation"], splits.get("test"), label_names, fingerprint, description)
+    return Task(splits["train"], splits["validation"], splits.get("test"), label_names, fingerprint, description,
+                kind=kind)
+
+
+def task_kind(config: StudyConfig, values: list):
+    """The study's task kind: [data] task, or inferred from the label values (one log line says why)."""
+    from searcher import tasks
+
+    d = config.data
+    threshold = None if d.threshold == "tuned" else float(d.threshold)
+    if d.task != "auto":
+        return tasks.kind(d.task, threshold)
+    name, why = tasks.infer(values, d.label_delimiter)
+    log.info("data: %s inferred (%s); set [data] task to choose", tasks.KINDS[name].title, why)
+    return tasks.kind(name, threshold)
 
 
 def _check_columns(raw: dict, d) -> None:
@@ -259,44 +287,8 @@ def _columns(ds, d) -> tuple[tuple[tuple[str, ...], ...], list]:
     return tuple(tuple(col[i] for i in keep) for col in texts), [labels[i] for i in keep]
 
 
-def _label_names(columns: dict, d, class_names, label_order) -> tuple[tuple[str, ...], bool]:
-    """The label names in id order, and whether the data's labels are strings (mapped by name) or ids."""
-    all_labels = [lab for _, labels in columns.values() for lab in labels]
-    if any(lab is None for lab in all_labels):
-        raise DataError(f"the label column {d.label_column!r} has empty values; drop those rows or fix the file")
-    if any(isinstance(lab, str) for lab in all_labels):
-        present = sorted({str(lab) for lab in all_labels})
-        teacher_order = list(label_order) if label_order and set(present) <= set(label_order) else None
-        order = list(d.label_names or teacher_order or present)
-        missing = sorted(set(present) - set(order))
-        if missing:
-            raise DataError(f"labels {missing[:5]} in the data are not among the label names {order[:10]}; "
-                            f"fix [data] label_names, exclude them with exclude_labels, or use a teacher trained "
-                            f"on these labels")
-        return tuple(order), True
-    ints = [int(x) for x in all_labels]
-    if ints and min(ints) < 0:
-        raise DataError(f"label column {d.label_column!r} has negative labels (unlabelled rows, e.g. a GLUE "
-                        f"test split); use a labelled split or exclude_labels = [\"-1\"]")
-    top = max(ints) if ints else 0
-    if d.label_names:
-        names = tuple(d.label_names)
-    elif class_names:
-        names = tuple(class_names)
-    elif label_order and len(label_order) > top:
-        names = tuple(label_order)
-    else:
-        names = tuple(str(i) for i in range(top + 1))
-    if top >= len(names):
-        raise DataError(f"label {top} is out of range for {len(names)} label names {list(names)}; "
-                        f"fix [data] label_names")
-    return names, False
-
-
-def _split(name: str, texts, labels: list, label_names, string_labels: bool, deduplicate: bool) -> Split:
-    to_id = {label: i for i, label in enumerate(label_names)}
-    ids = np.array([to_id[str(lab)] if string_labels else int(lab) for lab in labels], dtype=np.int64)
-    split = Split(texts, ids)
+def _split(name: str, texts, labels: np.ndarray, deduplicate: bool) -> Split:
+    split = Split(texts, labels)
     if deduplicate:
         seen, unique = set(), []
         for i in range(len(split)):

@@ -68,6 +68,7 @@ class EpochResult:
     cross_entropy: Optional[float] = None  # the student's plain cross-entropy on the validation split
     peak_memory_mb: Optional[float] = None  # CUDA only: the most memory allocated so far in this run
     terms: Optional[dict] = None  # each loss term's mean over this epoch's steps, when there are several
+    threshold: Optional[float] = None  # multi-label with a tuned threshold: the one chosen on the validation split
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -98,8 +99,9 @@ class _Step:
     """One optimizer step over an effective batch: backward per micro-batch, clip, step, schedule."""
 
     def __init__(self, model, hp: Hyperparams, runtime: Runtime, steps_total: int, losses: list[DistillationLoss],
-                 teacher=None):
+                 teacher=None, task=None):
         self.model, self.hp, self.runtime = model, hp, runtime
+        self.task = task  # searcher.tasks.TaskKind: what the labels are (its terms make the logit loss)
         self.teacher = teacher  # the teacher's intermediate outputs (searcher.intermediate), for layer-wise losses
         self.set_losses(losses)
         extra = [p for loss in losses for m in loss.modules for p in m.parameters()]  # projections: trained, not saved
@@ -150,7 +152,7 @@ class _Step:
                 teacher.logits = t
             named = {}
             for loss in self.losses:  # in float32, as the logits above: autocast covers the forward only
-                named.update(loss.terms(student, teacher, Batch(y, hp)))
+                named.update(loss.terms(student, teacher, Batch(y, hp, self.task)))
             loss = sum(v.float() for v in named.values()) / n
             self.scaler.scale(loss).backward()
             total += loss.detach()
@@ -222,7 +224,7 @@ def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[
     if runtime.is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     steps_per_epoch = math.ceil(len(train_data) / hp.batch_size)
-    step_fn = _Step(model, hp, runtime, steps_per_epoch * hp.epochs, losses, teacher)
+    step_fn = _Step(model, hp, runtime, steps_per_epoch * hp.epochs, losses, teacher, metrics.kind)
     micro = runtime.micro_for(hp.batch_size)
     labels = torch.from_numpy(train_data.labels)
     targets = _targets(teacher_logits)
@@ -245,6 +247,7 @@ def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[
             if i % SYNC_EVERY == 0 or i == len(batches):
                 _check_finite(float(epoch_loss), epoch, step, hp)
         scores = evaluate(model, validation, validation_teacher_logits, hp, runtime, metrics)
+        threshold = scores.pop("threshold", None)
         peak = torch.cuda.max_memory_allocated(runtime.device) / 2 ** 20 if runtime.is_cuda else None
         per_term = {name: float(value) / len(batches) for name, value in terms.items()} if len(losses) > 1 else None
         if per_term is not None:  # every loss has its column, zero in the epochs its stage does not train it
@@ -252,7 +255,7 @@ def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[
         results.append(EpochResult(epoch=epoch, step=step, train_loss=float(epoch_loss) / len(batches),
                                    eval_loss=scores.pop("loss"), cross_entropy=scores.pop("cross_entropy"),
                                    metrics=scores, seconds=time.perf_counter() - started, peak_memory_mb=peak,
-                                   terms=per_term))
+                                   terms=per_term, threshold=threshold))
         if on_epoch is not None:
             on_epoch(results[-1])
     return results
@@ -265,18 +268,27 @@ def _check_finite(value: float, epoch: int, step: int, hp: Hyperparams) -> None:
 
 
 def evaluate(model, enc: Encoded, teacher_logits: Optional[np.ndarray], hp: Hyperparams, runtime: Runtime,
-             metrics: Callable = BUILTIN_SET) -> dict:
-    """A split's scores: the distillation loss ("loss"), the plain cross-entropy, and every metric."""
+             metrics: Callable = BUILTIN_SET, threshold: Optional[float] = None) -> dict:
+    """A split's scores: the distillation loss ("loss"), the plain label loss ("cross_entropy": cross-entropy, MSE
+    or BCE by task kind), and every metric. A multi-label study with a tuned threshold chooses it here (returned
+    as "threshold") unless one is given (the validation split's, for the test split)."""
     logits = logits_of(model, enc, runtime, runtime.eval_for(hp.batch_size))
-    return {"loss": split_loss(logits, teacher_logits, enc.labels, hp),
-            "cross_entropy": split_loss(logits, None, enc.labels, hp),
-            **metrics(logits.argmax(axis=-1), enc.labels)}
+    kind = getattr(metrics, "kind", None)
+    out = {"loss": split_loss(logits, teacher_logits, enc.labels, hp, kind),
+           "cross_entropy": split_loss(logits, None, enc.labels, hp, kind)}
+    if threshold is None and kind is not None:
+        threshold = kind.tune(logits, enc.labels)
+        if threshold is not None:
+            out["threshold"] = threshold
+    return {**out, **metrics(logits, enc.labels, threshold)}
 
 
 def split_loss(logits: np.ndarray, teacher_logits: Optional[np.ndarray], labels: np.ndarray,
-               hp: Hyperparams) -> float:
-    """The mean distillation loss of a split (the plain cross-entropy when `teacher_logits` is None)."""
+               hp: Hyperparams, kind=None) -> float:
+    """The mean distillation loss of a split (the plain label loss when `teacher_logits` is None)."""
     s = torch.from_numpy(logits)
     t = torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32)) if teacher_logits is not None else None
-    return float(kd_loss(s, t, torch.from_numpy(labels), hp.alpha if t is not None else 1.0, hp.temperature)
-                 / max(1, len(labels)))
+    alpha = hp.alpha if t is not None else 1.0
+    y = torch.from_numpy(np.asarray(labels))
+    value = kind.kd(s, t, y, alpha, hp.temperature) if kind is not None else kd_loss(s, t, y, alpha, hp.temperature)
+    return float(value / max(1, len(labels)))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from searcher.batching import collate
-from searcher.metrics import classification_metrics
+from searcher.metrics import BUILTIN_SET
 from searcher.tokens import Encoded
 from searcher.errors import ExportError, first_line
 from searcher import files, latency
@@ -229,14 +229,14 @@ def torch_logits(model, enc: Encoded, batch_size: int = 64) -> np.ndarray:
             for idx in _chunks(len(enc), batch_size)])
 
 
-def parity(model, sess, enc: Encoded, batch_size: int = 64) -> dict:
-    """PyTorch fp32 vs the ONNX session on every row. The spec: same prediction on every row, logits within 1e-4."""
+def parity(model, sess, enc: Encoded, batch_size: int = 64, kind=None) -> dict:
+    """PyTorch fp32 vs the ONNX session on every row. The spec: the same prediction on every row (class, label set;
+    for a regression score, the outputs within the tolerance) and outputs within 1e-4."""
+    from searcher.tasks import SingleLabel
+
     expected = torch_logits(model, enc, batch_size)
     got = predict_logits(sess, enc, batch_size)
-    equal = bool((expected.argmax(-1) == got.argmax(-1)).all())
-    diff = float(np.abs(expected - got).max()) if len(enc) else 0.0
-    return {"rows": len(enc), "predictions_equal": equal, "max_abs_logit_diff": diff,
-            "ok": equal and diff <= PARITY_TOLERANCE}
+    return (kind or SingleLabel()).parity(expected, got, PARITY_TOLERANCE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,7 +253,8 @@ def _size_mb(model, folder: Path) -> float:
 
 def measure(model, folder: Path, enc: Encoded, labels: Optional[np.ndarray] = None,
             metrics_fn: Optional[Callable] = None, formats: Sequence[str] = FORMATS, threads: Optional[int] = None,
-            repeats: int = 30, batch_repeats: int = 10, batch_size: int = 64) -> dict[str, dict]:
+            repeats: int = 30, batch_repeats: int = 10, batch_size: int = 64,
+            threshold: Optional[float] = None) -> dict[str, dict]:
     """{"pytorch"|"onnx"|"onnx-int8": {metrics..., size_mb, latency keys}} on the CPU, plain floats only.
 
     Quality is measured on every row of `enc` against `labels` (default: enc.labels). Latency as in
@@ -262,7 +263,7 @@ def measure(model, folder: Path, enc: Encoded, labels: Optional[np.ndarray] = No
     """
     folder = Path(folder)
     labels = enc.labels if labels is None else np.asarray(labels)
-    metrics_fn = metrics_fn or classification_metrics
+    metrics_fn = metrics_fn or BUILTIN_SET  # (logits, labels, threshold) -> scores, as searcher.metrics.MetricSet
     missing = [str(folder / FILES[f]) for f in formats if not (folder / FILES[f]).is_file()]
     if missing:
         raise ExportError(f"{', '.join(missing)} not found; run searcher.export.export(model, folder) first")
@@ -284,13 +285,17 @@ def measure(model, folder: Path, enc: Encoded, labels: Optional[np.ndarray] = No
             feed = _feed(sess, batch)
             return lambda: sess.run(["logits"], feed)
 
-        results: dict[str, dict] = {"pytorch": _quality(torch_logits(model, enc, batch_size), labels, metrics_fn)}
+        def quality(logits):
+            return {k: float(v) for k, v in metrics_fn(logits, labels, threshold).items()}
+
+        results: dict[str, dict] = {"pytorch": quality(torch_logits(model, enc, batch_size))}
         results["pytorch"]["size_mb"] = _size_mb(model, folder)
         for f, sess in sessions.items():
-            results[f] = _quality(predict_logits(sess, enc, batch_size), labels, metrics_fn)
+            results[f] = quality(predict_logits(sess, enc, batch_size))
             results[f]["size_mb"] = round((folder / FILES[f]).stat().st_size / 1e6, 3)
         if "onnx" in sessions:
-            results["onnx"]["parity"] = parity(model, sessions["onnx"], enc, batch_size)
+            results["onnx"]["parity"] = parity(model, sessions["onnx"], enc, batch_size,
+                                               getattr(metrics_fn, "kind", None))
 
         # one format after another, each warmed up right before its runs: the thread pools of torch and onnxruntime
         # disturb each other least that way
@@ -304,6 +309,3 @@ def measure(model, folder: Path, enc: Encoded, labels: Optional[np.ndarray] = No
     finally:
         torch.set_num_threads(old_threads)
 
-
-def _quality(logits: np.ndarray, labels: np.ndarray, metrics_fn: Callable) -> dict:
-    return {k: float(v) for k, v in metrics_fn(logits.argmax(-1), labels).items()}

@@ -15,6 +15,7 @@ from searcher import distill, files, teacher
 from searcher.config import StudyConfig
 from searcher.data import Task
 from searcher.hyperparams import Hyperparams
+from searcher.metrics import MetricSet
 from searcher.runtime import Runtime
 from searcher.tokens import encode
 
@@ -62,11 +63,14 @@ def _fine_tune(config: StudyConfig, task: Task, runtime: Runtime, base: str, out
                      epochs=ft.epochs, weight_decay=ft.weight_decay, warmup_ratio=ft.warmup_ratio,
                      seed=config.study.seed)
 
-    def report(r: distill.EpochResult) -> None:
-        log.info("teacher fine-tune epoch %d: train loss %.4f, validation accuracy %.4f (%.0fs)",
-                 r.epoch, r.train_loss, r.metrics["accuracy"], r.seconds)
+    primary = task.kind.default_objective
 
-    history = distill.train(model, train, None, validation, None, hp, runtime, on_epoch=report)
+    def report(r: distill.EpochResult) -> None:
+        log.info("teacher fine-tune epoch %d: train loss %.4f, validation %s %.4f (%.0fs)",
+                 r.epoch, r.train_loss, primary, r.metrics[primary], r.seconds)
+
+    history = distill.train(model, train, None, validation, None, hp, runtime, on_epoch=report,
+                            metrics=MetricSet(kind=task.kind))
     with files.atomic_dir(out) as tmp:
         model.to("cpu").save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -76,8 +76,14 @@ Hyperparams = _hyperparams_class()
 
 
 def from_values(values: dict, seed: int) -> "Hyperparams":
-    """A trial's Hyperparams from its values by name (searched and fixed), each cast to its declared type."""
-    return Hyperparams(**{h.name: h.kind(values[h.name]) for h in REGISTRY}, seed=int(seed))
+    """A trial's Hyperparams from its values by name (searched and fixed), each cast to its declared type.
+
+    An entry with a fixed default may be missing (values recorded before a loss added its weight): it takes the default.
+    """
+    missing = [h.name for h in REGISTRY if h.name not in values and not isinstance(h.default, Fixed)]
+    if missing:
+        raise KeyError(f"no value for {', '.join(missing)}")
+    return Hyperparams(**{h.name: h.kind(values[h.name]) for h in REGISTRY if h.name in values}, seed=int(seed))
 
 
 def card_lines(values: dict, slot: CardSlot) -> list[tuple[str, str]]:

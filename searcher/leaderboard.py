@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import optuna
 
-from searcher import hyperparams
+from searcher import hyperparams, metrics as metrics_lib, tasks
 from searcher.records import TrialRecord, ranked, state_counts
 from searcher.space import searched_names
 
@@ -17,7 +17,7 @@ def rows(study: optuna.Study, config, top: int) -> list[dict]:
         out.append({
             "rank": rank,
             "trial": r.number,
-            "values": dict(zip(config.study.objectives, r.values or [])),
+            "values": dict(zip(study.metric_names or config.study.objectives, r.values or [])),
             "metrics": r.metrics,
             "test_metrics": r.test_metrics,
             "student": r.student,
@@ -42,11 +42,18 @@ def render(study: optuna.Study, config, top: int) -> str:
         return head + "\nno complete trial yet"
     test = any(row["test_metrics"] for row in table)
     extra_rows = any(row["training_rows"].get("transfer") or row["training_rows"].get("augmented") for row in table)
-    header = ["rank", "trial", *config.study.objectives]
-    if "f1" not in config.study.objectives:
-        header.append("f1")
+    objectives = list(study.metric_names or config.study.objectives)
+    kind = tasks.KINDS[(study.user_attrs.get("dataset") or {}).get("task") or tasks.DEFAULT]
+    # beside the objectives: the kind's next built-in metric (f1 for classification), and the first on the test split
+    builtin = list(kind.metrics)
+    side = next((m for m in builtin if m not in objectives), None)
+    primary = metrics_lib.split_objective(objectives[0])[0]
+    tested = primary if primary in builtin else builtin[0]
+    header = ["rank", "trial", *objectives]
+    if side:
+        header.append(side)
     if test:
-        header.append("test acc")
+        header.append(f"test {'acc' if tested == 'accuracy' else tested}")
     shown = hyperparams.columns(searched_names(config))
     header += ["student", "params", *[h.column or h.name for h in shown]]
     if extra_rows:
@@ -57,10 +64,10 @@ def render(study: optuna.Study, config, top: int) -> str:
         r, hp, s = row, row["hyperparams"], row["student"]
         cells = [str(r["rank"]), str(r["trial"])]
         cells += [f"{v:.4f}" for v in r["values"].values()]
-        if "f1" not in config.study.objectives:
-            cells.append(f"{r['metrics'].get('f1', float('nan')):.4f}")
+        if side:
+            cells.append(f"{r['metrics'].get(side, float('nan')):.4f}")
         if test:
-            cells.append(f"{r['test_metrics'].get('accuracy', float('nan')):.4f}" if r["test_metrics"] else "-")
+            cells.append(f"{r['test_metrics'].get(tested, float('nan')):.4f}" if r["test_metrics"] else "-")
         label = f"L{s.get('layers')}/H{s.get('hidden')}/A{s.get('heads')}"
         if s.get("init") != "pretrained":
             label += f" {s.get('init')}"

@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from searcher import tasks
 from searcher.errors import ConfigError, first_line
 
 # measured on the student, not computed from predictions; all are minimized
@@ -39,47 +40,25 @@ def split_objective(name: str) -> tuple[str, Optional[str]]:
 
 def natural_direction(metric: str) -> Optional[str]:
     """The direction a known metric must be optimized in (None: an evaluate metric; the study file says)."""
-    if metric in BUILTIN:
-        return "maximize"
+    for kind in tasks.KINDS.values():
+        if metric in kind.directions:
+            return kind.directions[metric]
     if metric in MEASURED:
         return "minimize"
     return FORMAT_MEASURES.get(metric)
 
 
-def _confusion(predictions: np.ndarray, references: np.ndarray) -> np.ndarray:
-    n = int(max(predictions.max(initial=0), references.max(initial=0)) + 1)
-    return np.bincount(references * n + predictions, minlength=n * n).reshape(n, n)
+def builtin_names() -> dict[str, str]:
+    """Every built-in metric name and the task kind it belongs to."""
+    return {name: kind.name for kind in tasks.KINDS.values() for name in kind.metrics}
 
 
-def _per_label(predictions: np.ndarray, references: np.ndarray) -> dict[str, np.ndarray]:
-    """Precision, recall and F1 of every label that occurs (in references or predictions)."""
-    m = _confusion(predictions, references)
-    tp = np.diag(m).astype(float)
-    predicted, actual = m.sum(axis=0), m.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(actual > 0, tp / actual, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = (predicted + actual) > 0
-    return {"precision": precision[present], "recall": recall[present], "f1": f1[present]}
-
-
-def _macro(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    def compute(predictions: np.ndarray, references: np.ndarray) -> float:
-        scores = _per_label(predictions, references)[name]
-        return float(scores.mean()) if len(scores) else 0.0
-
-    return compute
-
-
-BUILTIN: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": lambda p, r: float(np.mean(p == r)) if len(r) else 0.0,
-    "f1": _macro("f1"),
-    "precision": _macro("precision"),
-    "recall": _macro("recall"),
-}
+# single-label classification's built-in metrics (the default task kind), for callers that know no other
+BUILTIN: dict[str, Callable[[np.ndarray, np.ndarray], float]] = tasks.SingleLabel.metrics
 TITLES = {"accuracy": "Accuracy", "f1": "F1", "precision": "Precision", "recall": "Recall",
-          "loss": "Distillation loss", "cross_entropy": "Cross-entropy"}
+          "loss": "Distillation loss", "cross_entropy": "Cross-entropy", "pearson": "Pearson",
+          "spearmanr": "Spearman", "mse": "MSE", "combined_score": "Pearson-Spearman mean",
+          "micro_f1": "Micro F1", "macro_f1": "Macro F1", "subset_accuracy": "Subset accuracy"}
 
 
 def title(name: str) -> str:
@@ -106,11 +85,18 @@ class MetricSpec:
         return json.loads(self.kwargs)
 
 
-def check_name(name: str, where: str) -> None:
-    """A metric name that is neither built in nor measured is an `evaluate` metric; catch obvious typos early."""
-    if name in BUILTIN or name in MEASURED or name in FORMAT_MEASURES:
+def check_name(name: str, where: str, kind: Optional[str] = None) -> None:
+    """A metric name that is neither built in nor measured is an `evaluate` metric; catch obvious typos early, and
+    a built-in metric of another task kind than the study's (`kind`, when known)."""
+    owners = builtin_names()
+    if kind is not None and name in owners and owners[name] != kind:
+        ours = ", ".join(tasks.KINDS[kind].metrics)
+        raise ConfigError(f"{where}: {name!r} is a metric of {tasks.KINDS[owners[name]].title}, and this study is "
+                          f"{tasks.KINDS[kind].title} (its built-in metrics: {ours}); use one of those or fix [data] "
+                          f"task")
+    if name in owners or name in MEASURED or name in FORMAT_MEASURES:
         return
-    close = difflib.get_close_matches(name, list(BUILTIN) + list(MEASURED), n=1, cutoff=0.8)
+    close = difflib.get_close_matches(name, list(owners) + list(MEASURED), n=1, cutoff=0.8)
     if close:
         raise ConfigError(f"{where}: unknown metric {name!r}; did you mean {close[0]!r}? (other names are loaded "
                           f"with evaluate.load; add a [metrics.{name}] table to load one on purpose)")
@@ -143,8 +129,9 @@ def load(spec: MetricSpec) -> Metric:
     kwargs = spec.compute_kwargs
 
     def compute(predictions: np.ndarray, references: np.ndarray) -> float:
-        result = module.compute(predictions=[int(x) for x in predictions], references=[int(x) for x in references],
-                                **kwargs)
+        # plain Python values: class ids, scores or label sets, as the task kind predicts them
+        result = module.compute(predictions=np.asarray(predictions).tolist(),
+                                references=np.asarray(references).tolist(), **kwargs)
         if not isinstance(result, dict):
             raise ConfigError(f"{where}: the module returned {type(result).__name__}, not a dict of scores")
         if key not in result:
@@ -166,33 +153,39 @@ def load(spec: MetricSpec) -> Metric:
 
 @dataclass
 class MetricSet:
-    """The metrics a study computes on every evaluation: the built-ins, then its own, in a fixed order."""
+    """The metrics a study computes on every evaluation: its task kind's built-ins, then its own, in a fixed order.
+    Called with a split's outputs (logits) and labels; the kind turns outputs into predictions."""
 
     extra: list[Metric] = field(default_factory=list)
+    kind: object = None  # searcher.tasks.TaskKind (default: single-label classification)
+
+    def __post_init__(self):
+        if self.kind is None:
+            self.kind = tasks.SingleLabel()
 
     @property
     def names(self) -> list[str]:
-        return list(BUILTIN) + [m.name for m in self.extra]
+        return list(self.kind.metrics) + [m.name for m in self.extra]
 
-    def __call__(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
-        p = np.asarray(predictions, dtype=np.int64)
-        r = np.asarray(references, dtype=np.int64)
-        out = {name: fn(p, r) for name, fn in BUILTIN.items()}
-        for m in self.extra:
-            out[m.name] = m.compute(p, r)
-        return out
+    def __call__(self, logits: np.ndarray, references: np.ndarray, threshold: Optional[float] = None
+                 ) -> dict[str, float]:
+        return self.kind.scores(np.asarray(logits), np.asarray(references), self.extra, threshold)
 
 
-def for_study(objectives: Sequence[str], report: Sequence[str], specs: dict[str, MetricSpec]) -> MetricSet:
+def for_study(objectives: Sequence[str], report: Sequence[str], specs: dict[str, MetricSpec],
+              kind=None) -> MetricSet:
     """The MetricSet of a study: every non-built-in objective and reported metric, loaded (and probed) once."""
     names = [split_objective(n)[0] for n in list(objectives) + list(report)]
-    wanted = [n for n in names if n not in BUILTIN and n not in MEASURED and n not in FORMAT_MEASURES]
-    return MetricSet([load(specs.get(n) or MetricSpec(n)) for n in dict.fromkeys(wanted)])
+    builtin = builtin_names()
+    wanted = [n for n in names if n not in builtin and n not in MEASURED and n not in FORMAT_MEASURES]
+    return MetricSet([load(specs.get(n) or MetricSpec(n)) for n in dict.fromkeys(wanted)], kind)
 
 
 BUILTIN_SET = MetricSet()
 
 
 def classification_metrics(predictions, references) -> dict[str, float]:
-    """The built-in metrics alone (teachers' scores, and studies that add none)."""
-    return BUILTIN_SET(predictions, references)
+    """Single-label classification's built-in metrics of predicted class ids (teachers' scores, tests)."""
+    p = np.asarray(predictions, dtype=np.int64)
+    r = np.asarray(references, dtype=np.int64)
+    return {name: fn(p, r) for name, fn in BUILTIN.items()}

@@ -190,8 +190,11 @@ class Objective:
         last = history[-1]
         metrics = {"loss": last.eval_loss, "cross_entropy": last.cross_entropy, **last.metrics}
         trial.set_user_attr(records.METRICS, records.plain(metrics))
+        if last.threshold is not None:  # multi-label, tuned on the validation split: the test split uses it too
+            trial.set_user_attr(records.THRESHOLD, last.threshold)
         if "test" in enc:
-            test = distill.evaluate(model, enc["test"], p.logits.splits["test"], hp, run, p.metrics)
+            test = distill.evaluate(model, enc["test"], p.logits.splits["test"], hp, run, p.metrics,
+                                    threshold=last.threshold)
             trial.set_user_attr(records.TEST_METRICS, records.plain(test))
         out = checkpoints.trial_dir(c.models_dir, trial.number)
         checkpoints.save(model.to("cpu"), tokenizer, out, {
@@ -203,7 +206,7 @@ class Objective:
         size = files.folder_size(out, "*.safetensors") / 1e6
         trial.set_user_attr(records.SIZE, round(size, 2))
         trial.set_user_attr(records.MODEL_DIR, str(out))
-        forms = self._export(trial, model, out, enc["validation"])
+        forms = self._export(trial, model, out, enc["validation"], last.threshold)
         lat = {k: v for k, v in forms.get("pytorch", {}).items() if k in LATENCY_KEYS}  # timed beside the exports
         if not lat and c.train.latency:
             lat = latency.measure(model, enc["validation"])
@@ -211,7 +214,7 @@ class Objective:
             trial.set_user_attr(records.LATENCY, lat)
         return metrics, lat, size
 
-    def _export(self, trial: optuna.Trial, model, out, validation) -> dict:
+    def _export(self, trial: optuna.Trial, model, out, validation, threshold=None) -> dict:
         """The deployable forms (ONNX fp32, int8) beside the checkpoint, measured side by side with PyTorch on the
         validation split. A failed export or parity check keeps the PyTorch student and records why."""
         formats = self.prepared.export_formats
@@ -221,7 +224,8 @@ class Objective:
 
         try:
             export.export(model, out, formats)
-            measured = export.measure(model, out, validation, metrics_fn=self.prepared.metrics, formats=formats)
+            measured = export.measure(model, out, validation, metrics_fn=self.prepared.metrics, formats=formats,
+                                      threshold=threshold)
             parity = measured.get("onnx", {}).get("parity")
             if parity is not None and not parity["ok"]:
                 raise export.ExportError(

@@ -6,6 +6,7 @@ so a bad study file leaves the storage untouched. Its result is loaded once per 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -82,6 +83,26 @@ class Prepared:
         return intermediate.CachedTeacher(intermediate.Rows(parts), plan.needs, self._projections, heads)
 
 
+def with_task(config: StudyConfig, kind: str) -> StudyConfig:
+    """The config of a study whose task kind was inferred ([data] task = "auto"): the checks that depend on the
+    kind, and the kind's default objective where the study file names none."""
+    if config.data.task != "auto":
+        return config
+    from searcher.config.rules import check_task
+    from searcher.tasks import DEFAULT, KINDS
+
+    check_task(config, kind)
+    named = "objectives" in config.raw.get("study", {})  # else the objective is the default, replaced below
+    for name in (list(config.study.objectives) if named else []) + list(config.metrics.report):
+        metrics.check_name(metrics.split_objective(name)[0], f"{config.path}: [study] objectives", kind)
+    if kind == DEFAULT or named:
+        return config
+    default = KINDS[kind].default_objective
+    objectives = (default,) + tuple(config.study.objectives[1:])
+    log.info("data: the objective is %s, %s's default (set [study] objectives to choose)", default, KINDS[kind].title)
+    return dataclasses.replace(config, study=dataclasses.replace(config.study, objectives=objectives))
+
+
 def check_students(config: StudyConfig, teacher_config) -> None:
     """Shape checks that need the teacher's config: init "teacher" copies its layers."""
     st = config.student
@@ -155,12 +176,15 @@ def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
     for name in CACHES:  # temp files of writers that crashed (a full disk, a kill) go before anything is built
         for stale in files.remove_stale(config.cache_dir / name):
             log.info("cache: removed %s, left by a run that crashed while writing it", stale)
-    study_metrics = metrics.for_study(config.study.objectives, config.metrics.report, config.metrics.by_name)
     tcfg = teacher.load_config(config)
     check_max_length(config, tcfg, "the teacher")
     check_students(config, tcfg)
     order = teacher.label_names(tcfg) if config.teacher.model else None
-    task = data.load_transfer(config, data.load_task(config, label_order=order))
+    task = data.load_task(config, label_order=order)
+    config = with_task(config, task.kind.name)
+    task = data.load_transfer(config, task)
+    study_metrics = metrics.for_study(config.study.objectives, config.metrics.report, config.metrics.by_name,
+                                      task.kind)
     teacher.check_labels(config, tcfg, task)
     check_pretrained(config)
     log.info("data: %s", ", ".join(f"{k} {v}" for k, v in task.description["sizes"].items()))

@@ -32,6 +32,7 @@ MODEL_DIR = "model_dir"
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"
 RECIPE = "recipe"  # optimizer, schedule and loss as the loop ran them (searcher.distill.recipe)
+THRESHOLD = "threshold"  # multi-label with a tuned decision threshold: the one chosen on the validation split
 LOSS_TERMS = "loss_terms"  # each distillation loss as it ran: name, weight, layer pairs, projection (searcher.losses)
 PEAK_MEMORY = "peak_memory_mb"  # CUDA only
 FORMATS = "formats"  # per deployable form (pytorch, onnx, onnx-int8): metrics, size, CPU latency, parity
@@ -121,6 +122,7 @@ class TrialRecord:
     fail_reason: Optional[str]
     recipe: dict
     loss_terms: list
+    threshold: Optional[float]
     peak_memory_mb: Optional[float]
     study_file: Optional[str]
     sampled_by: Optional[str]
@@ -157,6 +159,7 @@ class TrialRecord:
             fail_reason=a.get(FAIL_REASON),
             recipe=a.get(RECIPE, {}),
             loss_terms=a.get(LOSS_TERMS) or [],
+            threshold=a.get(THRESHOLD),
             peak_memory_mb=a.get(PEAK_MEMORY),
             study_file=a.get(STUDY_FILE),
             sampled_by=a.get(SAMPLED_BY),

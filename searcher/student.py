@@ -63,7 +63,8 @@ def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, s
     `hidden_dropout` sets the student's dropout on hidden states (None keeps the checkpoint's or teacher's)."""
     import torch
 
-    labels = {"num_labels": task.num_labels, "id2label": task.id2label, "label2id": task.label2id}
+    labels = {"num_labels": task.num_labels, "id2label": task.id2label, "label2id": task.label2id,
+              "problem_type": task.kind.problem_type}
     torch.manual_seed(seed)  # the new classifier head (and a random student) start the same for the same seed
     if spec.init == "pretrained":
         try:

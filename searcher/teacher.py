@@ -74,15 +74,24 @@ def label_names(teacher_config) -> Optional[list[str]]:
 
 
 def check_labels(config: StudyConfig, teacher_config, task: Task) -> None:
-    """A fine-tuned teacher must predict exactly the data's labels, in the same order."""
+    """A fine-tuned teacher must predict exactly the data's labels, in the same order, with a head of the study's
+    task kind."""
     if config.teacher.base:
         return  # a base gets a fresh head with the data's labels
+    kind = task.kind
+    problem = getattr(teacher_config, "problem_type", None)
+    if problem and problem != kind.problem_type:
+        raise TeacherError(f"teacher {config.teacher.model!r} is a {problem} model, and this study is "
+                           f"{kind.title}; use a teacher fine-tuned for it, set [data] task to match, or set "
+                           f"[teacher] base = ... to fine-tune one")
     n = getattr(teacher_config, "num_labels", None)
     if n != task.num_labels:
         raise TeacherError(f"teacher {config.teacher.model!r} predicts {n} labels but the data has "
                            f"{task.num_labels} ({', '.join(task.label_names[:6])}{'...' if task.num_labels > 6 else ''}); "
                            f"use a teacher fine-tuned on this task, or set [teacher] base = ... to fine-tune one")
     names = label_names(teacher_config)
+    if kind.name == "regression":
+        return  # one score: no label names to line up
     if names is not None and set(names) != set(task.label_names):
         raise TeacherError(f"teacher {config.teacher.model!r} predicts the labels {names[:6]} but the data has "
                            f"{list(task.label_names)[:6]}; set [data] label_names to the teacher's names in its "
@@ -129,7 +138,9 @@ def load_model(path_or_id: str, task: Task, revision: Optional[str] = None, new_
     """The teacher as a sequence classifier (a base gets a new head sized for the task's labels)."""
     kwargs = {}
     if new_head:
-        kwargs = {"num_labels": task.num_labels, "id2label": task.id2label, "label2id": task.label2id}
+        kwargs = {"num_labels": task.num_labels, "id2label": task.id2label, "label2id": task.label2id,
+                  "problem_type": task.kind.problem_type,
+                  "ignore_mismatched_sizes": True}  # a base with a head of another width gets a new one
     try:
         return load_classifier(path_or_id, revision=revision, **kwargs)
     except Exception as e:
@@ -188,7 +199,7 @@ def cached_logits(config: StudyConfig, task: Task, teacher_dir: str, teacher_ide
             enc = encode(split, tokenizer, config.data.max_length, config.cache_dir, f"{task.fingerprint}:{name}")
             splits[name] = compute_logits(model, enc, runtime, config.teacher.inference_batch_size)
             if name != "train":
-                metrics[name] = split_metrics(splits[name], split.labels)
+                metrics[name] = split_metrics(splits[name], split.labels, task.kind)
         files.save_npz(path, splits)
         files.write_text(path.with_suffix(".json"), json.dumps({"teacher": teacher_dir, "data": task.fingerprint,
                                                                 "metrics": metrics}, indent=1))
@@ -273,11 +284,13 @@ def _read_extra(path: Path, rows: int, strict: bool = False) -> Optional[np.ndar
         return None
 
 
-def split_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+def split_metrics(logits: np.ndarray, labels: np.ndarray, kind=None) -> dict:
+    """The teacher's scores on a split: its plain label loss (cross-entropy, MSE or BCE: "cross_entropy" in the
+    records) and the task kind's built-in metrics."""
     import torch
-    import torch.nn.functional as F
 
-    from searcher.metrics import classification_metrics
+    from searcher.tasks import SingleLabel
 
-    ce = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
-    return {"cross_entropy": ce, **classification_metrics(logits.argmax(axis=-1), labels)}
+    kind = kind or SingleLabel()
+    loss = float(kind.kd(torch.from_numpy(logits), None, torch.from_numpy(labels), 1.0, 1.0)) / max(1, len(labels))
+    return {"cross_entropy": loss, **kind.scores(logits, labels)}

@@ -31,7 +31,7 @@ class Encoded:
     input_ids: np.ndarray  # int32, all examples concatenated
     token_type_ids: Optional[np.ndarray]  # int8, same layout; None when the tokenizer has none (DistilBERT)
     offsets: np.ndarray  # int64, N + 1
-    labels: np.ndarray  # int64, N
+    labels: np.ndarray  # as the split has them: int64 (N,), float32 (N,) or float32 (N, labels)
     pad_token_id: int
 
     def __len__(self) -> int:
@@ -125,7 +125,8 @@ def _read(path: Path, split: Split) -> Optional[Encoded]:
         total = int(enc.offsets[-1]) if len(enc.offsets) else -1
         if (len(enc.offsets) != n + 1 or len(enc.labels) != n or total != len(enc.input_ids)
                 or (enc.token_type_ids is not None and len(enc.token_type_ids) != total)
-                or np.any(np.diff(enc.offsets) < 0) or not np.array_equal(enc.labels, split.labels)):
+                or np.any(np.diff(enc.offsets) < 0) or enc.labels.dtype != split.labels.dtype
+                or not np.array_equal(enc.labels, split.labels, equal_nan=enc.labels.dtype.kind == "f")):
             raise ValueError("its rows do not match the split")
         return enc
     except (OSError, ValueError, KeyError, EOFError) as e:
@@ -145,4 +146,4 @@ def _tokenize(split: Split, tokenizer, max_length: int) -> Encoded:
     if "token_type_ids" in out:
         tti = np.fromiter((t for seq in out["token_type_ids"] for t in seq), dtype=np.int8, count=int(offsets[-1]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Encoded(flat, tti, offsets, split.labels.astype(np.int64), int(pad))
+    return Encoded(flat, tti, offsets, np.asarray(split.labels), int(pad))

@@ -24,7 +24,7 @@ import numpy as np
 from searcher import augment, teacher
 from searcher.batching import Stacked
 from searcher.config import StudyConfig
-from searcher.data import UNLABELED, Split, Task
+from searcher.data import Split, Task
 from searcher.errors import ConfigError
 from searcher.hyperparams import extent
 from searcher.runtime import Runtime
@@ -72,7 +72,7 @@ def augmented(config: StudyConfig, task: Task, mask_token: str) -> tuple[Optiona
     texts = augment.copies(task.train.texts, k, s)
     fresh = np.asarray(augment.fresh_rows(task.train.texts, texts), dtype=np.int64)
     n = len(task.train)
-    split = Split(tuple(tuple(col[i] for i in fresh) for col in texts), np.full(len(fresh), UNLABELED, np.int64))
+    split = Split(tuple(tuple(col[i] for i in fresh) for col in texts), task.unlabeled(len(fresh)))
     content = hashlib.sha256(json.dumps([task.fingerprint, k, s.p_mask, s.p_swap, s.p_ngram, list(s.ngram_range),
                                          s.mask_token, s.seed]).encode()).hexdigest()[:20]
     log.info("data: %d augmented copies of %d training sentences (%d distinct, up to %d per sentence)", len(texts[0]),

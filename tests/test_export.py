@@ -187,9 +187,10 @@ def test_int8_is_smaller_runs_and_its_accuracy_is_measured(trained, enc):
     assert np.abs(int8 - fp32).max() > 1e-5  # really quantized, not a copy of the fp32 graph
     calls = []
 
-    def metrics(predictions, references):
-        calls.append((np.asarray(predictions).copy(), np.asarray(references).copy()))
-        return {"accuracy": np.float64((np.asarray(predictions) == np.asarray(references)).mean())}
+    def metrics(logits, references, threshold=None):  # a MetricSet's call: outputs in, the task kind predicts
+        predictions = np.asarray(logits).argmax(-1)
+        calls.append((predictions, np.asarray(references).copy()))
+        return {"accuracy": np.float64((predictions == np.asarray(references)).mean())}
 
     result = export.measure(model, folder, enc, metrics_fn=metrics, repeats=3, batch_repeats=3)
     assert len(calls) == 3 and all((refs == enc.labels).all() for _, refs in calls)

@@ -94,7 +94,7 @@ def test_an_evaluate_module_is_loaded_once_and_recorded_under_its_name(mcc_file,
     again = metrics.for_study(["accuracy"], ["matthews_correlation"], {spec.name: spec})
     assert len(loads) == 1  # once per process, however many studies or workers' objectives ask
     p, r = np.array([0, 1, 1, 0, 1, 0]), np.array([0, 1, 0, 0, 1, 1])
-    out = study_metrics(p, r)
+    out = study_metrics(np.eye(2)[p], r)  # a MetricSet takes outputs; the task kind predicts (argmax)
     assert list(out) == ["accuracy", "f1", "precision", "recall", "matthews_correlation"]
     assert out["matthews_correlation"] == pytest.approx(mcc(p, r))
     assert again.names == study_metrics.names

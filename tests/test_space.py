@@ -5,7 +5,7 @@ import json
 import optuna
 import pytest
 
-from searcher import space
+from searcher import hyperparams, space
 from searcher.config import parse_study
 from searcher.errors import ConfigError
 
@@ -51,6 +51,12 @@ def test_plan_from_values_casts_every_hyperparameter(tmp_path):
               "hidden": 128}
     hp = space.plan_from_values(c, values).hyperparams
     assert type(hp.batch_size) is int and type(hp.temperature) is float and type(hp.alpha) is float
+    # entries the values do not carry (a loss's weight, added after these values were recorded) take their default
+    assert hp.hidden_weight == hyperparams.BY_NAME["hidden_weight"].default.value
+    hp = space.plan_from_values(c, {**values, "hidden_weight": 2}).hyperparams
+    assert type(hp.hidden_weight) is float and hp.hidden_weight == 2.0
+    with pytest.raises(KeyError, match="learning_rate"):
+        space.plan_from_values(c, {k: v for k, v in values.items() if k != "learning_rate"})
 
 
 @pytest.mark.parametrize("entry, message", [

@@ -16,11 +16,11 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial
 
-from searcher import distill, hyperparams, records, strategy
+from searcher import distill, hyperparams, records, strategy, tasks
 from searcher.card.data import LEAD_METRICS, card_data, recipe_data
 from searcher.card.facts import (CardContext, DatasetFacts, Distillation, Efficiency, FormatRow, Latency,
                                  LossLine, MetricLine, ParetoRow, PublishedBaseline, Reproduce, ResultsTable,
-                                 SearchFacts, TeacherFacts, Usage)
+                                 SearchFacts, TaskFacts, TeacherFacts, Usage)
 from searcher.card.text import default_dataset_name, display_name, escape, fence, hub_id
 from searcher.config.identity import distill_table
 from searcher.errors import StudyError
@@ -33,11 +33,14 @@ FRAMEWORKS = (("transformers", "Transformers"), ("torch", "Pytorch"), ("datasets
               ("tokenizers", "Tokenizers"), ("optuna", "Optuna"), ("searcher", "searcher"))
 
 
-def _metric_lines(metrics: dict) -> list[MetricLine]:
-    """Final metrics in a fixed order: distillation loss, cross-entropy, then the metrics as the study computed
-    them (built-ins first); skipped when missing (older records have no cross-entropy)."""
+def _metric_lines(metrics: dict, titles: Optional[dict] = None) -> list[MetricLine]:
+    """Final metrics in a fixed order: distillation loss, the plain label loss (cross-entropy; `titles` names it
+    for other task kinds: MSE, BCE), then the metrics as the study computed them (built-ins first); skipped when
+    missing (older records have no cross-entropy)."""
+    titles = titles or {}
     order = [k for k in LEAD_METRICS if k in metrics] + [k for k in metrics if k not in LEAD_METRICS]
-    return [MetricLine(title(k), rounded(float(metrics[k]))) for k in order if metrics[k] is not None]
+    return [MetricLine(titles.get(k) or title(k), rounded(float(metrics[k]))) for k in order
+            if metrics[k] is not None]
 
 
 def _teacher_metrics(metrics: dict) -> dict:
@@ -94,7 +97,8 @@ def _speedup(student: dict, teacher: dict) -> Optional[dict]:
 FORMAT_NAMES = {"pytorch": "PyTorch fp32", "onnx": "ONNX fp32", "onnx-int8": "ONNX int8 (dynamic)"}
 
 
-def _format_rows(formats: dict, teacher_latency: Optional[dict], safetensors: str) -> list[FormatRow]:
+def _format_rows(formats: dict, teacher_latency: Optional[dict], safetensors: str,
+                 primary: str = "accuracy") -> list[FormatRow]:
     rows = []
     for key, name in FORMAT_NAMES.items():
         f = formats.get(key)
@@ -102,7 +106,7 @@ def _format_rows(formats: dict, teacher_latency: Optional[dict], safetensors: st
             continue
         file = safetensors if key == "pytorch" else formats.get("files", {}).get(key, "")
         speedup = round(f["throughput_per_s"] / teacher_latency["throughput_per_s"], 1) if teacher_latency else None
-        rows.append(FormatRow(name, file, round(f["size_mb"], 1), rounded(float(f.get("accuracy", float("nan")))),
+        rows.append(FormatRow(name, file, round(f["size_mb"], 1), rounded(float(f.get(primary, float("nan")))),
                               _latency(f), speedup))
     return rows
 
@@ -135,13 +139,23 @@ def _hyperparameter_lines(r: records.TrialRecord, recipe: dict) -> list[tuple[st
     ]
 
 
-def _results_table(history: list[dict], metric_names: list[str]) -> ResultsTable:
+def _task_facts(kind, r: records.TrialRecord) -> TaskFacts:
+    short = {"Cross-entropy": "CE"}.get(kind.label_loss_title, kind.label_loss_title)
+    threshold = None
+    if kind.name == "multi_label":
+        threshold = (f"{r.threshold:g} (tuned on the validation split)" if r.threshold is not None else
+                     f"{kind.threshold if kind.threshold is not None else 0.5:g}")
+    return TaskFacts(kind=kind.name, title=kind.title, label_loss=short, primary=title(next(iter(kind.metrics))),
+                     pipeline_kwargs=kind.pipeline_kwargs, threshold=threshold)
+
+
+def _results_table(history: list[dict], metric_names: list[str], label_loss: str = "CE") -> ResultsTable:
     terms = [k for k in (history[0] if history else {}) if k.startswith(records.TERM)]
     columns = [("Training Loss", "train_loss"), *[(f"Train {k[len(records.TERM):]}", k) for k in terms],
                ("Epoch", "epoch"), ("Step", "step"), ("Validation Loss", "eval_loss")]
     has_ce = bool(history) and history[0].get("cross_entropy") is not None
     if has_ce:
-        columns.append(("Validation CE", "cross_entropy"))
+        columns.append((f"Validation {label_loss}", "cross_entropy"))
     columns += [(title(m), m) for m in metric_names]
     rows = []
     for row in history:
@@ -204,6 +218,11 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
     s = r.student
     recipe = {**distill.recipe(), **r.recipe}  # older trials recorded no recipe: the loop has not changed since
     objectives = list(study.metric_names or cfg["study"]["objectives"])
+    kind = tasks.kind(dataset.get("task") or tasks.DEFAULT,
+                      None if (cfg.get("data") or {}).get("threshold") == "tuned" else
+                      float((cfg.get("data") or {}).get("threshold") or 0.5))
+    task = _task_facts(kind, r)
+    loss_title = {"cross_entropy": kind.label_loss_title}
 
     teacher_source = teacher.get("model") or teacher.get("base")
     dataset_id = dataset.get("dataset")
@@ -225,12 +244,12 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
         study_name=escape(study.study_name),
         trial_number=r.number,
         base_model=card_base_model,
-        teacher=_teacher_facts(teacher, teacher_source, base_model),
+        teacher=_teacher_facts(teacher, teacher_source, base_model, loss_title),
         dataset=DatasetFacts(
             id=dataset_id, link=hub_id(dataset_id), name=escape(ds_name), subset=escape(dataset.get("subset")),
             split=shown_split, sizes=dataset.get("sizes", {}), label_names=dataset.get("label_names", [])),
-        results=_metric_lines(r.metrics),
-        test_results=_metric_lines(r.test_metrics),
+        results=_metric_lines(r.metrics, loss_title),
+        test_results=_metric_lines(r.test_metrics, loss_title),
         published_baseline=_published_baseline(  # searcher's own records name local data by its train file
             r, (dataset_id, ds_name, Path(str((dataset.get("files") or {}).get("train") or "")).name),
             dataset.get("subset"), shown_split),
@@ -238,8 +257,9 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
         hyperparameters=_hyperparameter_lines(r, recipe),
         training_device=r.runtime.get("device"),
         amp=r.runtime.get("amp", "off"),
-        results_table=_results_table(r.history, [k for k in r.metrics if k not in LEAD_METRICS]),
-        efficiency=_efficiency(r, teacher),
+        results_table=_results_table(r.history, [k for k in r.metrics if k not in LEAD_METRICS], task.label_loss),
+        efficiency=_efficiency(r, teacher, next(iter(kind.metrics))),
+        task=task,
         usage=usage,
         search=_search_facts(study, r, cfg, objectives),
         reproduce=_reproduce(r, cfg, study_text),
@@ -254,14 +274,15 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
     )
 
 
-def _teacher_facts(teacher: dict, source: Optional[str], override: Optional[str]) -> TeacherFacts:
+def _teacher_facts(teacher: dict, source: Optional[str], override: Optional[str],
+                   titles: Optional[dict] = None) -> TeacherFacts:
     return TeacherFacts(
         id=escape(display_name(source)) if hub_id(source) or not override else override,
         link=hub_id(source) or override,
         fine_tuned_by_searcher=bool(teacher.get("fine_tuned_by_searcher")),
         layers=teacher.get("layers"), hidden=teacher.get("hidden"), heads=teacher.get("heads"),
         params_m=round(teacher.get("params", 0) / 1e6, 1), size_mb=teacher.get("size_mb"),
-        metrics=_metric_lines(_teacher_metrics((teacher.get("metrics") or {}).get("validation", {}))),
+        metrics=_metric_lines(_teacher_metrics((teacher.get("metrics") or {}).get("validation", {})), titles),
         latency=_latency(teacher.get("latency_ms")))
 
 
@@ -300,14 +321,14 @@ def _distillation(r: records.TrialRecord, recipe: dict, dataset: dict, cfg: dict
         checkpoint_link=hub_id(s.get("checkpoint")) if pretrained else None)
 
 
-def _efficiency(r: records.TrialRecord, teacher: dict) -> Efficiency:
+def _efficiency(r: records.TrialRecord, teacher: dict, primary: str = "accuracy") -> Efficiency:
     parity = r.formats.get("onnx", {}).get("parity")
     return Efficiency(
         size_mb=round(r.size_mb, 1) if r.size_mb is not None else None,
         params_m=round(r.student.get("params", 0) / 1e6, 1),
         latency=_latency(r.latency_ms), speedup=_speedup(r.latency_ms, teacher.get("latency_ms")),
         threads=(r.latency_ms or {}).get("threads"),
-        formats=_format_rows(r.formats, teacher.get("latency_ms"), "model.safetensors"),
+        formats=_format_rows(r.formats, teacher.get("latency_ms"), "model.safetensors", primary),
         parity={"rows": parity["rows"], "diff": f"{parity['max_abs_logit_diff']:.1e}"} if parity else None,
         export_reason=escape(r.export_reason))
 

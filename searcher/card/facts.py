@@ -97,7 +97,7 @@ class FormatRow:
     name: str  # "PyTorch fp32", "ONNX fp32", "ONNX int8 (dynamic)"
     file: str
     size_mb: float
-    accuracy: str
+    accuracy: str  # the task kind's primary metric (accuracy for single-label classification)
     latency: Latency
     speedup: Optional[float]  # batch throughput against the teacher's (PyTorch fp32)
 
@@ -172,6 +172,18 @@ class PublishedBaseline:
 
 
 @dataclass(frozen=True)
+class TaskFacts:
+    """What the study's labels are (searcher.tasks), as the card says it."""
+
+    kind: str  # single_label | multi_label | regression
+    title: str
+    label_loss: str  # the plain label loss on the validation split: "CE", "MSE", "BCE"
+    primary: str  # the metric the deployable forms' table shows, titled ("Accuracy", "Pearson")
+    pipeline_kwargs: str  # what the pipeline call needs beyond the text (function_to_apply, top_k)
+    threshold: Optional[str]  # multi-label: the decision threshold and where it came from
+
+
+@dataclass(frozen=True)
 class CardContext:
     """Everything a card template may use (the names are the template's variables)."""
 
@@ -192,6 +204,7 @@ class CardContext:
     amp: str
     results_table: ResultsTable
     efficiency: Efficiency
+    task: TaskFacts
     usage: Usage
     search: SearchFacts
     reproduce: Reproduce

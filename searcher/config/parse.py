@@ -158,6 +158,11 @@ def _build(cls, table: dict, path: Path, section: str):
             from searcher.losses import layers
 
             values[key] = layers.parse(value, where)
+        elif parse == "threshold":
+            if value != "tuned" and not (_number(value) and 0 < value < 1):
+                raise ConfigError(f"{where} must be a probability in (0, 1) or \"tuned\" (chosen on the validation "
+                                  f"split), got {value!r}")
+            values[key] = value if value == "tuned" else float(value)
         elif parse == "skip":
             raise ConfigError(_unknown(path, section, key, [f for f in fields if fields[f].metadata.get("parse")
                                                             != "skip"]))

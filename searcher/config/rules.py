@@ -11,7 +11,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from searcher import hyperparams, metrics, redact, repo_id
+from searcher import hyperparams, metrics, redact, repo_id, tasks
 from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, PrunerConfig, SamplerConfig,
                                     StopConfig, StudyConfig, StudySection)
 from searcher.errors import ConfigError
@@ -53,13 +53,15 @@ def _check_study(config: StudyConfig) -> StudySection:
     if not 1 <= len(s.directions) <= 3 or any(x not in ("maximize", "minimize") for x in s.directions):
         raise ConfigError(f"{p}: [study] directions must be one to three of \"maximize\"/\"minimize\", e.g. "
                           f"[\"maximize\"] or [\"maximize\", \"minimize\"], got {list(s.directions)}")
-    objectives = s.objectives or (("accuracy",) if len(s.directions) == 1 else ("accuracy", "latency_ms"))
+    kind = config.data.task if config.data.task != "auto" else None
+    default = tasks.KINDS[kind or tasks.DEFAULT].default_objective
+    objectives = s.objectives or ((default,) if len(s.directions) == 1 else (default, "latency_ms"))
     if len(objectives) != len(s.directions):
         raise ConfigError(f"{p}: [study] objectives has {len(objectives)} names but directions has "
                           f"{len(s.directions)}; give one name per direction")
     for name, direction in zip(objectives, s.directions):
         metric, form = metrics.split_objective(name)
-        metrics.check_name(metric, f"{p}: [study] objectives")
+        metrics.check_name(metric, f"{p}: [study] objectives", kind)
         if form is None and metric in metrics.FORMAT_MEASURES and metric not in metrics.MEASURED:
             raise ConfigError(f"{p}: [study] objective {name!r} needs a format, e.g. \"{metric}@onnx-int8\"")
         if "@" in name and form is None:
@@ -83,8 +85,8 @@ def _check_study(config: StudyConfig) -> StudySection:
         if natural and direction != natural:
             raise ConfigError(f"{p}: [study] objective {name!r} should be paired with direction {natural!r}")
     for name in config.metrics.report:
-        metrics.check_name(name, f"{p}: [metrics] report")
-        if name in metrics.BUILTIN or name in metrics.MEASURED or name in metrics.FORMAT_MEASURES:
+        metrics.check_name(name, f"{p}: [metrics] report", kind)
+        if name in metrics.builtin_names() or name in metrics.MEASURED or name in metrics.FORMAT_MEASURES:
             raise ConfigError(f"{p}: [metrics] report: {name!r} is always recorded; list only other metrics there")
     if "latency_ms" in objectives and not config.train.latency:
         raise ConfigError(f"{p}: [study] objective 'latency_ms' needs [train] latency = true")
@@ -151,7 +153,7 @@ def _check_pruner(p: Path, pruner: PrunerConfig, epochs: int) -> None:
 
 
 # objectives whose noise the terminator can estimate itself: proportions measured on the validation split
-PROPORTIONS = ("accuracy", "f1", "precision", "recall")
+PROPORTIONS = ("accuracy", "f1", "precision", "recall", "micro_f1", "macro_f1", "subset_accuracy")
 
 
 def _check_stop(p: Path, stop: StopConfig, objectives: tuple[str, ...], multi: bool) -> None:
@@ -207,11 +209,30 @@ def _check_data(config: StudyConfig) -> None:
     if len(a.ngram_range) not in (1, 2) or not 1 <= a.ngram_range[0] <= a.ngram_range[-1]:
         raise ConfigError(f"{p}: [data.augment] ngram_range must be [low, high] with 1 <= low <= high, got "
                           f"{list(a.ngram_range)}")
+    _check_task(config)
     if d.max_length < 8:
         raise ConfigError(f"{p}: [data] max_length {d.max_length} leaves little or no room for text after the "
                           f"special tokens ([CLS], [SEP]); use 16 or more (128 is typical)")
     if d.max_length > 4096:
         raise ConfigError(f"{p}: [data] max_length {d.max_length} is larger than any BERT supports; use <= 512")
+
+
+def _check_task(config: StudyConfig) -> None:
+    """What only some task kinds take; with [data] task = "auto" the same is checked once the kind is inferred
+    (searcher.prepare, `check_task`)."""
+    if config.data.task != "auto":
+        check_task(config, config.data.task)
+
+
+def check_task(config: StudyConfig, kind: str) -> None:
+    p, d = config.path, config.data
+    if kind != "multi_label" and d.threshold != 0.5:
+        raise ConfigError(f"{p}: [data] threshold is the decision threshold of multi-label classification, and this "
+                          f"study is {tasks.KINDS[kind].title}; remove it")
+    if not tasks.KINDS[kind].uses_temperature and not isinstance(config.search.temperature, Fixed):
+        raise ConfigError(f"{p}: [search] temperature does not apply to {tasks.KINDS[kind].title}: its student "
+                          f"learns the teacher's outputs by squared error, with nothing to soften; give temperature "
+                          f"one value (it is ignored) or remove it")
 
 
 def _check_teacher(config: StudyConfig) -> None:

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from searcher import hyperparams, metrics
 from searcher.hyperparams import Dimension
@@ -144,6 +144,10 @@ class DataSection:
     test_split: Optional[str] = None
     text_columns: tuple[str, ...] = ("sentence",)
     label_column: str = "label"
+    # what the labels are (searcher.tasks): "auto" infers it from them and says so in the log
+    task: Literal["auto", "single_label", "multi_label", "regression"] = "auto"
+    label_delimiter: Optional[str] = None  # multi-label labels as strings: "sports,politics"
+    threshold: Union[float, str] = field(default=0.5, metadata={"parse": "threshold"})  # multi-label: or "tuned"
     label_names: Optional[tuple[str, ...]] = None
     exclude_labels: tuple[str, ...] = ()
     deduplicate: bool = False

@@ -75,8 +75,9 @@ class Outputs:
 class Batch:
     """What a loss may know about the batch besides the two models' outputs."""
 
-    labels: "torch.Tensor"  # (B,); UNLABELED (-1) for rows only the teacher labels
+    labels: "torch.Tensor"  # as the task kind has them; rows only the teacher labels are marked (-1 or NaN)
     hyperparams: Any  # searcher.hyperparams.Hyperparams of the trial
+    task: Any = None  # searcher.tasks.TaskKind (default: single-label classification)
 
 
 @dataclass(frozen=True)

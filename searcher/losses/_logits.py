@@ -39,8 +39,11 @@ class LogitKD(DistillationLoss):
     token_level = False
 
     def terms(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict:
+        """The task kind's terms (searcher.tasks): for single-label classification exactly `kd_loss`."""
         hp = batch.hyperparams
-        return {self.name: kd_loss(student.logits, teacher.logits, batch.labels, hp.alpha, hp.temperature)}
+        if batch.task is None:
+            return {self.name: kd_loss(student.logits, teacher.logits, batch.labels, hp.alpha, hp.temperature)}
+        return {self.name: batch.task.kd(student.logits, teacher.logits, batch.labels, hp.alpha, hp.temperature)}
 
     def formula(self) -> str:
         return FORMULA

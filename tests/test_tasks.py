@@ -1,0 +1,297 @@
+"""Task kinds (searcher.tasks): one test of the shared promises parametrized over every kind, references for each
+kind's metrics and distillation terms, then regression and multi-label studies end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from searcher import tasks
+from searcher.errors import DataError
+
+DATA = SimpleNamespace(label_column="label", label_names=None, label_delimiter=",")
+RAW = {  # raw label values per split, as a file gives them
+    "single_label": {"train": ["neg", "pos", "pos", "neg"], "validation": ["pos", "neg"]},
+    "multi_label": {"train": [["a", "b"], ["b"], [], ["c", "a"]], "validation": ["a,c", "b"]},
+    "regression": {"train": [0.5, 3.8, 5.0, 2.25], "validation": [1.0, 4.4]},
+}
+
+
+def logits_for(kind, n, width, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, width)).astype(np.float32))
+
+
+@pytest.mark.parametrize("name", list(tasks.KINDS))
+def test_every_task_kind_keeps_the_shared_promises(name):
+    kind = tasks.kind(name)
+    names, labels = kind.read_labels(RAW[name], DATA, None, None)
+    width = kind.width(names)
+    assert kind.name == name and kind.title and kind.problem_type
+    assert kind.default_objective in kind.metrics and set(kind.directions) == set(kind.metrics)
+    for split, values in labels.items():
+        assert len(values) == len(RAW[name][split]) and values.shape[1:] == kind.label_shape(width)
+        assert kind.labeled(values).all()
+    none = kind.unlabeled(3, width)
+    assert none.shape == (3, *kind.label_shape(width)) and not kind.labeled(none).any()
+
+    # the logit loss's terms: summed over examples (micro-batches add up), the label term left out for rows only
+    # the teacher labels, and the label term alone without a teacher or at alpha = 1
+    y = torch.from_numpy(np.concatenate([labels["train"], none]))
+    s, t = logits_for(kind, len(y), width, 1), logits_for(kind, len(y), width, 2)
+    whole = kind.kd(s, t, y, 0.3, 2.0)
+    assert torch.isfinite(whole) and whole > 0
+    parts = kind.kd(s[:2], t[:2], y[:2], 0.3, 2.0) + kind.kd(s[2:], t[2:], y[2:], 0.3, 2.0)
+    assert torch.allclose(whole, parts, rtol=1e-5)
+    n = len(labels["train"])
+    assert torch.allclose(kind.kd(s[n:], t[n:], y[n:], 1.0, 2.0), torch.tensor(0.0))  # no label: nothing at alpha 1
+    assert torch.allclose(kind.kd(s, None, y, 0.3, 2.0), kind.kd(s, t, y, 1.0, 2.0))
+
+    # predictions fit the metrics, every metric a plain float; an export's identical outputs pass parity
+    out = kind.scores(s.numpy()[:n], labels["train"])
+    assert set(out) == set(kind.metrics) and all(type(v) is float and math.isfinite(v) for v in out.values())
+    assert kind.parity(s.numpy(), s.numpy().copy(), 1e-4)["ok"]
+    assert not kind.parity(s.numpy(), s.numpy() + 1.0, 1e-4)["ok"]
+
+
+def test_a_score_is_never_truncated_to_a_class():
+    """STS-B's 3.8 used to become class 3 ("the data has 6 labels"): now it is regression, or refused."""
+    assert tasks.infer([1.0, 3.8, 5.0]) == ("regression", "the labels are numbers that are not all whole "
+                                                          "(e.g. 3.8)")
+    assert tasks.infer([0.0, 1.0, 2.0])[0] == "single_label"
+    assert tasks.infer([["a"], ["b"]])[0] == "multi_label"
+    with pytest.raises(DataError, match=r"holds 3\.8, not a class id: a score is never truncated to a class; set "
+                                        r"\[data\] task = \"regression\""):
+        tasks.kind("single_label").read_labels({"train": [1.0, 3.8]}, DATA, None, None)
+
+
+def test_regression_metrics_and_terms_reference():
+    from scipy import stats
+
+    kind = tasks.kind("regression")
+    p = np.array([0.1, 2.0, 2.0, 3.5, 4.9, 1.2])
+    r = np.array([0.0, 2.5, 1.5, 3.0, 5.0, 2.0])
+    s = kind.scores(p[:, None], r)
+    assert s["pearson"] == pytest.approx(stats.pearsonr(p, r)[0])
+    assert s["spearmanr"] == pytest.approx(stats.spearmanr(p, r)[0])  # ties ranked by their mean position
+    assert s["mse"] == pytest.approx(np.mean((p - r) ** 2))
+    assert s["combined_score"] == pytest.approx((s["pearson"] + s["spearmanr"]) / 2)
+    student, teacher = torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([[1.5], [2.0], [3.0]])
+    labels = torch.tensor([1.0, float("nan"), 5.0])
+    expected = 0.25 * ((1 - 1) ** 2 + (4 - 5) ** 2) + 0.75 * (0.5 ** 2 + 0 + 1.0 ** 2)
+    assert kind.kd(student, teacher, labels, 0.25, 9.0).item() == pytest.approx(expected)  # no temperature
+
+
+def test_multi_label_metrics_threshold_and_terms_reference():
+    kind = tasks.kind("multi_label")
+    logits = np.array([[2.0, -1.0, 0.3], [-2.0, 1.0, -0.1], [1.0, 0.1, -3.0]])
+    labels = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0]], np.float32)
+    predicted = kind.predict(logits)  # sigmoid > 0.5
+    assert predicted.tolist() == [[1, 0, 1], [0, 1, 0], [1, 1, 0]]
+    s = kind.scores(logits, labels)
+    assert s["subset_accuracy"] == pytest.approx(2 / 3)
+    assert s["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 0))  # tp 4, fp 1, fn 0
+    assert s["macro_f1"] == pytest.approx(np.mean([1.0, 2 / 3, 1.0]))
+    tuned = tasks.kind("multi_label", threshold=None)
+    t = tuned.tune(logits, labels)
+    assert t == 0.55 and tuned.scores(logits, labels, threshold=t)["micro_f1"] == 1.0  # sigmoid(0.1) = 0.525
+    assert tasks.kind("multi_label", threshold=0.5).tune(logits, labels) is None  # a fixed threshold stays
+    # per example the mean over labels of alpha * BCE(gold) + (1 - alpha) * T^2 * BCE at T against the teacher
+    st, te = torch.tensor(logits[:2]), torch.tensor(logits[1:] * 0.5)
+    y = torch.tensor([[1.0, 0.0, 1.0], [float("nan")] * 3])
+    sig = torch.sigmoid
+
+    def bce(x, target):
+        return -(target * torch.log(sig(x)) + (1 - target) * torch.log(1 - sig(x)))
+
+    expected = 0.4 * bce(st[0], y[0]).mean() + 0.6 * 4.0 * sum(bce(st[i] / 2, sig(te[i] / 2)).mean() for i in (0, 1))
+    assert kind.kd(st, te, y, 0.4, 2.0).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_multi_label_reads_lists_and_delimited_strings_in_the_teachers_order():
+    kind = tasks.kind("multi_label")
+    names, labels = kind.read_labels({"train": [["b"], "a, c", []]}, DATA, None, ["c", "b", "a"])
+    assert names == ("c", "b", "a") and labels["train"].tolist() == [[0, 1, 0], [1, 0, 1], [0, 0, 0]]
+    with pytest.raises(DataError, match="set \\[data\\] label_delimiter"):
+        kind.read_labels({"train": ["a,b"]}, SimpleNamespace(**{**vars(DATA), "label_delimiter": None}), None, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Studies end to end: a regression (STS-B-like scores) and a multi-label study on the tiny world's sentences
+
+
+def write_task_data(world, tmp_path, kind: str):
+    import csv
+    import random
+
+    from conftest import BAD, GOOD, sentence
+
+    rng = random.Random(3)
+    paths = {}
+    for split, n in (("train", 160), ("validation", 48), ("test", 48)):
+        rows = []
+        for _ in range(n):
+            text = sentence(rng, rng.randint(0, 1))
+            words = text.split()
+            good, bad = sum(w in GOOD for w in words), sum(w in BAD for w in words)
+            if kind == "regression":  # a score in [0, 5]: how positive the sentence is
+                rows.append({"text": text, "score": round(5 * good / max(1, good + bad), 2)})
+            else:  # labels: praise, criticism, both
+                rows.append({"text": text, "labels": [x for x, on in (("praise", good), ("criticism", bad)) if on]})
+        if kind == "regression":
+            path = tmp_path / f"{split}.csv"
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, ["text", "score"])
+                w.writeheader()
+                w.writerows(rows)
+        else:
+            path = tmp_path / f"{split}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths[split] = str(path)
+    return paths
+
+
+def task_study(world, tmp_path, kind: str, **over):
+    paths = write_task_data(world, tmp_path, kind)
+    label = "score" if kind == "regression" else "labels"
+    sections = {
+        "data": {"train": paths["train"], "validation": paths["validation"], "test": paths["test"],
+                 "label_column": label, **over.pop("data", {})},
+        "teacher": {"model": None, "base": str(world.base), "fine_tune": {"epochs": 4, "learning_rate": 3e-3,
+                                                                          "batch_size": 16}},
+        "study": {"n_trials": 2, "pruner": {"type": "median", "n_startup_trials": 1}},
+        "search": {"epochs": 3, **({"temperature": 1.0} if kind == "regression" else {})},
+        "export": {"formats": ["onnx"]},
+    }
+    for key, value in over.items():
+        sections.setdefault(key, {}).update(value)
+    return world.study(tmp_path, name=kind.replace("_", "-"), **sections)
+
+
+def test_a_regression_study_runs_prunes_exports_cards_and_imports(world, tmp_path, cli):
+    from pathlib import Path
+
+    import optuna
+
+    from searcher import recipes
+    from searcher.config import load_study
+
+    path = task_study(world, tmp_path, "regression")  # [data] task not given: inferred from the float scores
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    assert "text regression (one score per row) inferred (the labels are numbers that are not all whole" in err
+    assert "the objective is pearson" in err
+    config = load_study(path)
+    study = optuna.load_study(study_name="regression", storage=config.storage_url())
+    assert study.metric_names == ["pearson"] and study.user_attrs["dataset"]["task"] == "regression"
+    teacher = study.user_attrs["teacher"]["metrics"]["validation"]
+    assert {"pearson", "spearmanr", "mse", "combined_score"} <= set(teacher) and teacher["pearson"] > 0.5
+    best = study.best_trial
+    assert best.value == best.user_attrs["metrics"]["pearson"] and -1 <= best.value <= 1
+    assert {"pearson", "spearmanr", "mse"} <= set(best.user_attrs["test_metrics"])
+    onnx = best.user_attrs["formats"]["onnx"]
+    assert onnx["parity"]["ok"] and onnx["parity"]["max_abs_logit_diff"] <= 1e-4 and "pearson" in onnx
+    assert "pearson" in out and "test pearson" in out  # the leaderboard's columns
+    code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
+    assert code == 0, err
+    folder = Path(out.split()[0])
+    text = (folder / "README.md").read_text()
+    assert 'function_to_apply="none")' in text and "- Pearson: " in text and "| Validation MSE |" in text
+    assert "type: pearson" in text and "- Task: text regression" in text
+    exported = json.loads((folder / "config.json").read_text())
+    assert exported["problem_type"] == "regression" and len(exported["id2label"]) == 1
+    (r,) = recipes.read(str(folder / "README.md"))
+    assert r.values["learning_rate"] == best.params["learning_rate"]
+    assert any(p.metric_type == "pearson" and p.value == pytest.approx(best.value) for p in r.published)
+
+
+def test_a_multi_label_study_with_a_tuned_threshold(world, tmp_path, cli):
+    from pathlib import Path
+
+    import optuna
+
+    from searcher.config import load_study
+
+    path = task_study(world, tmp_path, "multi_label", data={"task": "multi_label", "threshold": "tuned"})
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    config = load_study(path)
+    study = optuna.load_study(study_name="multi-label", storage=config.storage_url())
+    assert study.metric_names == ["micro_f1"]
+    best = study.best_trial
+    assert 0.05 <= best.user_attrs["threshold"] <= 0.95
+    assert {"micro_f1", "macro_f1", "subset_accuracy"} <= set(best.user_attrs["metrics"])
+    assert best.user_attrs["formats"]["onnx"]["parity"]["ok"]
+    code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
+    assert code == 0, err
+    folder = Path(out.split()[0])
+    text = (folder / "README.md").read_text()
+    assert "decision threshold" in text and "tuned on the validation split" in text
+    assert 'top_k=None, function_to_apply="sigmoid")' in text
+    assert json.loads((folder / "config.json").read_text())["problem_type"] == "multi_label_classification"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"data": {"task": "single_label"}}, "not a class id: a score is never truncated to a class"),
+    ({"teacher": {"model": "WORLD_TEACHER", "base": None}},
+     "predicts 2 labels but the data has 1"),
+    ({"search": {"temperature": [1.0, 4.0]}, "data": {"task": "regression"}},
+     "[search] temperature does not apply to text regression"),
+    ({"data": {"task": "regression"}, "study": {"objectives": ["accuracy"]}},
+     "'accuracy' is a metric of text classification (one label per row), and this study is text regression"),
+    ({"data": {"threshold": 0.3}}, "[data] threshold is the decision threshold of multi-label classification"),
+])
+def test_bad_task_settings_are_one_line_before_training(world, tmp_path, cli, change, message):
+    for section in change.values():
+        for key, value in section.items():
+            if value == "WORLD_TEACHER":
+                section[key] = str(world.teacher)
+    path = task_study(world, tmp_path, "regression", **change)
+    code, _, err = cli("optimize", path)
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err
+
+
+def test_a_trainer_card_with_pearson_results_imports_into_a_regression_study(tmp_path):
+    """The Trainer's STS-B card: its recipe and its published correlations, compared on the card when the data match."""
+    from pathlib import Path
+
+    from searcher import recipes
+    from searcher.config import load_study
+
+    card = Path(__file__).parent / "cards" / "trainer-stsb.README.md"
+    (r,) = recipes.read(str(card))
+    assert r.values == {"learning_rate": 0.0001, "batch_size": 32, "epochs": 4, "layers": 4, "hidden": 256,
+                        "init": "pretrained"}
+    published = {(p.metric_type, p.dataset_split): p.value for p in r.published}
+    assert published[("spearmanr", "validation")] == 0.8448  # model-index: exact
+    assert published[("pearson", "validation")] == 0.8473  # the results sentence adds what model-index lacks
+    study = tmp_path / "stsb.toml"
+    study.write_text("""
+[study]
+name = "stsb"
+[data]
+dataset = "glue"
+subset = "stsb"
+text_columns = ["sentence1", "sentence2"]
+task = "regression"
+[teacher]
+model = "some/stsb-teacher"
+[student]
+layers = [2, 4]
+hidden = [128, 256]
+[search]
+learning_rate = [1e-5, 1e-3]
+batch_size = [16, 32, 64]
+epochs = [3, 4]
+temperature = 1.0
+""")
+    config = load_study(study)
+    assert config.study.objectives == ("pearson",)  # the kind's default objective
+    assert recipes.conflicts([r], config) == []
+    (entry,) = [e for e in __import__("tomllib").loads(recipes.to_toml([r], config))["enqueue"]]
+    assert entry["_published"][0]["metrics"]["pearson"] == 0.8473 and entry["learning_rate"] == 0.0001
