@@ -347,7 +347,7 @@ def fine_tuned_minilm(work: Path, train: Path, dev: Path) -> str:
     from searcher import runtime
     from searcher.config import load_study
     from searcher.data import load_task
-    from searcher.teacher import load_config, prepared_dir
+    from searcher import teachers
 
     path = work / "parity-teacher.toml"
     path.write_text(to_toml({
@@ -357,7 +357,11 @@ def fine_tuned_minilm(work: Path, train: Path, dev: Path) -> str:
         "teacher": {"base": MINILM, "fine_tune": {"epochs": 2, "learning_rate": 1e-4, "batch_size": 32}},
         "student": {"init": "random", "layers": [2], "hidden": [128]}}))
     config = load_study(path)
-    return prepared_dir(config, load_task(config), runtime.resolve("cpu", "off"), load_config(config))
+    task = load_task(config)
+    teacher = teachers.build(config, runtime.resolve("cpu", "off"))
+    teacher.check(task)
+    teacher.ready(task)  # fine-tuned once, cached
+    return teacher.directory
 
 
 def parity_accuracies(par: dict):

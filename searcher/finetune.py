@@ -1,7 +1,8 @@
-"""A teacher fine-tuned once: `[teacher] base` + `[teacher.fine_tune]` turn a pretrained model into the task's
-teacher with plain cross-entropy (the distill loop at alpha = 1), cached per (base, data, settings, seed).
+"""A teacher fine-tuned once: `base` + `fine_tune` turn a pretrained model into the task's teacher with plain
+cross-entropy (the distill loop at alpha = 1), cached per (base, data, settings, seed).
 
-Several workers starting together fine-tune once: the others wait on the lock and reuse the folder.
+Several workers starting together fine-tune once: the others wait on the lock and reuse the folder. A seed ensemble
+is one fine-tune per seed, each cached on its own.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import logging
 from pathlib import Path
 
 from searcher import distill, files, teacher
-from searcher.config import StudyConfig
+from searcher.config import FineTuneConfig
 from searcher.data import Task
 from searcher.hyperparams import Hyperparams
 from searcher.metrics import MetricSet
-from searcher.runtime import Runtime
 from searcher.tokens import encode
 
 log = logging.getLogger(__name__)
@@ -24,25 +24,20 @@ log = logging.getLogger(__name__)
 RECORD = "searcher_teacher.json"
 
 
-def teacher_dir(config: StudyConfig, task: Task, runtime: Runtime, teacher_config=None) -> str:
-    """The teacher to distill from: the configured classifier, or a fine-tuned copy of `base`, made once."""
-    if config.teacher.model:
-        return teacher.source(config)
-    base = teacher.source(config)
-    ft = config.teacher.fine_tune
+def fine_tuned(base: str, revision, base_identity: str, ft: FineTuneConfig, seed: int, task: Task, where) -> str:
+    """The folder of `base` fine-tuned on the task with `ft` and `seed` (`where`: searcher.teachers.Where), made once."""
     key = hashlib.sha256(json.dumps({
-        "base": teacher.identity(base, teacher_config, config.teacher.revision), "data": task.fingerprint,
-        "max_length": config.data.max_length, "fine_tune": [ft.epochs, ft.learning_rate, ft.batch_size,
-                                                           ft.weight_decay, ft.warmup_ratio],
-        "seed": config.study.seed,
+        "base": base_identity, "data": task.fingerprint, "max_length": where.max_length,
+        "fine_tune": [ft.epochs, ft.learning_rate, ft.batch_size, ft.weight_decay, ft.warmup_ratio], "seed": seed,
     }).encode()).hexdigest()[:20]
-    out = config.cache_dir / "teachers" / key
+    out = Path(where.cache_dir) / "teachers" / key
     with files.lock(out):
         if _complete(out):
             log.info("teacher: reusing fine-tuned %s", out)
             return str(out)
-        log.info("teacher: fine-tuning %s once (%d epochs); cached in %s", base, ft.epochs, out)
-        _fine_tune(config, task, runtime, base, out)
+        log.info("teacher: fine-tuning %s once (%d epochs%s); cached in %s", base, ft.epochs,
+                 f", seed {seed}", out)
+        _fine_tune(base, revision, ft, seed, task, where, out)
     return str(out)
 
 
@@ -53,15 +48,13 @@ def _complete(folder: Path) -> bool:
             and any(folder.glob("*.safetensors")))
 
 
-def _fine_tune(config: StudyConfig, task: Task, runtime: Runtime, base: str, out: Path) -> None:
-    model, tokenizer = teacher.load_model(base, task, config.teacher.revision, new_head=True)
-    train = encode(task.train, tokenizer, config.data.max_length, config.cache_dir, f"{task.fingerprint}:train")
-    validation = encode(task.validation, tokenizer, config.data.max_length, config.cache_dir,
+def _fine_tune(base: str, revision, ft: FineTuneConfig, seed: int, task: Task, where, out: Path) -> None:
+    model, tokenizer = teacher.load_model(base, task, revision, new_head=True)
+    train = encode(task.train, tokenizer, where.max_length, where.cache_dir, f"{task.fingerprint}:train")
+    validation = encode(task.validation, tokenizer, where.max_length, where.cache_dir,
                         f"{task.fingerprint}:validation")
-    ft = config.teacher.fine_tune
     hp = Hyperparams(learning_rate=ft.learning_rate, batch_size=ft.batch_size, temperature=1.0, alpha=1.0,
-                     epochs=ft.epochs, weight_decay=ft.weight_decay, warmup_ratio=ft.warmup_ratio,
-                     seed=config.study.seed)
+                     epochs=ft.epochs, weight_decay=ft.weight_decay, warmup_ratio=ft.warmup_ratio, seed=seed)
 
     primary = task.kind.default_objective
 
@@ -69,7 +62,7 @@ def _fine_tune(config: StudyConfig, task: Task, runtime: Runtime, base: str, out
         log.info("teacher fine-tune epoch %d: train loss %.4f, validation %s %.4f (%.0fs)",
                  r.epoch, r.train_loss, primary, r.metrics[primary], r.seconds)
 
-    history = distill.train(model, train, None, validation, None, hp, runtime, on_epoch=report,
+    history = distill.train(model, train, None, validation, None, hp, where.runtime, on_epoch=report,
                             metrics=MetricSet(kind=task.kind))
     with files.atomic_dir(out) as tmp:
         model.to("cpu").save_pretrained(tmp)

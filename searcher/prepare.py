@@ -12,14 +12,14 @@ import json
 import logging
 import platform
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
-from searcher import data, files, finetune, intermediate, layerwise, metrics, student, teacher, tokens, transfer
+from searcher import data, files, intermediate, layerwise, metrics, student, teachers, tokens, transfer
 from searcher.config import StudyConfig
 from searcher.errors import ConfigError, StudentError, first_line
 from searcher.runtime import Runtime
+from searcher.teacher import TeacherLogits
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +29,41 @@ class Prepared:
     config: StudyConfig
     task: data.Task
     runtime: Runtime
-    teacher_dir: str
-    teacher_identity: str  # the teacher's content (weights, config, tokenizer), see teacher.identity
-    teacher_config: object
-    logits: teacher.TeacherLogits
+    teacher: teachers.Teacher  # the study's teacher, ready (one, or an ensemble): its logits are the target
+    logits: TeacherLogits
     teacher_info: dict
     metrics: metrics.MetricSet = field(default_factory=metrics.MetricSet)
     export_formats: tuple = ()  # the formats kept students are exported to (searcher.export), once they can be
     extras: list = field(default_factory=list)  # teacher-labelled text (searcher.transfer.Extra)
     layerwise: layerwise.Plan = field(default_factory=layerwise.Plan)  # the teacher's outputs layer-wise losses read
-    _teacher: Optional[tuple] = field(default=None, repr=False)
     _encoded: dict = field(default_factory=dict, repr=False)
     _projections: dict = field(default_factory=dict, repr=False)  # the teacher's attention projections, by layer
 
+    @property
+    def primary(self) -> Optional[teachers.Teacher]:
+        """The classifier teacher whose layers and tokenizer layer-wise losses and init "teacher"/"random" students
+        use (the teacher itself unless it is an ensemble; None when every teacher is a causal LM)."""
+        return self.teacher.primary
+
+    @property
+    def teacher_identity(self) -> str:
+        return self.teacher.identity
+
+    @property
+    def teacher_dir(self) -> str:
+        t = self.primary or self.teacher.members[0]
+        return getattr(t, "directory", None) or t.source
+
+    @property
+    def teacher_config(self):
+        return self.primary.model_config() if self.primary is not None else None
+
     def teacher_model(self):
-        """(model, tokenizer) of the teacher, loaded on first use (init teacher/random students need them)."""
-        if self._teacher is None:
-            self._teacher = teacher.load_model(self.teacher_dir, self.task,
-                                               None if self.config.teacher.base else self.config.teacher.revision)
-        return self._teacher
+        """(model, tokenizer) of the primary teacher, loaded on first use (init teacher/random students need them)."""
+        if self.primary is None:
+            raise StudentError("this study's teachers are causal LMs: no classifier teacher to copy or to take a "
+                               "tokenizer from; use [student] init = \"pretrained\"")
+        return self.primary.model()
 
     def encoded(self, tokenizer) -> dict[str, tokens.Encoded]:
         """Every split tokenized by `tokenizer`: once per tokenizer per worker, and once per machine on disk."""
@@ -79,7 +95,7 @@ class Prepared:
         parts = [(plan.states["train"], encoded["train"].offsets, len(encoded["train"]))]
         for extra in self.extras:
             parts.append((plan.states[extra.name], encoded[extra.name].offsets, len(extra.rows_for(augment))))
-        heads = intermediate.heads_of(SimpleNamespace(config=self.teacher_config))
+        heads = intermediate.heads_of(SimpleNamespace(config=self.teacher_config))  # the primary teacher's
         return intermediate.CachedTeacher(intermediate.Rows(parts), plan.needs, self._projections, heads)
 
 
@@ -106,7 +122,7 @@ def with_task(config: StudyConfig, kind: str) -> StudyConfig:
 def check_students(config: StudyConfig, teacher_config) -> None:
     """Shape checks that need the teacher's config: init "teacher" copies its layers."""
     st = config.student
-    if st.checkpoints is not None or "teacher" not in st.init:
+    if st.checkpoints is not None or "teacher" not in st.init or teacher_config is None:
         return
     t_hidden = int(getattr(teacher_config, "hidden_size", 0) or 0)
     t_layers = int(getattr(teacher_config, "num_hidden_layers", 0) or 0)
@@ -176,33 +192,48 @@ def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
     for name in CACHES:  # temp files of writers that crashed (a full disk, a kill) go before anything is built
         for stale in files.remove_stale(config.cache_dir / name):
             log.info("cache: removed %s, left by a run that crashed while writing it", stale)
-    tcfg = teacher.load_config(config)
-    check_max_length(config, tcfg, "the teacher")
-    check_students(config, tcfg)
-    order = teacher.label_names(tcfg) if config.teacher.model else None
-    task = data.load_task(config, label_order=order)
+    study_teacher = teachers.build(config, runtime)
+    for member in study_teacher.members:
+        if member.type == "classifier":
+            check_max_length(config, member.model_config(),
+                             "the teacher" if len(study_teacher.members) == 1 else f"teacher {member.name!r}")
+    primary = study_teacher.primary
+    check_students(config, primary.model_config() if primary is not None else None)
+    task = data.load_task(config, label_order=study_teacher.label_order())
     config = with_task(config, task.kind.name)
     task = data.load_transfer(config, task)
     study_metrics = metrics.for_study(config.study.objectives, config.metrics.report, config.metrics.by_name,
                                       task.kind)
-    teacher.check_labels(config, tcfg, task)
+    study_teacher.check(task)
     check_pretrained(config)
     log.info("data: %s", ", ".join(f"{k} {v}" for k, v in task.description["sizes"].items()))
 
-    teacher_dir = finetune.teacher_dir(config, task, runtime, tcfg)
-    identity = teacher.identity(teacher_dir, tcfg, None if config.teacher.base else config.teacher.revision)
-    logits = teacher.cached_logits(config, task, teacher_dir, identity, runtime)
-    extras = transfer.prepare(config, task, teacher_dir, identity, runtime, _mask_token(config, teacher_dir))
+    study_teacher.ready(task)
+    logits = study_teacher.logits(task)
+    if len(study_teacher.members) > 1:
+        log.info("teacher: %s of %s (%s)", _ensemble_line(study_teacher), ", ".join(
+            f"{m.name} {_primary_score(m.metrics, task)}" for m in study_teacher.members),
+            f"ensemble {_primary_score(study_teacher.metrics, task)}")
+    extras = transfer.prepare(config, task, study_teacher, _mask_token(config, primary))
     if extras:
         removed = task.description.get("transfer", {}).get("removed_overlap", 0)
         log.info("data: teacher-labelled %s%s", ", ".join(f"{e.name} {len(e.split)}" for e in extras),
                  f" ({removed} transfer rows removed: also validation or test sentences)" if removed else "")
         task.description["teacher_labeled"] = {e.name: len(e.split) for e in extras}
-    prepared = Prepared(config, task, runtime, teacher_dir, identity, tcfg, logits, {}, study_metrics, formats,
-                        extras)
+    prepared = Prepared(config, task, runtime, study_teacher, logits, {}, study_metrics, formats, extras)
     _plan_layerwise(prepared)
     prepared.teacher_info = _teacher_info(prepared)
     return prepared
+
+
+def _ensemble_line(t: teachers.Teacher) -> str:
+    return f"the mean of {'probabilities' if t.how == 'probabilities' else 'logits'}"
+
+
+def _primary_score(split_metrics: dict, task: data.Task) -> str:
+    name = task.kind.default_objective
+    value = (split_metrics.get("validation") or {}).get(name)
+    return f"{name} {value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
 def _plan_layerwise(p: Prepared) -> None:
@@ -214,7 +245,7 @@ def _plan_layerwise(p: Prepared) -> None:
     encoded = p.encoded(tokenizer)
     row_sets = [intermediate.RowSet("train", encoded["train"], f"{p.task.fingerprint}:train")]
     row_sets += [intermediate.RowSet(e.name, encoded[e.name], e.content) for e in p.extras]
-    p.layerwise = layerwise.plan(p.config, needs, row_sets, lambda: p.teacher_model()[0], p.teacher_identity,
+    p.layerwise = layerwise.plan(p.config, needs, row_sets, lambda: p.teacher_model()[0], p.primary.identity,
                                  tokens.tokenizer_fingerprint(tokenizer), int(p.teacher_config.hidden_size),
                                  p.runtime)
     # the cached path recomputes the teacher's queries, keys and values from its states: keep those projections
@@ -226,48 +257,52 @@ def _plan_layerwise(p: Prepared) -> None:
                                       for m in intermediate.projections(model, layer))
 
 
-def _mask_token(config: StudyConfig, teacher_dir: str) -> Optional[str]:
+def _mask_token(config: StudyConfig, primary: Optional[teachers.Teacher]) -> Optional[str]:
     """The teacher tokenizer's mask token, which augmented copies use (only loaded when the study augments)."""
-    if not transfer.max_copies(config):
+    if not transfer.max_copies(config) or primary is None:
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(teacher_dir).mask_token
+    return AutoTokenizer.from_pretrained(primary.directory).mask_token
 
 
 def _teacher_info(p: Prepared) -> dict:
-    c = p.config
-    model, _ = p.teacher_model()
-    info = {
-        "model": c.teacher.model or None,
-        "base": c.teacher.base or None,
-        "fine_tuned_by_searcher": bool(c.teacher.base),
-        "path": p.teacher_dir,
-        **teacher.shape(model),
-        "metrics": p.logits.metrics,
-    }
-    size = sum(f.stat().st_size for f in Path(p.teacher_dir).glob("*.safetensors")) if Path(p.teacher_dir).is_dir() else 0
-    info["size_mb"] = round(size / 1e6, 1) if size else round(info["params"] * 4 / 1e6, 1)
-    if c.train.latency:
-        info["latency_ms"] = _teacher_latency(p, model)
-    if not c.student.needs_teacher_model and not p.layerwise.online:
-        p._teacher = None  # pretrained students never need the teacher in memory (nor the cached layer-wise path)
+    """What the records and the card say of the teacher: every member's facts and metrics (an ensemble's too) and
+    its latency (an ensemble runs every member: their times add up)."""
+    info = p.teacher.describe()
+    info["metrics"] = p.logits.metrics
+    if p.config.train.latency:
+        timed = [_teacher_latency(p, m) for m in p.teacher.members]
+        for m_info, t in zip(info.get("members", []), timed):
+            if t is not None:
+                m_info["latency_ms"] = t
+        if all(t is not None for t in timed):
+            info["latency_ms"] = timed[0] if len(timed) == 1 else {
+                "single_median": round(sum(t["single_median"] for t in timed), 3),
+                "throughput_per_s": round(1 / sum(1 / t["throughput_per_s"] for t in timed), 1),
+                **{k: v for k, v in timed[0].items() if k not in ("single_median", "throughput_per_s")},
+            }
+    if not p.config.student.needs_teacher_model and not p.layerwise.online:
+        p.teacher.release()  # pretrained students never need the teacher in memory (nor the cached layer-wise path)
     return info
 
 
-def _teacher_latency(p: Prepared, model) -> dict:
-    """Measured once per (teacher, data, machine) and cached: BERT-base takes ~10-20 s to time on 2 cores."""
+def _teacher_latency(p: Prepared, t: teachers.Teacher) -> Optional[dict]:
+    """Measured once per (teacher, data, machine) and cached: BERT-base takes ~10-20 s to time on 2 cores. A causal
+    LM teacher is not timed (its cost is one pass per label, not a classifier's)."""
     import torch
 
-    from searcher import latency
+    from searcher import latency, teacher
 
-    key = hashlib.sha256(json.dumps([teacher.identity(p.teacher_dir), p.task.fingerprint, platform.node(),
+    if t.type != "classifier":
+        return None
+    key = hashlib.sha256(json.dumps([teacher.identity(t.directory), p.task.fingerprint, platform.node(),
                                      torch.get_num_threads()]).encode()).hexdigest()[:20]
     path = p.config.cache_dir / "latency" / f"{key}.json"
     found = files.read_json(path)
     if found is not None and {"single_median", "throughput_per_s"} <= set(found):
         return found
-    _, tokenizer = p.teacher_model()
+    model, tokenizer = t.model()
     result = latency.measure(model, p.encoded(tokenizer)["validation"])
     files.write_text(path, json.dumps(result))
     return result

@@ -1,4 +1,6 @@
-"""Teacher stage: load the teacher, check it fits the data, and cache its logits.
+"""A teacher's building blocks: load a classifier, check it fits the data, hash its content, cache its logits.
+
+The teacher objects a study builds (searcher.teachers) are made of these.
 
 The teacher's logits are computed once per (teacher weights, tokenizer, data, max_length, device kind and AMP dtype)
 and stored on disk; every trial of every run trains against that file. Calling the teacher at each step of each
@@ -15,16 +17,14 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from searcher import files
-from searcher.config import StudyConfig
-from searcher.data import Task, locate
+from searcher.data import Split, Task, locate
 from searcher.errors import TeacherError, first_line
 from searcher.runtime import Runtime
-from searcher.tokens import encode
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,8 @@ class TeacherLogits:
     metrics: dict  # split name -> {cross_entropy, accuracy, f1, precision, recall}
 
 
-def source(config: StudyConfig) -> str:
-    """The teacher (or base) as a local folder or a Hub id."""
-    raw = config.teacher.model or config.teacher.base
-    resolved = config.resolve_model(raw)
+def locate_source(resolved: str) -> str:
+    """A resolved teacher source as from_pretrained takes it: a package: source becomes its folder."""
     if resolved.startswith("package:"):
         try:
             return str(locate(resolved))
@@ -51,17 +49,15 @@ def source(config: StudyConfig) -> str:
     return resolved
 
 
-def load_config(config: StudyConfig):
-    """The teacher's transformers config (a small download at most): used to check labels before any work."""
+def load_config(src: str, revision: Optional[str] = None, where: str = "[teacher] model/base"):
+    """A teacher's transformers config (a small download at most): used to check labels before any work."""
     from transformers import AutoConfig
 
-    src = source(config)
     try:
-        return AutoConfig.from_pretrained(src, revision=config.teacher.revision)
+        return AutoConfig.from_pretrained(src, revision=revision)
     except Exception as e:
         raise TeacherError(f"cannot load teacher {src!r}: {first_line(e)}; check the Hub id (and network or "
-                           f"HF_HUB_OFFLINE cache), or point [teacher] model/base at a local folder") from e
-
+                           f"HF_HUB_OFFLINE cache), or point {where} at a local folder") from e
 
 
 def label_names(teacher_config) -> Optional[list[str]]:
@@ -73,31 +69,29 @@ def label_names(teacher_config) -> Optional[list[str]]:
     return [str(n) for n in names]
 
 
-def check_labels(config: StudyConfig, teacher_config, task: Task) -> None:
-    """A fine-tuned teacher must predict exactly the data's labels, in the same order, with a head of the study's
-    task kind."""
-    if config.teacher.base:
-        return  # a base gets a fresh head with the data's labels
+def check_labels(name: str, teacher_config, task: Task) -> None:
+    """A fine-tuned teacher (`name`, as the study file gives it) must predict exactly the data's labels, in the same
+    order, with a head of the study's task kind."""
     kind = task.kind
     problem = getattr(teacher_config, "problem_type", None)
     if problem and problem != kind.problem_type:
-        raise TeacherError(f"teacher {config.teacher.model!r} is a {problem} model, and this study is "
+        raise TeacherError(f"teacher {name!r} is a {problem} model, and this study is "
                            f"{kind.title}; use a teacher fine-tuned for it, set [data] task to match, or set "
                            f"[teacher] base = ... to fine-tune one")
     n = getattr(teacher_config, "num_labels", None)
     if n != task.num_labels:
-        raise TeacherError(f"teacher {config.teacher.model!r} predicts {n} labels but the data has "
+        raise TeacherError(f"teacher {name!r} predicts {n} labels but the data has "
                            f"{task.num_labels} ({', '.join(task.label_names[:6])}{'...' if task.num_labels > 6 else ''}); "
                            f"use a teacher fine-tuned on this task, or set [teacher] base = ... to fine-tune one")
     names = label_names(teacher_config)
     if kind.name == "regression":
         return  # one score: no label names to line up
     if names is not None and set(names) != set(task.label_names):
-        raise TeacherError(f"teacher {config.teacher.model!r} predicts the labels {names[:6]} but the data has "
+        raise TeacherError(f"teacher {name!r} predicts the labels {names[:6]} but the data has "
                            f"{list(task.label_names)[:6]}; set [data] label_names to the teacher's names in its "
                            f"order, or use a teacher fine-tuned on this data")
     if names is not None and names != list(task.label_names):
-        raise TeacherError(f"teacher labels {names} are in a different order than the data's "
+        raise TeacherError(f"teacher {name!r} has its labels {names} in a different order than the data's "
                            f"{list(task.label_names)}; set [data] label_names = {names}")
 
 
@@ -170,18 +164,20 @@ def compute_logits(model, enc, runtime: Runtime, batch_size: int) -> np.ndarray:
     return logits_of(model, enc, runtime, batch_size)
 
 
-def logits_key(config: StudyConfig, task: Task, teacher_identity: str, runtime: Runtime) -> str:
-    """What the cached logits depend on: the teacher's content (`identity`), the data, max_length, and the device
-    kind and AMP dtype they were computed with (bf16 logits on a GPU differ from fp32 ones on a CPU)."""
-    device = "cuda" if runtime.is_cuda else runtime.device.split(":")[0]
-    parts = [teacher_identity, task.fingerprint, config.data.max_length, device, runtime.amp]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+def logits_path(cache_dir: Path, parts: list) -> Path:
+    """Where a teacher's cached logits live: keyed by what they depend on (`parts`: the teacher's content, the data,
+    max_length, and the device kind and AMP dtype they were computed with: bf16 logits on a GPU differ from fp32 ones
+    on a CPU)."""
+    return Path(cache_dir) / "logits" / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.npz"
 
 
-def cached_logits(config: StudyConfig, task: Task, teacher_dir: str, teacher_identity: str,
-                  runtime: Runtime) -> TeacherLogits:
-    """The teacher's logits for every split: read from the cache, or computed once under a lock."""
-    path = config.cache_dir / "logits" / f"{logits_key(config, task, teacher_identity, runtime)}.npz"
+def device_kind(runtime: Runtime) -> str:
+    return "cuda" if runtime.is_cuda else runtime.device.split(":")[0]
+
+
+def cached_logits(path: Path, task: Task, label: Callable[[str, Split], np.ndarray], what: str) -> TeacherLogits:
+    """A teacher's logits for every split: read from the cache at `path`, or computed once under a lock by
+    `label(split name, split)` (which loads the teacher on its first call)."""
     found = _read_logits(path, task)
     if found is not None:
         return found
@@ -189,21 +185,16 @@ def cached_logits(config: StudyConfig, task: Task, teacher_dir: str, teacher_ide
         found = _read_logits(path, task)  # another worker may have built it while we waited for the lock
         if found is not None:
             return found
-        log.info("teacher logits: computing once for %s (%s examples); cached in %s", teacher_dir,
+        log.info("teacher logits: computing once for %s (%s examples); cached in %s", what,
                  sum(len(s) for s in task.splits().values()), path)
-        revision = None if config.teacher.base else config.teacher.revision
-        model, tokenizer = load_model(teacher_dir, task, revision)
-        model.to(runtime.device)
         splits, metrics = {}, {}
         for name, split in task.splits().items():
-            enc = encode(split, tokenizer, config.data.max_length, config.cache_dir, f"{task.fingerprint}:{name}")
-            splits[name] = compute_logits(model, enc, runtime, config.teacher.inference_batch_size)
+            splits[name] = label(name, split)
             if name != "train":
                 metrics[name] = split_metrics(splits[name], split.labels, task.kind)
         files.save_npz(path, splits)
-        files.write_text(path.with_suffix(".json"), json.dumps({"teacher": teacher_dir, "data": task.fingerprint,
+        files.write_text(path.with_suffix(".json"), json.dumps({"teacher": what, "data": task.fingerprint,
                                                                 "metrics": metrics}, indent=1))
-        del model
         return TeacherLogits(splits, metrics)
 
 
@@ -235,38 +226,32 @@ def _read_logits(path: Path, task: Task) -> Optional[TeacherLogits]:
 EXTRA_CHUNK = 16384  # rows per teacher pass over extra text: the logits go to disk, never all into memory
 
 
-def cached_extra_logits(config: StudyConfig, name: str, split, content: str, teacher_dir: str,
-                        teacher_identity: str, runtime: Runtime) -> np.ndarray:
-    """The teacher's logits for text it alone labels (transfer text, augmented copies), computed once and kept on
-    disk as float16, memory-mapped: a worker reads only the rows it trains on, however large the set (1M rows x 151
-    labels is 0.3 GB on disk and next to nothing resident). float16 keeps ~3 significant digits of a logit, far
-    finer than what a temperature-softened KL target needs. `content` names the rows (data, settings, seed)."""
-    key = hashlib.sha256(json.dumps([teacher_identity, content, config.data.max_length,
-                                     "cuda" if runtime.is_cuda else "cpu", runtime.amp]).encode()).hexdigest()[:24]
-    path = config.cache_dir / "logits" / f"{name}-{key}.npy"
-    found = _read_extra(path, len(split))
+def extra_path(cache_dir: Path, name: str, parts: list) -> Path:
+    return Path(cache_dir) / "logits" / f"{name}-{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.npy"
+
+
+def cached_extra_logits(path: Path, name: str, rows: int, width: int,
+                        label: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """A teacher's logits for text it alone labels (transfer text, augmented copies), computed once by
+    `label(start, stop)` in chunks and kept on disk as float16, memory-mapped: a worker reads only the rows it trains
+    on, however large the set (1M rows x 151 labels is 0.3 GB on disk and next to nothing resident). float16 keeps ~3
+    significant digits of a logit, far finer than what a temperature-softened KL target needs."""
+    found = _read_extra(path, rows)
     if found is not None:
         return found
     with files.lock(path):
-        found = _read_extra(path, len(split))
+        found = _read_extra(path, rows)
         if found is not None:
             return found
-        log.info("teacher logits: labelling %d %s rows once; cached in %s", len(split), name, path)
-        model, tokenizer = load_model(teacher_dir, task=None, revision=None if config.teacher.base
-                                      else config.teacher.revision)
-        model.to(runtime.device)
-        enc = encode(split, tokenizer, config.data.max_length, config.cache_dir, f"{content}:{name}")
+        log.info("teacher logits: labelling %d %s rows once; cached in %s", rows, name, path)
         with files.atomic_file(path) as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                            shape=(len(split), int(model.config.num_labels)))
-            for start in range(0, len(split), EXTRA_CHUNK):
-                stop = min(start + EXTRA_CHUNK, len(split))
-                out[start:stop] = compute_logits(model, enc.rows(start, stop), runtime,
-                                                 config.teacher.inference_batch_size)
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, width))
+            for start in range(0, rows, EXTRA_CHUNK):
+                stop = min(start + EXTRA_CHUNK, rows)
+                out[start:stop] = label(start, stop)
             out.flush()
             del out
-        del model
-    return _read_extra(path, len(split), strict=True)
+    return _read_extra(path, rows, strict=True)
 
 
 def _read_extra(path: Path, rows: int, strict: bool = False) -> Optional[np.ndarray]:

@@ -21,13 +21,12 @@ from typing import Optional
 
 import numpy as np
 
-from searcher import augment, teacher
+from searcher import augment
 from searcher.batching import Stacked
 from searcher.config import StudyConfig
 from searcher.data import Split, Task
 from searcher.errors import ConfigError
 from searcher.hyperparams import extent
-from searcher.runtime import Runtime
 from searcher.tokens import Encoded, concat
 
 log = logging.getLogger(__name__)
@@ -80,21 +79,19 @@ def augmented(config: StudyConfig, task: Task, mask_token: str) -> tuple[Optiona
     return split, fresh // n, content
 
 
-def prepare(config: StudyConfig, task: Task, teacher_dir: str, teacher_identity: str,
-            runtime: Runtime, mask_token: Optional[str]) -> list[Extra]:
-    """The transfer set and the augmented copies of this study, labelled by the teacher (cached)."""
+def prepare(config: StudyConfig, task: Task, teacher, mask_token: Optional[str]) -> list[Extra]:
+    """The transfer set and the augmented copies of this study, labelled by the study's teacher (searcher.teachers:
+    one, or the ensemble), cached."""
     extras = []
     if task.transfer is not None:
-        logits = teacher.cached_extra_logits(config, "transfer", task.transfer, task.transfer_fingerprint,
-                                             teacher_dir, teacher_identity, runtime)
+        logits = teacher.extra_logits("transfer", task.transfer, task.transfer_fingerprint)
         extras.append(Extra("transfer", task.transfer, logits, task.transfer_fingerprint))
     if max_copies(config):
         if not mask_token:
             raise ConfigError(f"{config.path}: [search] augment masks words with the teacher tokenizer's mask token, "
                               f"and this tokenizer has none; set augment = 0 or [data.augment] p_mask = 0")
         split, copy, content = augmented(config, task, mask_token)
-        logits = teacher.cached_extra_logits(config, "augmented", split, content, teacher_dir, teacher_identity,
-                                             runtime)
+        logits = teacher.extra_logits("augmented", split, content)
         extras.append(Extra("augmented", split, logits, content, copy))
     return extras
 

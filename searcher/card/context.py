@@ -20,7 +20,7 @@ from searcher import distill, hyperparams, records, strategy, tasks
 from searcher.card.data import LEAD_METRICS, card_data, recipe_data
 from searcher.card.facts import (CardContext, DatasetFacts, Distillation, Efficiency, FormatRow, Latency,
                                  LossLine, MetricLine, ParetoRow, PublishedBaseline, Reproduce, ResultsTable,
-                                 SearchFacts, TaskFacts, TeacherFacts, Usage)
+                                 SearchFacts, TaskFacts, TeacherFacts, Usage, MemberFacts)
 from searcher.card.text import default_dataset_name, display_name, escape, fence, hub_id
 from searcher.config.identity import distill_table
 from searcher.errors import StudyError
@@ -235,6 +235,9 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
     derived = hub_id(s.get("checkpoint")) if s.get("init") == "pretrained" else \
         hub_id(teacher_source) if s.get("init") == "teacher" else None
     card_base_model = None if s.get("init") == "random" else (derived or base_model)
+    if teacher.get("members"):  # an ensemble's card lists every teacher that is a Hub id, after the student's start
+        listed = [card_base_model] if card_base_model else []
+        card_base_model = list(dict.fromkeys(listed + teacher_hub_ids(teacher))) or None
     study_text = (attrs.get(ATTR_STUDY_FILES) or {}).get(r.study_file) or attrs.get(ATTR_STUDY_FILE)
     usage = _usage(r.formats)
     return CardContext(
@@ -270,12 +273,15 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
                             license=license, language=language, usage=usage,
                             recipe=recipe_data(study.study_name, r.number, r.params, r.hyperparams, s,
                                                hub_id(s.get("checkpoint")) if s.get("init") == "pretrained"
-                                               else None, distill_table(cfg.get("distill")))).to_yaml(),
+                                               else None, distill_table(cfg.get("distill")),
+                                               teachers_table(teacher))).to_yaml(),
     )
 
 
 def _teacher_facts(teacher: dict, source: Optional[str], override: Optional[str],
                    titles: Optional[dict] = None) -> TeacherFacts:
+    members = [_member_facts(m, titles) for m in teacher.get("members") or []]
+    single_lm = _member_facts(teacher, titles) if teacher.get("type") == "causal_lm" else None
     return TeacherFacts(
         id=escape(display_name(source)) if hub_id(source) or not override else override,
         link=hub_id(source) or override,
@@ -283,7 +289,40 @@ def _teacher_facts(teacher: dict, source: Optional[str], override: Optional[str]
         layers=teacher.get("layers"), hidden=teacher.get("hidden"), heads=teacher.get("heads"),
         params_m=round(teacher.get("params", 0) / 1e6, 1), size_mb=teacher.get("size_mb"),
         metrics=_metric_lines(_teacher_metrics((teacher.get("metrics") or {}).get("validation", {})), titles),
-        latency=_latency(teacher.get("latency_ms")))
+        latency=_latency(teacher.get("latency_ms")),
+        members=members, combine=teacher.get("combine") if members else None,
+        layer_wise=teacher.get("layer_wise") if members else None, causal_lm=single_lm)
+
+
+def _member_facts(m: dict, titles: Optional[dict]) -> MemberFacts:
+    source = m.get("model") or m.get("base")
+    return MemberFacts(
+        name=escape(str(m.get("name") or display_name(source))), id=escape(display_name(source)),
+        link=hub_id(source), type=m.get("type") or "classifier",
+        fine_tuned_by_searcher=bool(m.get("fine_tuned_by_searcher")), seed=m.get("seed"),
+        layers=m.get("layers"), hidden=m.get("hidden"), params_m=round(m.get("params", 0) / 1e6, 1),
+        size_mb=m.get("size_mb"), weight=m.get("weight"),
+        metrics=_metric_lines(_teacher_metrics((m.get("metrics") or {}).get("validation", {})), titles),
+        prompt=m.get("prompt"), verbalizers=[(escape(k), v) for k, v in (m.get("verbalizers") or {}).items()])
+
+
+def teachers_table(teacher: dict) -> Optional[dict]:
+    """What taught the student, as front-matter data for `searcher import` (None: one classifier, the default)."""
+    members = teacher.get("members") or ([teacher] if teacher.get("type") == "causal_lm" else [])
+    if not members:
+        return None
+    keep = ("name", "type", "weight", "seed", "prompt", "verbalizers")
+    listed = [{**{k: m[k] for k in keep if m.get(k) is not None},
+               **({"model": hub_id(m.get("model")) or display_name(m.get("model"))} if m.get("model") else {}),
+               **({"base": hub_id(m.get("base")) or display_name(m.get("base"))} if m.get("base") else {})}
+              for m in members]
+    return {"combine": teacher.get("combine") or "logits", "members": listed}
+
+
+def teacher_hub_ids(teacher: dict) -> list[str]:
+    """The Hub ids among a study's teachers (a base fine-tuned by searcher is named by its base)."""
+    members = teacher.get("members") or [teacher]
+    return [i for i in (hub_id(m.get("model") or m.get("base")) for m in members) if i]
 
 
 def _loss_lines(terms: list[dict]) -> list[LossLine]:

@@ -48,7 +48,7 @@ def card_data(model_name: str, base_model: Optional[str], dataset_id: Optional[s
 
 
 def recipe_data(study_name: str, number: int, params: dict, hyperparams: dict, student: dict,
-                checkpoint: Optional[str], distill: Optional[dict] = None) -> dict:
+                checkpoint: Optional[str], distill: Optional[dict] = None, teachers: Optional[dict] = None) -> dict:
     """What `searcher import` needs to train this student again, exactly: the trial's parameters under the study
     file's names, every value it trained with, and its student (shape, init and a Hub checkpoint; never a local
     path). Floats go into YAML with repr, so they read back to the same bits."""
@@ -59,5 +59,5 @@ def recipe_data(study_name: str, number: int, params: dict, hyperparams: dict, s
         shape["checkpoint"] = checkpoint
     return {"study": study_name, "trial": number, "params": user_params(params),
             "hyperparams": {k: v for k, v in hyperparams.items() if v is not None}, "student": shape,
-            **({"distill": distill} if distill else {})}
+            **({"distill": distill} if distill else {}), **({"teachers": teachers} if teachers else {})}
 

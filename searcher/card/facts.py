@@ -5,8 +5,8 @@ searcher.card.context fills them from what the study stored; the template only l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Optional
+from dataclasses import dataclass, field, fields
+from typing import Optional, Union
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,26 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class MemberFacts:
+    """One teacher of an ensemble (or a causal LM teacher): what it is, its size and its own metrics."""
+
+    name: str
+    id: Optional[str]
+    link: Optional[str]
+    type: str  # "classifier" or "causal_lm"
+    fine_tuned_by_searcher: bool
+    seed: Optional[int]
+    layers: Optional[int]
+    hidden: Optional[int]
+    params_m: float
+    size_mb: Optional[float]
+    weight: Optional[float]
+    metrics: list[MetricLine]
+    prompt: Optional[str] = None  # a causal LM teacher's prompt and its verbalizer per label
+    verbalizers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class TeacherFacts:
     id: Optional[str]
     link: Optional[str]
@@ -36,6 +56,10 @@ class TeacherFacts:
     size_mb: Optional[float]
     metrics: list[MetricLine]
     latency: Optional[Latency]
+    members: list[MemberFacts] = field(default_factory=list)  # an ensemble's teachers (empty: one teacher)
+    combine: Optional[str] = None  # "logits" or "probabilities": what the ensemble averages
+    layer_wise: Optional[str] = None  # the member layer-wise losses and teacher-initialised students read
+    causal_lm: Optional[MemberFacts] = None  # a single causal LM teacher's prompt facts
 
 
 @dataclass(frozen=True)
@@ -192,7 +216,7 @@ class CardContext:
     use_id: str
     study_name: str
     trial_number: int
-    base_model: Optional[str]
+    base_model: Optional[Union[str, list]]  # a list for an ensemble: every teacher that is a Hub id
     teacher: TeacherFacts
     dataset: DatasetFacts
     results: list[MetricLine]

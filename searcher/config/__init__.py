@@ -11,19 +11,20 @@ fix. This package must not import torch, transformers or optuna: `searcher --hel
 
 from searcher.config.identity import FREE, FREE_SECTIONS, changed_settings, defining, resolved_dict
 from searcher.config.parse import load_study, parse_study, tomllib
+from searcher.config.rules import teacher_members
 from searcher.config.schema import (CACHE_ENV, DEFAULT_CHECKPOINT, EXPORT_FORMATS, PRUNER_OPTIONS, SAFE_NAME,
                                     SAMPLER_OPTIONS, SECTIONS, STORAGE_ENV, AugmentConfig, CardSection, DataSection,
                                     ExportSection, FineTuneConfig, HubSection, MetricsSection, PrunerConfig,
                                     SamplerConfig, SearchSection, StopConfig, StudentSection, StudyConfig,
-                                    StudySection, TeacherSection, TrainSection)
+                                    StudySection, TeacherMember, TeacherSection, TrainSection)
 from searcher.errors import ConfigError
 from searcher.hyperparams import Choices, Dimension, Fixed, FloatRange, IntRange
 
 __all__ = [
-    "FREE", "FREE_SECTIONS", "changed_settings", "defining", "resolved_dict", "load_study", "parse_study", "tomllib",
+    "teacher_members", "FREE", "FREE_SECTIONS", "changed_settings", "defining", "resolved_dict", "load_study", "parse_study", "tomllib",
     "CACHE_ENV", "DEFAULT_CHECKPOINT", "EXPORT_FORMATS", "PRUNER_OPTIONS", "SAFE_NAME", "SAMPLER_OPTIONS",
     "SECTIONS", "STORAGE_ENV", "AugmentConfig", "CardSection", "DataSection", "ExportSection", "FineTuneConfig",
     "HubSection", "MetricsSection", "PrunerConfig", "SamplerConfig", "SearchSection", "StopConfig",
-    "StudentSection", "StudyConfig", "StudySection", "TeacherSection", "TrainSection", "ConfigError", "Choices",
+    "StudentSection", "StudyConfig", "StudySection", "TeacherMember", "TeacherSection", "TrainSection", "ConfigError", "Choices",
     "Dimension", "Fixed", "FloatRange", "IntRange",
 ]

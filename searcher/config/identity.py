@@ -48,7 +48,7 @@ FREE = {
     "study": {"name", "n_trials", "timeout", "storage", "keep_best", "output_dir", "cache_dir", "heartbeat_interval",
               "grace_period", "max_retry", "sampler", "pruner", "stop", "warm_start"},
     "data": {"train", "validation", "test"},
-    "teacher": {"model", "base", "revision", "inference_batch_size"},
+    "teacher": {"model", "base", "revision", "inference_batch_size", "name"},  # content counts: "[teacher] content"
     "train": {"device", "amp", "micro_batch_size", "eval_batch_size", "latency", "num_threads"},
     "distill": {"cache_budget_gb"},  # the cached and the online teacher give the same loss (to float16)
 }

@@ -22,7 +22,7 @@ from searcher import hyperparams, metrics
 from searcher.config.rules import check
 from searcher.config.schema import (PRUNER_OPTIONS, SAMPLER_OPTIONS, SECTIONS, DistillSection, MetricsSection,
                                     PrunerConfig,
-                                    SamplerConfig, StopConfig, StudyConfig)
+                                    SamplerConfig, StopConfig, StudyConfig, TeacherMember)
 from searcher.errors import ConfigError
 from searcher.hyperparams import Choices, Dimension, Fixed, FloatRange, IntRange
 
@@ -101,7 +101,7 @@ def load_study(path: str | os.PathLike) -> StudyConfig:
 
 
 def parse_study(raw: dict, path: Path) -> StudyConfig:
-    known = set(SECTIONS) | {"enqueue", "metrics", "distill"}
+    known = set(SECTIONS) | {"enqueue", "metrics", "distill", "teachers"}
     for key in raw:
         if key not in known:
             raise ConfigError(_unknown(path, "", key, known))
@@ -116,7 +116,11 @@ def parse_study(raw: dict, path: Path) -> StudyConfig:
     enqueue = raw.get("enqueue", [])
     if not isinstance(enqueue, list) or not all(isinstance(e, dict) for e in enqueue):
         raise ConfigError(f"{path}: enqueue must be an array of tables ([[enqueue]] ...)")
-    config = StudyConfig(path=path, enqueue=tuple(enqueue), raw=raw,
+    members = raw.get("teachers", [])
+    if not isinstance(members, list) or not all(isinstance(e, dict) for e in members):
+        raise ConfigError(f"{path}: teachers must be an array of tables ([[teachers]] ...)")
+    teachers = tuple(_build(TeacherMember, m, path, f"teachers {i + 1}") for i, m in enumerate(members))
+    config = StudyConfig(path=path, enqueue=tuple(enqueue), raw=raw, teachers=teachers,
                          metrics=_metrics_section(raw.get("metrics", {}), path),
                          distill=_distill_section(raw.get("distill", {}), path), **sections)
     return check(config)
@@ -163,6 +167,11 @@ def _build(cls, table: dict, path: Path, section: str):
                 raise ConfigError(f"{where} must be a probability in (0, 1) or \"tuned\" (chosen on the validation "
                                   f"split), got {value!r}")
             values[key] = value if value == "tuned" else float(value)
+        elif parse == "verbalizers":
+            if not isinstance(value, dict) or not value or not all(isinstance(v, str) and v for v in value.values()):
+                raise ConfigError(f"{where} must be a table of label = \"verbalizer\" (one non-empty string per "
+                                  f"label name), got {value!r}")
+            values[key] = tuple((str(k), v) for k, v in value.items())
         elif parse == "skip":
             raise ConfigError(_unknown(path, section, key, [f for f in fields if fields[f].metadata.get("parse")
                                                             != "skip"]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from searcher import hyperparams, metrics, redact, repo_id, tasks
 from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, PrunerConfig, SamplerConfig,
-                                    StopConfig, StudyConfig, StudySection)
+                                    StopConfig, StudyConfig, StudySection, TeacherMember)
 from searcher.errors import ConfigError
 from searcher.hyperparams import Fixed, extent as dimension_values
 
@@ -233,20 +233,125 @@ def check_task(config: StudyConfig, kind: str) -> None:
         raise ConfigError(f"{p}: [search] temperature does not apply to {tasks.KINDS[kind].title}: its student "
                           f"learns the teacher's outputs by squared error, with nothing to soften; give temperature "
                           f"one value (it is ignored) or remove it")
+    members = teacher_members(config)
+    if kind == "regression" and len(members) > 1 and config.teacher.combine == "probabilities":
+        raise ConfigError(f"{p}: [teacher] combine = \"probabilities\" averages class probabilities, and "
+                          f"{tasks.KINDS[kind].title} has none; use combine = \"logits\" (the mean score)")
+    lm = next((m for m in members if m.causal_lm), None)
+    if lm is not None and kind != "single_label":
+        raise ConfigError(f"{p}: teacher {lm.name!r} is a causal LM that picks one verbalizer per example, and this "
+                          f"study is {tasks.KINDS[kind].title}; use a classifier teacher for it")
+
+
+SHARED_TEACHER_KEYS = {"combine", "layer_wise", "inference_batch_size"}  # what [teacher] may hold beside [[teachers]]
+
+
+def teacher_members(config: StudyConfig) -> tuple[TeacherMember, ...]:
+    """The study's teachers, each named: [[teachers]], the seeds of a [teacher] seed ensemble, or [teacher] alone."""
+    t = config.teacher
+    if config.teachers:
+        given = config.teachers
+    elif t.seeds:
+        stem = t.name or _stem(t.base)
+        given = tuple(dataclasses.replace(_member(t), name=f"{stem}-seed{seed}", seed=seed) for seed in t.seeds)
+    else:
+        given = (_member(t),)
+    return tuple(m if m.name else dataclasses.replace(m, name=_stem(m.model or m.base or "teacher")) for m in given)
+
+
+def _member(t) -> TeacherMember:
+    return TeacherMember(**{f.name: getattr(t, f.name) for f in dataclasses.fields(TeacherMember)})
+
+
+def _stem(source: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._+-]+", "-", source.rstrip("/").split("/")[-1].split(":")[-1]).strip("-.")
+    return stem[:64] or "teacher"
 
 
 def _check_teacher(config: StudyConfig) -> None:
     p, t = config.path, config.teacher
-    if bool(t.model) == bool(t.base):
-        raise ConfigError(f"{p}: [teacher] give exactly one of model = \"<fine-tuned classifier>\" or "
-                          f"base = \"<pretrained model to fine-tune once>\"")
-    ft = t.fine_tune
-    if ft.epochs < 1 or ft.batch_size < 1 or ft.learning_rate <= 0 or not 0 <= ft.warmup_ratio < 1 \
-            or ft.weight_decay < 0:
-        raise ConfigError(f"{p}: [teacher.fine_tune] needs epochs >= 1, batch_size >= 1, learning_rate > 0, "
-                          f"weight_decay >= 0 and 0 <= warmup_ratio < 1")
     if t.inference_batch_size < 1:
         raise ConfigError(f"{p}: [teacher] inference_batch_size must be positive, got {t.inference_batch_size}")
+    if config.teachers:
+        extra = [k for k in config.raw.get("teacher", {}) if k not in SHARED_TEACHER_KEYS]
+        if extra:
+            raise ConfigError(f"{p}: [teacher] {extra[0]} belongs in each [[teachers]] entry when the study lists "
+                              f"several; [teacher] then holds only {', '.join(sorted(SHARED_TEACHER_KEYS))}")
+        where = [f"[[teachers]] {i + 1}" for i in range(len(config.teachers))]
+        for w, m in zip(where, config.teachers):
+            _check_member(p, w, m)
+    else:
+        if "weight" in config.raw.get("teacher", {}):
+            raise ConfigError(f"{p}: [teacher] weight is a teacher's share of an ensemble; give it in each "
+                              f"[[teachers]] entry, or remove it")
+        _check_member(p, "[teacher]", t)
+        if t.seeds is not None:
+            if not t.base:
+                raise ConfigError(f"{p}: [teacher] seeds fine-tunes base once per seed (a seed ensemble); set "
+                                  f"base = \"<pretrained model>\" or remove seeds")
+            if t.seed is not None:
+                raise ConfigError(f"{p}: [teacher] give seed (one fine-tune) or seeds (one per seed), not both")
+            if not t.seeds:
+                raise ConfigError(f"{p}: [teacher] seeds must name at least one seed")
+    members = teacher_members(config)
+    names = [m.name for m in members]
+    for name in names:
+        if not SAFE_NAME.fullmatch(name):
+            raise ConfigError(f"{p}: teacher name {name!r} names cache folders and card lines: use letters, digits "
+                              f"and . _ + - (set name = ... in its [[teachers]] entry)")
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ConfigError(f"{p}: two teachers are named {dup!r}; give each [[teachers]] entry its own name = ...")
+    if t.layer_wise is not None:
+        chosen = next((m for m in members if m.name == t.layer_wise), None)
+        if chosen is None:
+            raise ConfigError(f"{p}: [teacher] layer_wise = {t.layer_wise!r} names no teacher; use one of "
+                              f"{', '.join(repr(n) for n in names)}")
+        if chosen.causal_lm:
+            raise ConfigError(f"{p}: [teacher] layer_wise = {t.layer_wise!r} is a causal LM teacher, whose layers "
+                              f"a classifier student cannot match; name a classifier teacher")
+    elif len(members) > 1 and config.distill.layer_wise:
+        raise ConfigError(f"{p}: [distill] {config.distill.layer_wise[0]} matches one teacher's layers, and this "
+                          f"study has {len(members)}; set [teacher] layer_wise = one of "
+                          f"{', '.join(repr(n) for n in names)}")
+    classifiers = [m for m in members if not m.causal_lm]
+    if not classifiers and (config.student.needs_teacher_model or config.distill.layer_wise):
+        what = "[student] init \"teacher\"/\"random\"" if config.student.needs_teacher_model else \
+            f"[distill] {config.distill.layer_wise[0]}"
+        raise ConfigError(f"{p}: {what} needs a classifier teacher's layers and tokenizer, and this study's teachers "
+                          f"are causal LMs; use init = \"pretrained\" (or [student] checkpoints) and logit KD, or "
+                          f"add a classifier teacher")
+
+
+def _check_member(p: Path, where: str, m: TeacherMember) -> None:
+    if bool(m.model) == bool(m.base):
+        raise ConfigError(f"{p}: {where} give exactly one of model = \"<fine-tuned classifier>\" or "
+                          f"base = \"<pretrained model to fine-tune once>\"")
+    ft = m.fine_tune
+    if ft.epochs < 1 or ft.batch_size < 1 or ft.learning_rate <= 0 or not 0 <= ft.warmup_ratio < 1 \
+            or ft.weight_decay < 0:
+        raise ConfigError(f"{p}: {where.replace('[teacher]', '[teacher.fine_tune]')} fine_tune needs epochs >= 1, "
+                          f"batch_size >= 1, learning_rate > 0, weight_decay >= 0 and 0 <= warmup_ratio < 1")
+    if not (m.weight > 0 and m.weight != float("inf")):
+        raise ConfigError(f"{p}: {where} weight must be a positive number (its share of the ensemble), got "
+                          f"{m.weight}")
+    if m.seed is not None and m.model:
+        raise ConfigError(f"{p}: {where} seed is the seed of a fine-tune; it needs base = ..., not model = ...")
+    if m.causal_lm or m.verbalizers:
+        if not m.causal_lm or not m.verbalizers:
+            raise ConfigError(f"{p}: {where} a causal LM teacher needs both prompt = \"... {{text}} ...\" and "
+                              f"verbalizers = {{label = \"word\", ...}}")
+        if m.base:
+            raise ConfigError(f"{p}: {where} a causal LM teacher is prompted, not fine-tuned: give model = "
+                              f"\"<causal LM>\" instead of base")
+        if "{text}" not in m.prompt:
+            raise ConfigError(f"{p}: {where} prompt must contain {{text}} where the example goes (and {{text_pair}} "
+                              f"for the second column of pairs), got {m.prompt!r}")
+        try:
+            m.prompt.format(text="", text_pair="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"{p}: {where} prompt may name only {{text}} and {{text_pair}} (write {{{{ and }}}} "
+                              f"for braces): {e!r} in {m.prompt!r}") from None
 
 
 def _check_student(config: StudyConfig) -> None:

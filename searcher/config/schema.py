@@ -179,11 +179,34 @@ class FineTuneConfig:
 
 
 @dataclass(frozen=True)
-class TeacherSection:
+class TeacherMember:
+    """One teacher: a fine-tuned classifier (`model`), a base fine-tuned once (`base` + `fine_tune`, with `seed`), or
+    a causal language model (`model` + `prompt` + `verbalizers`). [teacher] is one; [[teachers]] lists several."""
+
+    name: Optional[str] = None  # how records and cards name it (default: the last part of its source)
     model: Optional[str] = field(default=None, metadata={"parse": "source"})
     base: Optional[str] = field(default=None, metadata={"parse": "source"})
     revision: Optional[str] = None
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig, metadata={"parse": "table"})
+    seed: Optional[int] = None  # the fine-tune's seed (default: [study] seed)
+    # a causal LM teacher: "... {text} ..." (and {text_pair} for pairs), and one verbalizer per label name
+    prompt: Optional[str] = None
+    verbalizers: tuple[tuple[str, str], ...] = field(default=(), metadata={"parse": "verbalizers"})
+    weight: float = 1.0  # its share of the ensemble's target (normalised over the teachers)
+
+    @property
+    def causal_lm(self) -> bool:
+        return self.prompt is not None
+
+
+@dataclass(frozen=True)
+class TeacherSection(TeacherMember):
+    """[teacher]: the study's one teacher, or with `seeds` a seed ensemble of one base; with [[teachers]] only the
+    settings shared by all of them (how they combine, which one layer-wise losses read, the inference batch)."""
+
+    seeds: Optional[tuple[int, ...]] = None  # fine-tune `base` once per seed: a seed ensemble
+    combine: Literal["logits", "probabilities"] = "logits"  # the ensemble's target: mean of logits or of probabilities
+    layer_wise: Optional[str] = None  # the teacher whose layers layer-wise losses and init "teacher" students use
     inference_batch_size: int = 256
 
 
@@ -300,6 +323,7 @@ class StudyConfig:
     export: ExportSection
     enqueue: tuple[dict, ...]
     raw: dict = field(repr=False, compare=False)
+    teachers: tuple[TeacherMember, ...] = ()  # [[teachers]]: an ensemble (empty: [teacher] alone)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     distill: DistillSection = field(default_factory=DistillSection)
 

@@ -25,7 +25,24 @@ def card_data_values(data: dict, origin: str = "the card's front matter"):
                       else "")
     values, provenance, unmapped, notes, base_model = _searcher_values(params, hyperparams, student, where)
     distill = data.get("distill") if isinstance(data.get("distill"), dict) else None
-    return values, provenance, unmapped, notes + distill_notes(distill), base_model, distill
+    return values, provenance, unmapped, notes + distill_notes(distill) + teachers_notes(data.get("teachers")), \
+        base_model, distill
+
+
+def teachers_notes(table) -> list[str]:
+    """A note naming the teachers of a card distilled from an ensemble or a causal LM (one classifier needs none)."""
+    if not isinstance(table, dict) or not isinstance(table.get("members"), list) or not table["members"]:
+        return []
+    members = [m for m in table["members"] if isinstance(m, dict)]
+    named = ", ".join(f"{m.get('name')} ({m.get('model') or m.get('base') or '?'}"
+                      f"{', causal LM' if m.get('type') == 'causal_lm' else ''}"
+                      f"{', weight ' + str(m['weight']) if len(members) > 1 and 'weight' in m else ''})"
+                      for m in members)
+    if len(members) == 1:
+        return [f"the source was distilled from a prompted causal LM teacher, {named}: give it as [teacher] with the "
+                f"same prompt and verbalizers to train it as published"]
+    return [f"the source was distilled from an ensemble of {len(members)} teachers (the mean of their "
+            f"{table.get('combine', 'logits')}): {named}; list them in [[teachers]] to train it as published"]
 
 
 def distill_notes(table: Optional[dict]) -> list[str]:

@@ -1,0 +1,90 @@
+"""The teacher seam: what a study asks of "the teacher", whatever it is (a classifier, a causal LM, an ensemble).
+
+A study builds its teacher once (searcher.teachers.build, from the study file's teachers) and every stage takes this
+object: preparation checks it against the data and has it compute its logits once (cached), transfer text and
+augmented copies are labelled by it, layer-wise losses and teacher-initialised students read the classifier it names
+(`primary`), and records and cards describe it. One implementation per module, as optuna's samplers are laid out.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from searcher.data import Split, Task
+from searcher.runtime import Runtime
+from searcher.teacher import TeacherLogits
+
+
+@dataclass(frozen=True)
+class Where:
+    """What every teacher computes with: the study's cache, its max_length, the inference batch and the device."""
+
+    cache_dir: Path
+    max_length: int
+    inference_batch_size: int
+    runtime: Runtime
+
+
+class Teacher(abc.ABC):
+    """A teacher of the study: its identity (content hash), its label order, and the targets the losses ask for."""
+
+    name: str
+    type: str  # "classifier", "causal_lm" or "ensemble": what the records and the card say
+
+    def __init__(self, name: str, where: Where):
+        self.name = name
+        self.where = where
+        self.identity: Optional[str] = None  # known once `ready`
+        self.metrics: dict = {}  # split name -> its scores, once `logits` ran
+
+    @property
+    def members(self) -> list["Teacher"]:
+        """The single teachers it is made of (itself, unless it is an ensemble)."""
+        return [self]
+
+    @property
+    def primary(self) -> Optional["Teacher"]:
+        """The classifier whose layers and tokenizer layer-wise losses and init "teacher"/"random" students use."""
+        return self if self.type == "classifier" else None
+
+    # before any work: small downloads at most
+
+    @abc.abstractmethod
+    def label_order(self) -> Optional[list[str]]:
+        """The label names, in its output order, that the data must follow (None: it adopts the data's)."""
+
+    @abc.abstractmethod
+    def model_config(self):
+        """Its transformers config (loaded once)."""
+
+    @abc.abstractmethod
+    def check(self, task: Task) -> None:
+        """One TeacherError line when it cannot teach this task (labels, head, task kind)."""
+
+    # once per study
+
+    @abc.abstractmethod
+    def ready(self, task: Task) -> None:
+        """Make it usable (fine-tune it once if asked) and set `identity`."""
+
+    @abc.abstractmethod
+    def logits(self, task: Task) -> TeacherLogits:
+        """Its outputs for every split, as logits of the task's labels in the task's order (computed once, cached),
+        and its metrics on the evaluation splits."""
+
+    @abc.abstractmethod
+    def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
+        """Its logits for rows only it labels (transfer text, augmented copies), float16, cached; `content` names
+        the rows."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict:
+        """JSON-safe facts for the records and the card: source, size, metrics, how it makes its logits."""
+
+    def release(self) -> None:
+        """Drop its model from memory (reloaded if asked again)."""

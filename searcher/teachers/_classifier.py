@@ -1,0 +1,139 @@
+"""A sequence classifier as teacher: a fine-tuned model (`model`), or a base fine-tuned once (`base` + `fine_tune`).
+
+Its logits come from its own tokenization of each example, so a student of another family or tokenizer learns from
+it per example (logit KD needs only the same rows in the same order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from searcher import finetune, teacher
+from searcher.config import TeacherMember
+from searcher.data import Split, Task
+from searcher.teacher import TeacherLogits
+from searcher.teachers._base import Teacher, Where
+from searcher.tokens import encode
+
+
+class ClassifierTeacher(Teacher):
+    type = "classifier"
+
+    def __init__(self, member: TeacherMember, source: str, seed: int, where: Where, map_labels: bool = False):
+        super().__init__(member.name, where)
+        self.member = member
+        self.source = source  # a local folder or a Hub id (the fine-tuned model, or the base)
+        self.seed = seed  # of the fine-tune, when there is one
+        self.map_labels = map_labels  # an ensemble member whose labels are in another order is mapped by name
+        self.directory: Optional[str] = None  # the model it teaches with, once `ready`
+        self._config = None
+        self._loaded: Optional[tuple] = None
+        self._columns: Optional[np.ndarray] = None  # its output columns in the task's label order
+
+    @property
+    def fine_tuned(self) -> bool:
+        return bool(self.member.base)
+
+    @property
+    def revision(self) -> Optional[str]:
+        return self.member.revision
+
+    def model_config(self):
+        if self._config is None:
+            where = f"{'[[teachers]]' if self.map_labels else '[teacher]'} model/base"
+            self._config = teacher.load_config(self.source, self.revision, where)
+        return self._config
+
+    def label_order(self) -> Optional[list[str]]:
+        return None if self.fine_tuned else teacher.label_names(self.model_config())
+
+    def check(self, task: Task) -> None:
+        if self.fine_tuned:
+            return  # a base gets a fresh head with the data's labels
+        names = teacher.label_names(self.model_config())
+        if self.map_labels and names is not None and set(names) == set(task.label_names) \
+                and task.kind.name == "single_label":
+            self._columns = np.array([names.index(n) for n in task.label_names])  # mapped by label name
+            names = list(task.label_names)
+            cfg = self.model_config()
+            cfg = type(cfg).from_dict({**cfg.to_dict(), "id2label": dict(enumerate(names))})
+            return teacher.check_labels(self._called, cfg, task)
+        teacher.check_labels(self._called, self.model_config(), task)
+
+    @property
+    def _called(self) -> str:
+        """How errors name it: its source when it teaches alone (as the study file gives it), else its name."""
+        return self.name if self.map_labels else self.member.model
+
+    def ready(self, task: Task) -> None:
+        if self.fine_tuned:
+            base_identity = teacher.identity(self.source, self.model_config(), self.revision)
+            self.directory = finetune.fine_tuned(self.source, self.revision, base_identity, self.member.fine_tune,
+                                                 self.seed, task, self.where)
+            self.identity = teacher.identity(self.directory, self.model_config(), None)
+        else:
+            self.directory = self.source
+            self.identity = teacher.identity(self.directory, self.model_config(), self.revision)
+        self._task = task
+
+    def model(self):
+        """(model, tokenizer), loaded on first use."""
+        if self._loaded is None:
+            self._loaded = teacher.load_model(self.directory, self._task, None if self.fine_tuned else self.revision)
+        return self._loaded
+
+    def release(self) -> None:
+        self._loaded = None
+
+    def _encode(self, split: Split, key: str):
+        model, tokenizer = self.model()
+        model.to(self.where.runtime.device)
+        return model, encode(split, tokenizer, self.where.max_length, self.where.cache_dir, key)
+
+    def _label(self, model, enc) -> np.ndarray:
+        out = teacher.compute_logits(model, enc, self.where.runtime, self.where.inference_batch_size)
+        return out if self._columns is None else out[:, self._columns]
+
+    def logits(self, task: Task) -> TeacherLogits:
+        w = self.where
+        path = teacher.logits_path(w.cache_dir, [self.identity, task.fingerprint, w.max_length,
+                                                 teacher.device_kind(w.runtime), w.runtime.amp])
+        found = teacher.cached_logits(path, task, lambda name, split: self._label(
+            *self._encode(split, f"{task.fingerprint}:{name}")), self.directory)
+        self.metrics = found.metrics
+        return found
+
+    def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
+        w = self.where
+        path = teacher.extra_path(w.cache_dir, name, [self.identity, content, w.max_length,
+                                                      "cuda" if w.runtime.is_cuda else "cpu", w.runtime.amp])
+        encoded = []  # tokenized once, on the first chunk the cache needs
+
+        def label(start: int, stop: int) -> np.ndarray:
+            if not encoded:
+                encoded.extend(self._encode(split, f"{content}:{name}"))
+            model, enc = encoded
+            return self._label(model, enc.rows(start, stop))
+
+        return teacher.cached_extra_logits(path, name, len(split), self._task.num_labels, label)
+
+    def describe(self) -> dict:
+        model, _ = self.model()
+        info = {
+            "name": self.name,
+            "type": self.type,
+            "model": self.member.model or None,
+            "base": self.member.base or None,
+            "fine_tuned_by_searcher": self.fine_tuned,
+            **({"seed": self.seed} if self.fine_tuned else {}),
+            "path": self.directory,
+            **teacher.shape(model),
+            "metrics": self.metrics,
+        }
+        folder = Path(self.directory)
+        size = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
+        info["size_mb"] = round(size / 1e6, 1) if size else round(info["params"] * 4 / 1e6, 1)
+        return info

@@ -1,0 +1,117 @@
+"""Several teachers as one: the target is the weighted mean of their logits, or of their probabilities.
+
+Each member computes its logits once (cached as any teacher's); the ensemble's target is formed once per study from
+those files, never per step, so a trial against k teachers costs what a trial against one does. Mean of logits is
+TextBrewer's MultiTeacherDistiller; mean of probabilities is the classic ensemble (its log is the target, so softmax
+at temperature 1 gives back the mean probabilities). A regression ensemble averages the scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Optional
+
+import numpy as np
+
+from searcher.data import Split, Task
+from searcher.errors import TeacherError
+from searcher.teacher import TeacherLogits, split_metrics
+from searcher.teachers._base import Teacher, Where
+
+EPS = 1e-7
+
+
+def combine(arrays: list[np.ndarray], weights: np.ndarray, how: str, kind: str) -> np.ndarray:
+    """The ensemble's logits from its members' (same shape), float32; `weights` sum to 1."""
+    stack = np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
+    w = np.asarray(weights, dtype=np.float32).reshape(-1, *([1] * (stack.ndim - 1)))
+    if how == "logits" or kind == "regression":
+        return (w * stack).sum(0)
+    if kind == "multi_label":  # each label on its own: mean probability, back to a logit
+        p = np.clip((w / (1 + np.exp(-stack))).sum(0), EPS, 1 - EPS)
+        return np.log(p) - np.log1p(-p)
+    z = stack - stack.max(-1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    return np.log(np.clip((w * probs).sum(0), EPS, None))
+
+
+class Ensemble(Teacher):
+    type = "ensemble"
+
+    def __init__(self, members: list[Teacher], weights: list[float], how: str, layer_wise: Optional[str],
+                 where: Where):
+        super().__init__("ensemble", where)
+        self._members = members
+        total = float(sum(weights))
+        self.weights = np.asarray([w / total for w in weights], dtype=np.float64)
+        self.how = how
+        self.layer_wise = layer_wise
+        self._task: Optional[Task] = None
+
+    @property
+    def members(self) -> list[Teacher]:
+        return list(self._members)
+
+    @property
+    def primary(self) -> Optional[Teacher]:
+        if self.layer_wise is not None:
+            return next(m for m in self._members if m.name == self.layer_wise)
+        return next((m for m in self._members if m.type == "classifier"), None)
+
+    def model_config(self):
+        return self.primary.model_config() if self.primary is not None else self._members[0].model_config()
+
+    def label_order(self) -> Optional[list[str]]:
+        """The first member's real label names; the others are mapped to them by name (searcher.teachers)."""
+        return next((o for o in (m.label_order() for m in self._members) if o is not None), None)
+
+    def check(self, task: Task) -> None:
+        for m in self._members:
+            m.check(task)
+
+    def ready(self, task: Task) -> None:
+        self._task = task
+        for m in self._members:
+            m.ready(task)
+        self.identity = hashlib.sha256(json.dumps(
+            [[m.identity for m in self._members], [round(float(w), 12) for w in self.weights], self.how]
+        ).encode()).hexdigest()[:20]
+
+    def logits(self, task: Task) -> TeacherLogits:
+        each = [m.logits(task) for m in self._members]
+        splits = {name: combine([e.splits[name] for e in each], self.weights, self.how, task.kind.name)
+                  for name in task.splits()}
+        for name, arrays in splits.items():
+            if arrays.shape != each[0].splits[name].shape:
+                raise TeacherError(f"the ensemble's teachers give {name} outputs of different shapes")
+        self.metrics = {name: split_metrics(splits[name], split.labels, task.kind)
+                        for name, split in task.splits().items() if name != "train"}
+        return TeacherLogits(splits, self.metrics)
+
+    def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
+        arrays = [m.extra_logits(name, split, content) for m in self._members]
+        return combine(arrays, self.weights, self.how, self._task.kind.name).astype(np.float16)
+
+    def describe(self) -> dict:
+        members = [m.describe() for m in self._members]
+        for info, w in zip(members, self.weights):
+            info["weight"] = round(float(w), 6)
+        primary = self.primary
+        return {
+            "name": self.name,
+            "type": self.type,
+            "combine": self.how,
+            "layer_wise": primary.name if primary is not None else None,
+            "members": members,
+            "metrics": self.metrics,
+            # what a single teacher's record says, for readers that know one teacher: the primary's facts
+            **{k: v for k, v in (members[self._members.index(primary)] if primary is not None else members[0]).items()
+               if k not in ("name", "type", "metrics", "weight")},
+            "params": int(sum(m.get("params", 0) for m in members)),
+            "size_mb": round(sum(m.get("size_mb", 0) for m in members), 1),
+        }
+
+    def release(self) -> None:
+        for m in self._members:
+            m.release()

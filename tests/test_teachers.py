@@ -1,0 +1,305 @@
+"""Teachers as objects (searcher.teachers): the promises every kind of teacher keeps, the ensemble's and the causal
+LM's arithmetic against independent references, and studies taught by a seed ensemble, by a causal LM and across
+tokenizers, with their cards and records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import VOCAB, make_tokenizer
+
+PROMPT = "the review: {text} . it was"
+VERBALIZERS = {"neg": "bad", "pos": "good great"}  # "good great" is two tokens: their log-probabilities add up
+
+
+def make_causal_lm(folder: Path, seed: int = 0) -> Path:
+    """A tiny random GPT-2 that reads the world's vocabulary (its tokenizer is the world's)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if (folder / "config.json").is_file():
+        return folder
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(VOCAB), n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=2,
+                     eos_token_id=3, pad_token_id=0)
+    GPT2LMHeadModel(cfg).save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def make_other_student(folder: Path) -> Path:
+    """A DistilBERT checkpoint with its own vocabulary (another order and more words): another family and tokenizer
+    than the BERT teacher's."""
+    import torch
+    from transformers import BertTokenizerFast, DistilBertConfig, DistilBertForSequenceClassification
+
+    if (folder / "config.json").is_file():
+        return folder
+    torch.manual_seed(5)
+    words = VOCAB[:5] + list(reversed(VOCAB[5:])) + [f"extra{i}" for i in range(40)]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+    cfg = DistilBertConfig(vocab_size=len(words), dim=48, n_layers=1, n_heads=2, hidden_dim=96,
+                           max_position_embeddings=64, num_labels=2)
+    DistilBertForSequenceClassification(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+# The independent references
+
+
+def reference_verbalizer_logprob(model, tokenizer, text: str, word: str) -> float:
+    """log P(word | prompt) by one unbatched forward pass of the whole sequence, summed over the word's tokens."""
+    import torch
+
+    head, tail = PROMPT.split("{text}")
+    prompt = (tokenizer(head, add_special_tokens=False)["input_ids"] + tokenizer(text, add_special_tokens=False)[
+        "input_ids"] + tokenizer(tail, add_special_tokens=False)["input_ids"])
+    target = tokenizer(word, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + target])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0], -1)
+    return float(sum(logp[len(prompt) - 1 + j, t] for j, t in enumerate(target)))
+
+
+def test_combining_matches_the_definitions():
+    from searcher.teachers import combine
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
+    w = np.array([0.25, 0.75])
+    assert np.allclose(combine([a, b], w, "logits", "single_label"), 0.25 * a + 0.75 * b, atol=1e-6)
+
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    mixed = combine([a, b], w, "probabilities", "single_label")
+    assert np.allclose(softmax(mixed), 0.25 * softmax(a) + 0.75 * softmax(b), atol=1e-6)
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    assert np.allclose(sig(combine([a, b], w, "probabilities", "multi_label")), 0.25 * sig(a) + 0.75 * sig(b),
+                       atol=1e-5)
+    s1, s2 = rng.normal(size=(5, 1)), rng.normal(size=(5, 1))
+    assert np.allclose(combine([s1, s2], w, "logits", "regression"), 0.25 * s1 + 0.75 * s2, atol=1e-6)
+
+
+# The promises every teacher keeps
+
+
+def teacher_of(kind: str, world, tmp_path):
+    from searcher import runtime, teachers
+    from searcher.config import load_study
+
+    if kind == "classifier":
+        sections = {}
+    elif kind == "causal_lm":
+        sections = {"teacher": {"model": str(make_causal_lm(world.root / "causal-lm")), "prompt": PROMPT,
+                                "verbalizers": VERBALIZERS},
+                    "student": {"init": "pretrained", "checkpoints": [str(world.teacher)], "layers": None,
+                                "hidden": None}}
+    else:  # an ensemble: the fine-tuned classifier and a seed fine-tune of the base
+        sections = {"teacher": {"model": None}, "teachers": None}
+    path = world.study(tmp_path, name=kind.replace("_", "-"), **sections)
+    if kind == "ensemble":
+        import tomllib
+
+        import tomli_w
+
+        doc = tomllib.loads(path.read_text())
+        doc["teacher"] = {"combine": "probabilities"}
+        doc["teachers"] = [{"name": "tuned", "model": str(world.teacher), "weight": 2.0},
+                           {"name": "seeded", "base": str(world.base), "seed": 3,
+                            "fine_tune": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16}}]
+        path.write_text(tomli_w.dumps(doc))
+    config = load_study(path)
+    return config, teachers.build(config, runtime.resolve("cpu", "off"))
+
+
+@pytest.mark.parametrize("kind", ["classifier", "causal_lm", "ensemble"])
+def test_every_teacher_gives_cached_logits_of_the_tasks_labels(kind, world, tmp_path, monkeypatch):
+    from searcher import data, teacher as blocks
+
+    config, t = teacher_of(kind, world, tmp_path)
+    assert t.type == kind
+    t.model_config()
+    task = data.load_task(config, label_order=t.label_order())
+    t.check(task)
+    t.ready(task)
+    first = t.identity
+    assert isinstance(first, str) and len(first) == 20
+    logits = t.logits(task)
+    for name, split in task.splits().items():
+        a = logits.splits[name]
+        assert a.shape == (len(split), 2) and np.isfinite(a).all()
+    assert {"cross_entropy", "accuracy"} <= set(logits.metrics["validation"])
+    assert t.metrics == logits.metrics
+    # a second teacher object of the same study reads the cache: no forward pass, the same numbers
+    calls = []
+    monkeypatch.setattr(blocks, "compute_logits", lambda *a, **k: calls.append(1))
+    _, again = teacher_of(kind, world, tmp_path / "again")
+    again.model_config()
+    again.check(task)
+    again.ready(task)
+    assert again.identity == first
+    if kind != "causal_lm":
+        assert np.array_equal(again.logits(task).splits["train"], logits.splits["train"]) and not calls
+    monkeypatch.undo()
+    extra = t.extra_logits("transfer", task.validation.subset(range(7)), "seven-rows")
+    assert extra.dtype == np.float16 and extra.shape == (7, 2)
+    assert np.allclose(extra.astype(np.float32), logits.splits["validation"][:7], atol=2e-2)
+    info = t.describe()
+    json.dumps(info)  # records store it as JSON
+    assert info["type"] == kind and info["params"] > 0 and info["metrics"] == logits.metrics
+    if kind == "ensemble":
+        assert [m["name"] for m in info["members"]] == ["tuned", "seeded"]
+        assert [m["weight"] for m in info["members"]] == pytest.approx([2 / 3, 1 / 3])
+        assert info["members"][1]["seed"] == 3 and info["members"][1]["fine_tuned_by_searcher"]
+
+
+def test_the_causal_lm_scores_each_label_by_its_verbalizer_after_the_prompt(world, tmp_path):
+    from searcher import data
+
+    config, t = teacher_of("causal_lm", world, tmp_path)
+    t.model_config()
+    task = data.load_task(config, label_order=t.label_order())
+    t.check(task)
+    t.ready(task)
+    got = t.logits(task).splits["validation"][:6]
+    model, tokenizer = t.model()
+    for i in range(6):
+        text = task.validation.texts[0][i]
+        want = [reference_verbalizer_logprob(model, tokenizer, text, VERBALIZERS[name]) for name in task.label_names]
+        assert got[i] == pytest.approx(want, abs=1e-4)
+
+
+def test_a_seed_ensemble_fine_tunes_once_per_seed_and_its_card_names_every_teacher(world, tmp_path, cli):
+    import optuna
+
+    from searcher import recipes
+    from searcher.config import load_study
+
+    path = world.study(tmp_path, name="seeds", teacher={
+        "model": None, "base": str(world.base), "seeds": [11, 12, 13],
+        "fine_tune": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16}},
+        study={"n_trials": 1}, search={"epochs": 1})
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    for seed in (11, 12, 13):
+        assert f"seed {seed}" in err  # fine-tuned once per seed
+    assert "teacher: the mean of logits of base-seed11 accuracy" in err
+    config = load_study(path)
+    study = optuna.load_study(study_name="seeds", storage=config.storage_url())
+    info = study.user_attrs["teacher"]
+    assert info["type"] == "ensemble" and [m["seed"] for m in info["members"]] == [11, 12, 13]
+    assert len({m["path"] for m in info["members"]}) == 3  # three fine-tunes, three folders
+    code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
+    assert code == 0, err
+    card = Path(out.split()[0]) / "README.md"
+    text = card.read_text()
+    assert "distilled from an ensemble of 3 teachers (the mean of their logits" in text
+    for seed in (11, 12, 13):
+        assert f"- base-seed{seed}: " in text and f"(seed {seed})" in text
+    (r,) = recipes.read(str(card))
+    assert any("ensemble of 3 teachers" in n and "[[teachers]]" in n for n in r.notes)
+    # the same study runs again without a fine-tune or a teacher pass: every member's folder and logits are cached
+    code, _, err = cli("optimize", path, "--n-trials", "1")
+    assert code == 0, err
+    assert "fine-tuning" not in err and "computing once" not in err
+
+
+def test_a_causal_lm_teaches_alone_and_its_prompt_is_on_the_card(world, tmp_path, cli):
+    lm = make_causal_lm(world.root / "causal-lm")
+    path = world.study(tmp_path, name="lm", teacher={"model": str(lm), "prompt": PROMPT, "verbalizers": VERBALIZERS},
+                       student={"init": "pretrained", "checkpoints": [str(world.base)], "layers": None,
+                                "hidden": None},
+                       study={"n_trials": 1}, search={"epochs": 1})
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
+    assert code == 0, err
+    text = (Path(out.split()[0]) / "README.md").read_text()
+    assert "(a causal LM, 2 layers" in text
+    assert f"- Teacher prompt: `{PROMPT}`" in text and 'pos = "good great"' in text
+
+
+def test_logit_kd_works_across_families_and_tokenizers(world, tmp_path, cli):
+    """A BERT teacher, a DistilBERT student of another vocabulary: each reads its own tokenization of each row."""
+    import optuna
+
+    from searcher import tokens
+    from searcher.config import load_study
+
+    other = make_other_student(world.root / "other-student")
+    t_tok, s_tok = make_tokenizer(), __import__("transformers").AutoTokenizer.from_pretrained(other)
+    assert tokens.tokenizer_fingerprint(t_tok) != tokens.tokenizer_fingerprint(s_tok)
+    assert t_tok("good film")["input_ids"] != s_tok("good film")["input_ids"]
+    path = world.study(tmp_path, name="cross", student={"init": "pretrained", "checkpoints": [str(other)],
+                                                        "layers": None, "hidden": None},
+                       study={"n_trials": 1}, search={"learning_rate": 5e-3, "batch_size": 16, "temperature": 2.0,
+                                                      "alpha": 0.0, "epochs": 4})
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    config = load_study(path)
+    (trial,) = optuna.load_study(study_name="cross", storage=config.storage_url()).trials
+    history = trial.user_attrs["history"]  # columns
+    assert history["train_loss"][-1] < history["train_loss"][0]  # alpha = 0: it learns from the teacher alone
+    assert trial.user_attrs["metrics"]["accuracy"] >= 0.7, history
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"teachers": [{"model": "WORLD_TEACHER"}, {"base": "WORLD_BASE"}], "teacher": {"model": "WORLD_TEACHER"}},
+     "[teacher] model belongs in each [[teachers]] entry"),
+    ({"teachers": [{"model": "WORLD_TEACHER"}, {"model": "WORLD_TEACHER"}]}, "two teachers are named 'teacher'"),
+    ({"teachers": [{"name": "a", "model": "WORLD_TEACHER"}, {"name": "b", "base": "WORLD_BASE"}],
+      "distill": {"losses": ["logits", "hidden_mse"]}},
+     "[distill] hidden_mse matches one teacher's layers, and this study has 2; set [teacher] layer_wise"),
+    ({"teacher": {"model": "WORLD_TEACHER", "prompt": "no slot", "verbalizers": {"neg": "bad", "pos": "good"}}},
+     "prompt must contain {text}"),
+    ({"teacher": {"model": "WORLD_LM", "prompt": PROMPT, "verbalizers": {"neg": "bad", "positive": "good"}},
+      "student": {"init": "pretrained", "checkpoints": ["WORLD_BASE"], "layers": None, "hidden": None}},
+     "verbalizers name ['neg', 'positive'] but the data's labels are ['neg', 'pos'] (missing: pos)"),
+    ({"teacher": {"model": "WORLD_LM", "prompt": PROMPT, "verbalizers": VERBALIZERS}},
+     "needs a classifier teacher's layers and tokenizer"),
+    ({"teacher": {"model": None, "base": "WORLD_BASE", "seeds": [1, 2], "seed": 3}},
+     "give seed (one fine-tune) or seeds (one per seed), not both"),
+    ({"teachers": [{"name": "a", "model": "WORLD_TEACHER", "weight": -1.0}, {"name": "b", "model": "WORLD_TEACHER"}]},
+     "weight must be a positive number"),
+    ({"teachers": [{"name": "a", "model": "WORLD_TEACHER"}, {"name": "b", "model": "WORLD_TWO_LABEL_OTHER"}]},
+     "teacher 'b' predicts 3 labels but the data has 2"),
+])
+def test_bad_teachers_are_one_line_before_training(world, tmp_path, cli, change, message):
+    from conftest import make_bert
+
+    other = world.root / "three-labels"
+    if not other.is_dir():
+        make_bert(num_labels=3, labels=["x0", "x1", "x2"]).save_pretrained(other)
+        make_tokenizer().save_pretrained(other)
+    values = {"WORLD_TEACHER": str(world.teacher), "WORLD_BASE": str(world.base), "WORLD_TWO_LABEL_OTHER": str(other),
+              "WORLD_LM": str(make_causal_lm(world.root / "causal-lm"))}
+
+    def fill(x):
+        if isinstance(x, dict):
+            return {k: fill(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [fill(v) for v in x]
+        return values.get(x, x) if isinstance(x, str) else x
+
+    change = fill(change)
+    members = change.pop("teachers", None)
+    teacher = change.pop("teacher", {"model": None} if members else {})
+    path = world.study(tmp_path, name="bad", teacher=teacher, study={"n_trials": 1}, **change)
+    if members:
+        import tomllib
+
+        import tomli_w
+
+        doc = tomllib.loads(path.read_text())
+        doc["teachers"] = members
+        path.write_text(tomli_w.dumps(doc))
+    code, _, err = cli("optimize", path)
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "bad.db").exists()
