@@ -37,8 +37,11 @@ def note_markdown(study: optuna.Study, config: StudyConfig) -> str:
     lines = [
         f"# {study.study_name}",
         "",
-        f"**Teacher**: {display_name(teacher.get('model') or teacher.get('base'))}"
-        + (" (fine-tuned by searcher)" if teacher.get("fine_tuned_by_searcher") else "")
+        (f"**Teachers**: an ensemble of {len(teacher['members'])} (the mean of their {teacher.get('combine')}: "
+         + ", ".join(str(m.get("name")) for m in teacher["members"]) + ")"
+         if teacher.get("members") else
+         f"**Teacher**: {display_name(teacher.get('model') or teacher.get('base'))}"
+         + (" (fine-tuned by searcher)" if teacher.get("fine_tuned_by_searcher") else ""))
         + f", L{teacher.get('layers')}/H{teacher.get('hidden')}, {teacher.get('params', 0) / 1e6:.1f}M parameters; "
         + ", ".join(f"{k} {v:.4f}" for k, v in t_metrics.items() if k not in ("loss", "cross_entropy"))
         + (f"; CPU latency {t_lat['single_median']:.1f} ms" if t_lat else ""),

@@ -29,6 +29,8 @@ def trial_json(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str]) 
     r = records.TrialRecord.from_trial(trial)
     attrs = study.user_attrs
     teacher = {k: v for k, v in attrs.get(ATTR_TEACHER, {}).items() if k != "path"}
+    if teacher.get("members"):  # an ensemble's teachers: no paths of this machine either
+        teacher["members"] = [{k: v for k, v in m.items() if k != "path"} for m in teacher["members"]]
     return records.plain({
         "study": study.study_name, "trial": r.number, "trial_id": r.trial_id, "state": r.state,
         "repo_id": repo_id, "objectives": study.metric_names, "values": r.values, "params": r.params,

@@ -282,6 +282,9 @@ def _teacher_info(p: Prepared) -> dict:
                 "throughput_per_s": round(1 / sum(1 / t["throughput_per_s"] for t in timed), 1),
                 **{k: v for k, v in timed[0].items() if k not in ("single_median", "throughput_per_s")},
             }
+    for member in p.teacher.members:
+        if member is not p.primary:
+            member.release()  # only the primary teacher's layers and tokenizer are read during trials
     if not p.config.student.needs_teacher_model and not p.layerwise.online:
         p.teacher.release()  # pretrained students never need the teacher in memory (nor the cached layer-wise path)
     return info

@@ -205,6 +205,8 @@ def test_a_seed_ensemble_fine_tunes_once_per_seed_and_its_card_names_every_teach
         assert f"- base-seed{seed}: " in text and f"(seed {seed})" in text
     (r,) = recipes.read(str(card))
     assert any("ensemble of 3 teachers" in n and "[[teachers]]" in n for n in r.notes)
+    record = json.loads((card.parent / "searcher_trial.json").read_text())
+    assert len(record["teacher"]["members"]) == 3 and not any("path" in m for m in record["teacher"]["members"])
     # the same study runs again without a fine-tune or a teacher pass: every member's folder and logits are cached
     code, _, err = cli("optimize", path, "--n-trials", "1")
     assert code == 0, err
