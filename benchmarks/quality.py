@@ -805,12 +805,14 @@ def stsb_section(part: dict) -> list[str]:
     m, (s,) = part["measured"], part["studies"].values()
     t = m["teacher"]
     p = part["protocol"]
+    epochs = "/".join(sorted({str(tr["hyperparams"]["epochs"]) for tr in s["trials"]})) or "-"
     lines = [f"Protocol: STS-B train (5,749 pairs) split by a fixed permutation (seed 13): {p['test_rows']} pairs held "
              f"out as the reported split (no dev split is shared), {p['selection_rows']} more held out by searcher "
              f"for trial selection, {p['train_rows']} to train on. Teacher fine-tuned by searcher for regression "
              f"({part['teacher_fine_tune_s'] / 60:.1f} min); `searcher optimize` {s['wall_time_s'] / 60:.1f} min for "
              f"{len(s['trials'])} L2/H384 trials (teacher-initialised, logits MSE + alpha x label MSE, learning rate "
-             f"and alpha searched, 6 epochs, batch 32). Scores are Pearson / Spearman x 100.", "",
+             f"and alpha searched, {epochs} epochs, batch 32; {p['trials']} trials asked for). Scores are Pearson / "
+             f"Spearman x 100.", "",
              "| model | params | Pearson (held-out) | Spearman | selection Pearson | single ms (p90) | "
              "batch-32 throughput/s | vs teacher |", "|---|---:|---:|---:|---:|---:|---:|---:|",
              f"| teacher MiniLM-L6-H384 (PyTorch fp32) | {t['params'] / 1e6:.1f}M | {corr(t['pearson'])} | "
