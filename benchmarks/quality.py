@@ -448,7 +448,7 @@ SST2_LAYERWISE_ROWS = 20000  # of SST-2 train (teacher fine-tuned on the same ro
 CLINC_LAYERWISE_EPOCHS = 4
 
 
-def sst2_layerwise_study(data: Path, distill: str) -> str:
+def sst2_layerwise_study(data: Path, distill: str, rows: int = SST2_LAYERWISE_ROWS, epochs: int = 2) -> str:
     sst2 = data / "sst2"
     return f"""
 [study]
@@ -459,7 +459,7 @@ seed = 13
 train = "{sst2 / 'train.tsv'}"
 validation = "{sst2 / 'dev.tsv'}"
 holdout = 2000
-max_train_samples = {SST2_LAYERWISE_ROWS}
+max_train_samples = {rows}
 text_columns = ["sentence"]
 label_column = "label"
 label_names = ["negative", "positive"]
@@ -478,7 +478,7 @@ learning_rate = {SST2_RECIPES[1]['learning_rate']}
 batch_size = 32
 temperature = {SST2_RECIPES[1]['temperature']}
 alpha = {SST2_RECIPES[1]['alpha']}
-epochs = 2
+epochs = {epochs}
 
 [train]
 latency = false
@@ -486,7 +486,8 @@ latency = false
 {distill}"""
 
 
-def clinc_layerwise_study(data: Path, distill: str) -> str:
+def clinc_layerwise_study(data: Path, distill: str, rows: Optional[int] = None,
+                          epochs: int = CLINC_LAYERWISE_EPOCHS) -> str:
     clinc = data / "clinc150" / "plus"
     return f"""
 [study]
@@ -500,6 +501,7 @@ test = "{clinc / 'test.csv'}"
 text_columns = ["text"]
 label_column = "intent"
 max_length = 48
+{f"max_train_samples = {rows}" if rows else ""}
 
 [teacher]
 base = "{TEACHER}"
@@ -514,7 +516,7 @@ learning_rate = {CLINC_RECIPES[0]['learning_rate']}
 batch_size = 32
 temperature = {CLINC_RECIPES[0]['temperature']}
 alpha = {CLINC_RECIPES[0]['alpha']}
-epochs = {CLINC_LAYERWISE_EPOCHS}
+epochs = {epochs}
 
 [train]
 latency = false
@@ -522,7 +524,8 @@ latency = false
 {distill}"""
 
 
-def part_layerwise(part: str, data: Path, work: Path, results: dict) -> None:
+def part_layerwise(part: str, data: Path, work: Path, results: dict, rows: Optional[int] = None,
+                   epochs: Optional[int] = None) -> None:
     """Each loss set: prepared once (the teacher's caches), then one student per seed, scored on the selection
     split and the reported split; the seed-13 students and the teacher timed side by side (PyTorch fp32)."""
     import tomllib
@@ -535,11 +538,11 @@ def part_layerwise(part: str, data: Path, work: Path, results: dict) -> None:
     from searcher.student import StudentSpec, build
 
     text_of = sst2_layerwise_study if part == "sst2-layerwise" else clinc_layerwise_study
-    entry = results.setdefault(part, {"configs": {}})
-    entry.setdefault("configs", {})
+    entry = results[part] = {"configs": {}}  # a part's runs are comparable only within one protocol: start over
+    sizing = {k: v for k, v in (("rows", rows), ("epochs", epochs)) if v}
     timed = {}
     for name, table_ in LAYERWISE.items():
-        text = text_of(data, table_)
+        text = text_of(data, table_, **sizing)
         path = work / f"{part}-{len(entry['configs'])}.toml"
         path.write_text(text.lstrip())
         config = parse_study(tomllib.loads(text), path)
@@ -890,10 +893,10 @@ def layerwise_section(part: str, entry: dict) -> list[str]:
     hp = first["hyperparams"]
     rows = teacher["rows"]
     lines = ["Protocol (reduced from the issue's to fit ~35 min on 2 shared cores): "
-             + (f"{rows['train']} SST-2 train rows (a {SST2_LAYERWISE_ROWS:,}-row sample of train; the teacher "
-                f"fine-tuned 1 epoch on the same rows), selection on {rows['validation']} rows held out of train, "
+             + (f"{rows['train']} SST-2 train rows (a random sample of train; the teacher fine-tuned 1 epoch on "
+                f"the same rows), selection on {rows['validation']} rows held out of train, "
                 f"reported on SST-2 dev ({rows['test']} rows); no transfer text or augmentation. " if sst2 else
-                f"CLINC150 plus train ({rows['train']} rows; teacher fine-tuned 5 epochs), selection on validation "
+                f"CLINC150 plus train ({rows['train']} rows; teacher fine-tuned 5 epochs on them), selection on validation "
                 f"({rows['validation']}), reported on test ({rows['test']} rows, 151 labels incl. oos). ")
              + f"One teacher-initialised L{'1' if sst2 else '2'}/H384 student per seed ({', '.join(map(str, LAYERWISE_SEEDS))}) "
                f"and loss set, all with the same fixed hyperparameters (no search: the "
@@ -1032,6 +1035,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=Path("/tmp/searcher-quality"))
     parser.add_argument("--only", default="sst2,clinc150,fp16,memory")
+    parser.add_argument("--layerwise-rows", type=int, help="train rows for the *-layerwise parts (default: "
+                        f"SST-2 {SST2_LAYERWISE_ROWS}, CLINC150 all)")
+    parser.add_argument("--layerwise-epochs", type=int, help="student epochs for the *-layerwise parts (default: "
+                        f"SST-2 2, CLINC150 {CLINC_LAYERWISE_EPOCHS})")
     parser.add_argument("--report-only", action="store_true", help="re-measure and rebuild the report from "
                                                                    "finished studies")
     args = parser.parse_args(argv)
@@ -1054,7 +1061,8 @@ def main(argv=None) -> int:
         if part in ("sst2", "clinc150", "rte"):
             part_studies(part, args.data.resolve(), args.work, env, results, args.report_only)
         elif part in ("sst2-layerwise", "clinc150-layerwise"):
-            part_layerwise(part, args.data.resolve(), args.work, results)
+            part_layerwise(part, args.data.resolve(), args.work, results, args.layerwise_rows,
+                           args.layerwise_epochs)
         elif part == "stsb":
             part_stsb(args.data.resolve(), args.work, env, results, args.report_only)
         elif part == "fp16":
@@ -1064,7 +1072,10 @@ def main(argv=None) -> int:
         else:
             print(f"unknown part {part!r}", file=sys.stderr)
             return 2
-        this_run = {"command": f"{omp}python benchmarks/quality.py --data ../shared/data --only {part}"
+        sizing = "".join(f" --layerwise-{k} {v}" for k, v in (("rows", args.layerwise_rows),
+                                                               ("epochs", args.layerwise_epochs))
+                         if v and part.endswith("-layerwise"))
+        this_run = {"command": f"{omp}python benchmarks/quality.py --data ../shared/data --only {part}{sizing}"
                                f"{' --report-only' if args.report_only else ''}",
                     "date": date.today().isoformat(), "threads": torch.get_num_threads(),
                     "minutes": round((time.time() - part_started) / 60, 1)}
