@@ -309,7 +309,11 @@ def markdown(results: dict) -> str:
                   "| configuration | peak resident MB | trial s (single run) |", "|---|---:|---:|"]
         for name, m in mem["configs"].items():
             lines.append(f"| {name} | {m['peak_rss_mb']:.0f} | {m['seconds']:.1f} |")
-        lines.append("")
+        lines += ["", "The teacher-initialised student needs the teacher loaded to be built, so every row holds it; "
+                      "the online row adds the teacher's activations on every step. The cache is memory-mapped "
+                      "float16: a worker reads only its batches' rows, and the pages are the kernel's page cache, "
+                      "shared by every worker on the machine (as the logit cache; quality.md's memory part measures "
+                      "that for 1M x 151 logits). Its disk size at the quality runs' layers is below.", ""]
     cache = results.get("cache")
     if cache:
         lines += ["## Intermediate cache disk", "", f"Run: `{cache['run']['command']}` on {cache['run']['date']}.",
