@@ -405,6 +405,8 @@ def part_stsb(data: Path, work: Path, env: dict, results: dict, report_only: boo
     if not report_only:
         wall = run([sys.executable, "-m", "searcher.cli", "optimize", str(path), "--no-progress"], env)
     entry["studies"]["quality-stsb"] = report = study_report(path, wall)
+    if not wall:  # a report-only run of a study this script did not time: the trials' own wall times
+        report["wall_time_s"] = round(sum(t["wall_time_s"] or 0 for t in report["trials"]), 1)
     entry["protocol"] = {"test_rows": STSB_TEST_ROWS, "selection_rows": STSB_SELECTION_ROWS,
                          "train_rows": STSB_TRAIN_ROWS, "trials": STSB_TRIALS, "teacher_epochs": STSB_TEACHER_EPOCHS}
     fine_tune = Path(report["teacher"]["path"]) / "searcher_teacher.json"
