@@ -390,7 +390,7 @@ def part_studies(part: str, data: Path, work: Path, env: dict, results: dict, re
 
 def part_stsb(data: Path, work: Path, env: dict, results: dict, report_only: bool, skip_timing: bool = False) -> None:
     """Issue 22's STS-B part: the MiniLM teacher fine-tuned by searcher for regression, an L2/H384 student search,
-    every kept student and the teacher scored (Pearson, Spearman) on the 1,000 held-out pairs and timed side by
+    the selected student and the teacher scored (Pearson, Spearman) on the 1,000 held-out pairs and timed side by
     side as PyTorch fp32, ONNX fp32 and ONNX int8."""
     from searcher import tasks
     from searcher.config import load_study
