@@ -802,7 +802,8 @@ NOT_YET = {
             "transfer text and augmented copies, the control and the transfer study; the transfer and int8 targets",
     "clinc150": "about 1 h alone on 2 cores; the >= 3x throughput within 1 point target and CLINC150's int8 rows",
     "sst2-layerwise": "about 35 min alone on 2 cores; issue 20's SST-2 L1/H384 >= 86.0 target",
-    "clinc150-layerwise": "about 40 min alone on 2 cores; issue 20's CLINC150 L2/H384 within 1 point at >= 3x",
+    "clinc150-layerwise": "not run before the 2026-12-03 deadline: the shared machine gave each process a fraction "
+                          "of a core; issue 20's CLINC150 L2/H384 within 1 point at >= 3x target is not measured",
     "stsb": "about 30 min alone on 2 cores; the STS-B within 2.0 Pearson points at >= 3x target",
     "fp16": "needs the SST-2 teacher of the sst2 part; the accuracy effect of float16 logits",
 }
