@@ -53,3 +53,28 @@ def test_the_quality_studies_are_valid(tmp_path):
         for name, text in runs:
             config = parse_study(tomllib.loads(text), tmp_path / f"{name}.toml")
             assert config.study.name == name
+
+
+def test_the_layer_wise_and_stsb_quality_studies_are_valid(tmp_path):
+    quality = module("quality")
+    for text_of in (quality.sst2_layerwise_study, quality.clinc_layerwise_study):
+        for name, distill in quality.LAYERWISE.items():
+            config = parse_study(tomllib.loads(text_of(tmp_path, distill)), tmp_path / "layerwise.toml")
+            assert config.distill.losses[0] == "logits" and bool(config.distill.layer_wise) == bool(distill)
+    stsb = tmp_path / "stsb"
+    stsb.mkdir()
+    (stsb / "train.tsv").write_text("index\tsentence1\tsentence2\tscore\n"
+                                    + "".join(f"{i}\ta \"b\tc\t{i % 5}.5\n" for i in range(1200)))
+    config = parse_study(tomllib.loads(quality.stsb_study(tmp_path, tmp_path / "work")), tmp_path / "stsb.toml")
+    assert config.data.task == "regression" and config.enqueue
+    held_out = (tmp_path / "work" / "stsb" / "test.tsv").read_text().splitlines()
+    assert len(held_out) == 1 + quality.STSB_TEST_ROWS  # the header, then the held-out pairs
+
+
+def test_the_losses_benchmark_studies_are_valid(tmp_path):
+    losses = module("losses")
+    for name, names, cached in losses.CONFIGS:
+        config = parse_study(tomllib.loads(losses.study_text(tmp_path, tmp_path, 640, names, cached)),
+                             tmp_path / "cost.toml")
+        assert list(config.distill.losses) == names
+        assert (config.distill.cache_budget_gb >= 1) == cached
