@@ -609,7 +609,7 @@ def part_fp16(data: Path, work: Path, results: dict) -> None:
     logits in fp32 and rounded to fp16 (the cache's dtype), everything else equal."""
     import numpy as np
 
-    from searcher import distill, finetune, runtime, teacher, tokens
+    from searcher import distill, runtime, teacher, teachers, tokens
     from searcher.batching import Stacked
     from searcher.config import parse_study
     from searcher.data import load_task, load_transfer
@@ -624,8 +624,10 @@ def part_fp16(data: Path, work: Path, results: dict) -> None:
     config = parse_study(tomllib.loads(text), work / "quality-fp16.toml")
     run_ = runtime.from_config(config.train)
     task = load_transfer(config, load_task(config))
-    teacher_dir = finetune.teacher_dir(config, task, run_, teacher.load_config(config))
-    model, tok = teacher.load_model(teacher_dir, task)
+    study_teacher = teachers.build(config, run_)
+    study_teacher.check(task)
+    study_teacher.ready(task)  # fine-tuned once, cached
+    model, tok = teacher.load_model(study_teacher.directory, task)
     enc = {n: tokens.encode(s, tok, 64, None, "") for n, s in task.splits().items()}
     transfer_enc = tokens.encode(task.transfer, tok, 64, None, "")
     t_train = logits_of(model, enc["train"], run_, 256)
