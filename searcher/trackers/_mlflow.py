@@ -19,7 +19,8 @@ from searcher.trackers._base import Known, StudyInfo, Tracker, TrialEnd, TrialSt
 # MLflow retries a failed request 7 times with a doubling backoff (minutes in all) before it raises: a tracker that
 # is down must cost a trial seconds, so searcher asks for less unless the environment says otherwise
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # stdout is the leaderboard
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
 
