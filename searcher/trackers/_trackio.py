@@ -23,6 +23,18 @@ from searcher.trackers._base import StudyInfo, Tracker, TrialEnd, TrialStart
 log = logging.getLogger(__name__)
 
 
+def _finish(run) -> None:
+    """Finish the run and forget it as Trackio's current run (else its exit hook finishes it again, and prints)."""
+    from trackio import context_vars
+
+    with _quiet():
+        try:
+            run.finish()
+        finally:
+            if context_vars.current_run.get() is run:
+                context_vars.current_run.set(None)
+
+
 @contextlib.contextmanager
 def _quiet():
     out = io.StringIO()
@@ -77,8 +89,7 @@ class TrackioTracker(Tracker):
                 path = Path(d) / filename
                 path.write_text(content, encoding="utf-8")
                 run.log_artifact(path, name=f"{name}-{Path(filename).stem.lower()}", type="searcher")
-            with _quiet():
-                run.finish()
+            _finish(run)  # inside: the files must still be there when the run is flushed
 
     def abandon(self, number: int, reason: str) -> None:
         import trackio
@@ -86,10 +97,8 @@ class TrackioTracker(Tracker):
         run = self.runs.pop(number, None)
         if run is not None:
             run.log({"state": trackio.Markdown(f"**incomplete**: {reason}")}, step=self.last.get(number, 0))
-            with _quiet():
-                run.finish()
+            _finish(run)
 
     def close(self) -> None:
         for number in list(self.runs):
-            with _quiet():
-                self.runs.pop(number).finish()
+            _finish(self.runs.pop(number))
