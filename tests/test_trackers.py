@@ -32,6 +32,13 @@ SOURCE = f"https://reader:{SECRET}@example.com/acme/card"  # an [[enqueue]] _sou
 PRUNED_LR = 0.005  # the enqueued trial that goes non-finite at epoch 2 (pruned, with its reason)
 
 
+def need(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        requirement("trackers", f"{module} is not installed (pip install -e '.[test]' installs every tracker)")
+
+
 @dataclass
 class Run:
     """What a tracker holds of one trial, read back from its own store."""
@@ -95,7 +102,7 @@ class MLflowServer:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    pytest.importorskip("mlflow")
+    need("mlflow")
     server = MLflowServer(tmp_path_factory.mktemp("mlflow")).start()
     yield server
     server.kill()
@@ -229,7 +236,7 @@ class Backend:
     """Where one tracker of a test reports, and how its runs are read back."""
 
     def __init__(self, name: str, request, monkeypatch, tmp_path: Path):
-        pytest.importorskip({"tensorboard": "tensorboardX"}.get(name, name))
+        need({"tensorboard": "tensorboardX"}.get(name, name))
         self.name, self.tmp = name, tmp_path
         self.key = f"t{uuid.uuid4().hex[:8]}"  # an experiment / project of the test's own
         self.table: dict = {}
@@ -296,7 +303,7 @@ def test_every_trial_is_one_run_with_its_params_curves_and_state(world, tmp_path
                                                           {"learning_rate": PRUNED_LR}])
     code, out, err = cli("optimize", path, "--no-progress")
     assert code == 0, err
-    assert "report:" not in err  # no tracker complained
+    assert "stopped answering" not in err  # no tracker complained
     trials = {t.number: t for t in load(load_study(path)).trials}
     assert [t.state for t in trials.values()] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
 
@@ -393,7 +400,7 @@ def test_mlflow_nests_trial_runs_under_one_study_run_and_survives_the_server_goi
     from searcher.config import load_study
     from searcher.storage import load
 
-    pytest.importorskip("mlflow")
+    need("mlflow")
     server = MLflowServer(tmp_path / "mlflow").start()
     try:
         real = trackers.MLflowTracker.log_epoch

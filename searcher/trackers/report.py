@@ -15,9 +15,11 @@ duplicated.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -182,6 +184,20 @@ class Ledger:
 # --- the reporter ---
 
 
+def _timed(method):
+    """Adds the time a Reporter entry point takes to `seconds`: what reporting costs the study (benchmarks read the
+    closing log line)."""
+    @functools.wraps(method)
+    def timed(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    return timed
+
+
 class Reporter:
     """Sends a study to its trackers; nothing a tracker does reaches the trial."""
 
@@ -192,6 +208,9 @@ class Reporter:
         self.open: dict[str, dict[int, int]] = {}  # tracker name -> {trial number: last step sent}
         self.ledgers: dict[str, Ledger] = {}
         self.study: Optional[optuna.Study] = None
+        self.seconds = 0.0  # spent in reporting, all trackers together
+        self.spent: dict[str, float] = {t.name: 0.0 for t in self.trackers}  # in each tracker's own calls
+        self.trials = 0
 
     def _live(self) -> list[Tracker]:
         return [t for t in self.trackers if t.name not in self.down]
@@ -199,6 +218,7 @@ class Reporter:
     def _safely(self, tracker: Tracker, doing: str, fn, *args, number: Optional[int] = None):
         if tracker.name in self.down:
             return None
+        started = time.perf_counter()
         try:
             return fn(*args)
         except Exception as e:  # noqa: BLE001 - a tracker must never fail a trial
@@ -213,6 +233,8 @@ class Reporter:
                 except Exception:  # noqa: BLE001 - it is down: the run stays as the tracker left it
                     pass
             return None
+        finally:
+            self.spent[tracker.name] += time.perf_counter() - started
 
     def _note(self, tracker: Tracker, number: int, known: Known) -> None:
         ledger = self.ledgers.get(tracker.name)
@@ -222,6 +244,7 @@ class Reporter:
             except OSError as e:
                 log.debug("report: ledger %s not written (%s)", ledger.path, e)
 
+    @_timed
     def start(self, study: optuna.Study, url: Optional[str] = None) -> None:
         """Open the study in every tracker, and fill in the finished trials a tracker does not have yet."""
         self.study = study
@@ -270,6 +293,7 @@ class Reporter:
             self._note(tracker, n, Known(finished=True))
 
     # the objective's on_epoch
+    @_timed
     def epoch(self, trial: optuna.Trial, result) -> None:
         step, metrics = epoch_metrics(records.history_rows(records.history_columns([result]))[0])
         if result.peak_memory_mb is not None:
@@ -290,9 +314,11 @@ class Reporter:
                 self._note(tracker, trial.number, Known(finished=False, last_step=step))
 
     # an after_trial hook (after the dashboard's, which attaches the card)
+    @_timed
     def trial_done(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         if frozen.state not in FINISHED:
             return
+        self.trials += 1
         for tracker in self._live():
             sent = self.open.setdefault(tracker.name, {})
             if frozen.number in sent:
@@ -305,6 +331,10 @@ class Reporter:
             sent.pop(frozen.number, None)
 
     def close(self) -> None:
+        started = time.perf_counter()
         for tracker in self.trackers:
             if tracker.name not in self.down:
                 self._safely(tracker, "closing", tracker.close)
+        self.seconds += time.perf_counter() - started
+        each = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in self.spent.items())
+        log.info("report: %.2fs in reporting (%s) for %d trial(s)", self.seconds, each, self.trials)
