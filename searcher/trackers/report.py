@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+def _reportable(frozen: FrozenTrial) -> bool:
+    """Finished, and trained or tried: a surplus trial (closed unrun: another worker took the budget) is no run."""
+    return frozen.state in FINISHED and not str(frozen.user_attrs.get(records.FAIL_REASON, "")).startswith(
+        "SurplusTrial")
+
+
 def run_name(study_name: str, number: int) -> str:
     return f"{study_name}-trial-{number:04d}"
 
@@ -263,6 +269,8 @@ class Reporter:
     def _fill_in(self, tracker: Tracker, study: optuna.Study, known: dict[int, Known]) -> None:
         filled = 0
         for frozen in study.get_trials(deepcopy=False, states=FINISHED):
+            if not _reportable(frozen):
+                continue
             have = known.get(frozen.number)
             if have is not None and have.finished:
                 continue
@@ -316,7 +324,7 @@ class Reporter:
     # an after_trial hook (after the dashboard's, which attaches the card)
     @_timed
     def trial_done(self, study: optuna.Study, frozen: FrozenTrial) -> None:
-        if frozen.state not in FINISHED:
+        if not _reportable(frozen):
             return
         self.trials += 1
         for tracker in self._live():
