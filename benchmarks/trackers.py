@@ -106,7 +106,8 @@ class Server:
         raise SystemExit("the MLflow server did not start; see " + str(work / "mlflow" / "server.log"))
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        # the whole group: SIGTERM alone leaves the server's job consumers (huey) running as orphans
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
 

@@ -54,8 +54,8 @@ def study_info(study: optuna.Study, config, url: Optional[str] = None) -> StudyI
     params = {"study": config.study.name, "objectives": ",".join(config.study.objectives),
               "directions": ",".join(config.study.directions), "n_trials": config.study.n_trials,
               "sampler": attrs.get(st.ATTR_SAMPLER), "pruner": attrs.get(st.ATTR_PRUNER),
-              "teacher": teacher.get("name") or teacher.get("model") if isinstance(teacher, dict) else teacher,
-              "dataset": data.get("name") if isinstance(data, dict) else data}
+              "teacher": (teacher.get("model") or teacher.get("base")) if isinstance(teacher, dict) else teacher,
+              "dataset": (data.get("dataset") or json.dumps(data.get("files"))) if isinstance(data, dict) else data}
     return StudyInfo(name=config.study.name, uid=str(attrs.get(st.ATTR_UID, "")),
                      storage=st.redact(url or config.storage_url()), objectives=tuple(config.study.objectives),
                      directions=tuple(config.study.directions), output_dir=config.output_dir,
