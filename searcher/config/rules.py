@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from searcher import hyperparams, metrics, redact, repo_id, tasks
-from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, PrunerConfig, SamplerConfig,
-                                    StopConfig, StudyConfig, StudySection)
+from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, TRACKERS, PrunerConfig,
+                                    SamplerConfig, StopConfig, StudyConfig, StudySection)
 from searcher.errors import ConfigError
 from searcher.hyperparams import Fixed, extent as dimension_values
 
@@ -360,7 +360,7 @@ def _check_report(config: StudyConfig) -> None:
     with the study and shown by the dashboard, so passwords and tokens come from the tracker's environment."""
     p, r = config.path, config.report
     tables = config.raw.get("report", {})
-    for name in ("mlflow", "tensorboard", "trackio", "wandb"):
+    for name in TRACKERS:
         if name in tables and name not in r.to:
             raise ConfigError(f"{p}: [report.{name}] sets options of {name!r}, which is not in [report] to "
                               f"{list(r.to)}; add it there or remove the table")

@@ -289,7 +289,7 @@ class DistillSection:
 # [report]: the experiment trackers searcher reports every trial to (searcher.trackers); each one's settings are a
 # table of its own. What a table leaves out comes from the tracker's own environment variables (MLFLOW_TRACKING_URI,
 # WANDB_PROJECT, ...), and secrets (passwords, API keys) only ever from those: searcher.config.rules refuses them here.
-TRACKERS = ("mlflow", "tensorboard", "trackio", "wandb")
+TRACKERS = ("mlflow", "tensorboard", "trackio", "wandb")  # as [report] to names them (searcher.trackers.TRACKERS)
 
 
 @dataclass(frozen=True)
