@@ -27,12 +27,13 @@ def _quiet_libraries() -> None:
 
 
 def optimize(args) -> int:
-    from searcher import optimize as engine, runtime, storage, warmstart
+    from searcher import optimize as engine, runtime, storage, trackers, warmstart
     from searcher.prepare import prepare
     from searcher.progress import Progress
     from searcher.records import own_trials
 
     config = load_study(args.study)
+    trackers.check_installed(config)  # a missing tracker package must not surface after the teacher's fine-tune
     _quiet_libraries()
     if config.hub.push != "none":
         from searcher import hub
@@ -48,13 +49,17 @@ def optimize(args) -> int:
              len(own_trials(study)), run.device, run.amp)
     progress = Progress(config, enabled=not args.no_progress and sys.stderr.isatty(),
                         total=args.n_trials or config.study.n_trials)
-    hooks = [progress.trial_done] + _after_trial_hooks(prepared)
+    report = _reporter(config, study, url)
+    hooks = [progress.trial_done] + _after_trial_hooks(prepared) + ([report.trial_done] if report else [])
+    on_epoch = progress.epoch_done if report is None else _both(progress.epoch_done, report.epoch)
     started = time.monotonic()
     try:
         summary = engine.run(prepared, study, n_trials=args.n_trials, timeout=args.timeout or config.study.timeout,
-                             after_trial=hooks, on_epoch=progress.epoch_done, wait_for_others=not args.no_wait)
+                             after_trial=hooks, on_epoch=on_epoch, wait_for_others=not args.no_wait)
     finally:
         progress.close()
+        if report is not None:
+            report.close()
     log.info("stopped: %s (%d trial(s) in %.0fs)", summary.stopped_because, len(summary.ran),
              time.monotonic() - started)
     _after_study(prepared, study)
@@ -80,6 +85,24 @@ def _after_trial_hooks(prepared):
     from searcher import dashboard
 
     return [dashboard.after_trial_hook(prepared.config)]
+
+
+def _reporter(config, study, url: str):
+    """The study's trackers ([report] to), opened: they are told of the finished trials they lack first."""
+    from searcher import trackers
+
+    report = trackers.reporter(config)
+    if report is not None:
+        report.start(study, url)
+    return report
+
+
+def _both(first, second):
+    def call(trial, result) -> None:
+        first(trial, result)
+        second(trial, result)
+
+    return call
 
 
 def _after_study(prepared, study) -> None:
@@ -143,18 +166,35 @@ def import_(args) -> int:
 
 
 def run_trial(args) -> int:
-    from searcher import runtime
+    from searcher import runtime, trackers
     from searcher.asktell import run_asked_trial
     from searcher.prepare import prepare
 
     config = load_study(args.study)
+    trackers.check_installed(config)
     _quiet_libraries()
     prepared = prepare(config, runtime.from_config(config.train))
-    frozen = run_asked_trial(prepared, args.trial_number, args.storage, after_trial=_after_trial_hooks(prepared))
+    report = trackers.reporter(config)  # opened on the study below; the whole run is sent when the trial ends
+    hooks = _after_trial_hooks(prepared) + ([_opened(report, config.storage_url(args.storage))] if report else [])
+    try:
+        frozen = run_asked_trial(prepared, args.trial_number, args.storage, after_trial=hooks)
+    finally:
+        if report is not None:
+            report.close()
     from searcher.progress import trial_line
 
     print(trial_line(frozen, config))
     return 0 if frozen.state.name != "FAIL" else 1
+
+
+def _opened(report, url: str):
+    def hook(study, trial) -> None:
+        if report.study is None:
+            report.start(study, url)  # fills in every finished trial, this one included
+        else:
+            report.trial_done(study, trial)
+
+    return hook
 
 
 def card(args) -> int:

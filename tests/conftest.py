@@ -51,7 +51,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # by skipping what it claims to test.
 
 REQUIRE_ENV = "SEARCHER_TEST_REQUIRE"
-REQUIREMENTS = ("postgres", "redis", "data", "browser", "js")  # js: node + @huggingface/transformers
+# js: node + @huggingface/transformers; trackers: the tracker clients and an MLflow server (tests/test_trackers.py)
+REQUIREMENTS = ("postgres", "redis", "data", "browser", "js", "trackers")
 
 
 def required() -> set[str]:

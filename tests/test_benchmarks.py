@@ -78,3 +78,15 @@ def test_the_losses_benchmark_studies_are_valid(tmp_path):
                              tmp_path / "cost.toml")
         assert list(config.distill.losses) == names
         assert (config.distill.cache_budget_gb >= 1) == cached
+
+
+def test_the_tracker_benchmark_runs_the_quickstart_with_and_without_reporting(tmp_path):
+    from searcher.config import load_study
+
+    trackers = module("trackers")
+    quickstart = load_study(BENCHMARKS.parent / "studies" / "quickstart.toml")
+    for variant in trackers.VARIANTS:
+        config = load_study(trackers.study_file(tmp_path, f"r1-{variant}", variant, 2, "http://127.0.0.1:1"))
+        assert config.report.to == (() if variant == "none" else (variant,))
+        assert config.study.n_trials == 2 and config.study.seed == quickstart.study.seed
+        assert config.search == quickstart.search and config.student == quickstart.student

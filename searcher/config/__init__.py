@@ -15,8 +15,8 @@ from searcher.config.rules import teacher_members
 from searcher.config.schema import (CACHE_ENV, DEFAULT_CHECKPOINT, EXPORT_FORMATS, PRUNER_OPTIONS, SAFE_NAME,
                                     SAMPLER_OPTIONS, SECTIONS, STORAGE_ENV, AugmentConfig, CardSection, DataSection,
                                     ExportSection, FineTuneConfig, HubSection, MetricsSection, PrunerConfig,
-                                    SamplerConfig, SearchSection, StopConfig, StudentSection, StudyConfig,
-                                    StudySection, TeacherMember, TeacherSection, TrainSection)
+                                    ReportSection, SamplerConfig, SearchSection, StopConfig, StudentSection,
+                                    StudyConfig, StudySection, TeacherMember, TeacherSection, TrainSection)
 from searcher.errors import ConfigError
 from searcher.hyperparams import Choices, Dimension, Fixed, FloatRange, IntRange
 
@@ -24,7 +24,7 @@ __all__ = [
     "teacher_members", "FREE", "FREE_SECTIONS", "changed_settings", "defining", "resolved_dict", "load_study", "parse_study", "tomllib",
     "CACHE_ENV", "DEFAULT_CHECKPOINT", "EXPORT_FORMATS", "PRUNER_OPTIONS", "SAFE_NAME", "SAMPLER_OPTIONS",
     "SECTIONS", "STORAGE_ENV", "AugmentConfig", "CardSection", "DataSection", "ExportSection", "FineTuneConfig",
-    "HubSection", "MetricsSection", "PrunerConfig", "SamplerConfig", "SearchSection", "StopConfig",
+    "HubSection", "MetricsSection", "PrunerConfig", "ReportSection", "SamplerConfig", "SearchSection", "StopConfig",
     "StudentSection", "StudyConfig", "StudySection", "TeacherMember", "TeacherSection", "TrainSection", "ConfigError", "Choices",
     "Dimension", "Fixed", "FloatRange", "IntRange",
 ]

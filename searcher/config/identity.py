@@ -52,7 +52,7 @@ FREE = {
     "train": {"device", "amp", "micro_batch_size", "eval_batch_size", "latency", "num_threads"},
     "distill": {"cache_budget_gb"},  # the cached and the online teacher give the same loss (to float16)
 }
-FREE_SECTIONS = {"path", "enqueue", "card", "hub", "export"}
+FREE_SECTIONS = {"path", "enqueue", "card", "hub", "export", "report"}
 
 
 def defining(config: StudyConfig) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from searcher import hyperparams, metrics, redact, repo_id, tasks
-from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, PrunerConfig, SamplerConfig,
-                                    StopConfig, StudyConfig, StudySection, TeacherMember)
+from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, TRACKERS, PrunerConfig,
+                                    SamplerConfig, StopConfig, StudyConfig, StudySection, TeacherMember)
 from searcher.errors import ConfigError
 from searcher.hyperparams import Fixed, extent as dimension_values
 
@@ -30,6 +30,7 @@ def check(config: StudyConfig) -> StudyConfig:
     _check_train(config)
     _check_hub(config)
     _check_distill(config)
+    _check_report(config)
     return dataclasses.replace(config, study=study)
 
 
@@ -453,3 +454,26 @@ def _check_distill(config: StudyConfig) -> None:
     if not d.cache_budget_gb >= 0:
         raise ConfigError(f"{p}: [distill] cache_budget_gb must be >= 0 (0: never cache, run the teacher beside the "
                           f"student), got {d.cache_budget_gb}")
+
+
+TRACKER_ENV = {"mlflow": "MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN",
+               "tensorboard": "", "trackio": "HF_TOKEN", "wandb": "WANDB_API_KEY"}
+
+
+def _check_report(config: StudyConfig) -> None:
+    """[report]: a tracker's table only beside its name in `to`, and never a secret: a study file is shared, stored
+    with the study and shown by the dashboard, so passwords and tokens come from the tracker's environment."""
+    p, r = config.path, config.report
+    tables = config.raw.get("report", {})
+    for name in TRACKERS:
+        if name in tables and name not in r.to:
+            raise ConfigError(f"{p}: [report.{name}] sets options of {name!r}, which is not in [report] to "
+                              f"{list(r.to)}; add it there or remove the table")
+    for name, key, value in (("mlflow", "tracking_uri", r.mlflow.tracking_uri),
+                             ("mlflow", "experiment", r.mlflow.experiment), ("trackio", "project", r.trackio.project),
+                             ("wandb", "project", r.wandb.project), ("wandb", "entity", r.wandb.entity)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{p}: [report.{name}] {key} must not be empty; remove it to use the default")
+        if value is not None and redact.text(value) != value:
+            raise ConfigError(f"{p}: [report.{name}] {key} holds a password or token; a study file must not: put it "
+                              f"in the environment ({TRACKER_ENV[name]}) and remove it from {key}")

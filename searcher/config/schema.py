@@ -309,6 +309,47 @@ class DistillSection:
         return tuple(n for n in self.losses if n != "logits")
 
 
+# [report]: the experiment trackers searcher reports every trial to (searcher.trackers); each one's settings are a
+# table of its own. What a table leaves out comes from the tracker's own environment variables (MLFLOW_TRACKING_URI,
+# WANDB_PROJECT, ...), and secrets (passwords, API keys) only ever from those: searcher.config.rules refuses them here.
+TRACKERS = ("mlflow", "tensorboard", "trackio", "wandb")  # as [report] to names them (searcher.trackers.TRACKERS)
+
+
+@dataclass(frozen=True)
+class MLflowReport:
+    tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else MLflow's own default
+    experiment: Optional[str] = None  # default: $MLFLOW_EXPERIMENT_NAME, else the study's name
+
+
+@dataclass(frozen=True)
+class TensorBoardReport:
+    log_dir: Optional[Path] = field(default=None, metadata={"parse": "path"})  # default: <output_dir>/tensorboard
+
+
+@dataclass(frozen=True)
+class TrackioReport:
+    project: Optional[str] = None  # default: $TRACKIO_PROJECT, else the study's name
+
+
+@dataclass(frozen=True)
+class WandbReport:
+    project: Optional[str] = None  # default: $WANDB_PROJECT, else the study's name
+    entity: Optional[str] = None  # default: $WANDB_ENTITY, else the API key's default entity
+    mode: Optional[Literal["online", "offline", "disabled"]] = None  # default: $WANDB_MODE, else online
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """[report]: `to = ["mlflow", "tensorboard", "trackio", "wandb"]` (any of them; none by default) gives every
+    trial one run in each, with its parameters, per-epoch curves, final figures and state (searcher.trackers)."""
+
+    to: tuple[Literal["mlflow", "tensorboard", "trackio", "wandb"], ...] = ()
+    mlflow: MLflowReport = field(default_factory=MLflowReport, metadata={"parse": "table"})
+    tensorboard: TensorBoardReport = field(default_factory=TensorBoardReport, metadata={"parse": "table"})
+    trackio: TrackioReport = field(default_factory=TrackioReport, metadata={"parse": "table"})
+    wandb: WandbReport = field(default_factory=WandbReport, metadata={"parse": "table"})
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     path: Path
@@ -326,6 +367,7 @@ class StudyConfig:
     teachers: tuple[TeacherMember, ...] = ()  # [[teachers]]: an ensemble (empty: [teacher] alone)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     distill: DistillSection = field(default_factory=DistillSection)
+    report: ReportSection = field(default_factory=ReportSection)
 
     @property
     def directory(self) -> Path:
@@ -390,5 +432,6 @@ SECTIONS = {
     "card": CardSection,
     "hub": HubSection,
     "export": ExportSection,
+    "report": ReportSection,
 }
 

@@ -1,0 +1,438 @@
+"""Experiment trackers ([report] to), against the real components: an MLflow tracking server on 127.0.0.1 with a
+SQLite backend (read back with MlflowClient), TensorBoard event files (tensorboard's event reader), Trackio's local
+SQLite store, and W&B's offline run files. One test over every tracker checks the shared promises, as optuna's
+sampler tests do; then MLflow's own (parent and nested runs, a server killed mid-study).
+
+The MLflow server runs from a venv of its own (full mlflow pins an older pyarrow than datasets takes; the tests'
+client is mlflow-skinny): .ci/run makes it at .ci/mlflow, or point SEARCHER_TEST_MLFLOW at an `mlflow` executable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, _free_port, requirement
+
+# Trackio reads TRACKIO_DIR once, when it is imported: every Trackio run of these tests goes to this folder
+os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="searcher-tests-trackio-")
+
+SECRET = "hunter2-not-for-trackers"
+SOURCE = f"https://reader:{SECRET}@example.com/acme/card"  # an [[enqueue]] _source with a password in it
+PRUNED_LR = 0.005  # the enqueued trial that goes non-finite at epoch 2 (pruned, with its reason)
+
+
+def need(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        requirement("trackers", f"{module} is not installed (pip install -e '.[test]' installs every tracker)")
+
+
+@dataclass
+class Run:
+    """What a tracker holds of one trial, read back from its own store."""
+
+    params: dict
+    curves: dict  # metric -> [(step, value)]
+    state: str  # COMPLETE, PRUNED, FAIL (as searcher told it), or "" when it was never ended
+    text: str = ""  # every other string it holds (tags, notes, texts), for the redaction check
+    files: set = field(default_factory=set)
+    summary: dict = field(default_factory=dict)  # final figures where the tracker keeps them apart (W&B)
+
+    @property
+    def final(self) -> dict:
+        """Each metric's last value, as a tracker's run table shows it."""
+        return {**{k: v[-1][1] for k, v in self.curves.items() if v}, **self.summary}
+
+
+# --- MLflow: a real tracking server ---
+
+
+class MLflowServer:
+    def __init__(self, root: Path):
+        exe = os.environ.get("SEARCHER_TEST_MLFLOW") or str(ROOT / ".ci" / "mlflow" / "bin" / "mlflow")
+        if not Path(exe).is_file():
+            requirement("trackers", f"no MLflow server at {exe} (.ci/run makes one: python3 -m venv .ci/mlflow && "
+                                    f".ci/mlflow/bin/pip install mlflow; or set SEARCHER_TEST_MLFLOW)")
+        self.exe, self.root = exe, root
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> "MLflowServer":
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.exe, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--artifacts-destination", str(self.root / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the MLflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail("the MLflow server did not answer within 120 s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its uvicorn worker, at once
+            self.proc.wait()
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.url)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    need("mlflow")
+    server = MLflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.kill()
+
+
+def mlflow_runs(server: MLflowServer, experiment: str) -> dict[int, Run]:
+    client = server.client()
+    exp = client.get_experiment_by_name(experiment)
+    out = {}
+    for r in client.search_runs([exp.experiment_id], filter_string="tags.`searcher.level` = 'trial'"):
+        number = int(r.data.tags["searcher.trial"])
+        assert number not in out, f"two runs for trial {number}"
+        curves = {key: sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, key))
+                  for key in r.data.metrics}
+        state = r.data.tags.get("searcher.state", "") if r.info.status != "RUNNING" else ""
+        out[number] = Run(r.data.params, curves, state, json.dumps(r.data.tags),
+                          {a.path for a in client.list_artifacts(r.info.run_id)})
+    return out
+
+
+# --- TensorBoard: event files, read with tensorboard's own reader ---
+
+
+def tensorboard_runs(log_dir: Path) -> dict[int, Run]:
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = {}
+    for folder in sorted(log_dir.glob("trial-*")):
+        acc = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
+        acc.Reload()
+        curves = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+        texts = {tag: b"".join(e.tensor_proto.string_val).decode() for tag in acc.Tags()["tensors"]
+                 for e in acc.Tensors(tag)}
+        params = {}
+        if (folder / "hparams").is_dir():
+            hp = ea.EventAccumulator(str(folder / "hparams"))
+            hp.Reload()
+            start = plugin_data_pb2.HParamsPluginData.FromString(
+                hp.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+            params = {k: v.string_value if v.HasField("string_value") else v.number_value
+                      for k, v in start.hparams.items()}
+        state = next((s.split("**")[1] for tag, s in texts.items() if tag.startswith("state")), "")
+        out[int(folder.name.split("-")[1])] = Run(params, curves, state, json.dumps(texts),
+                                                  {p.name for p in folder.iterdir() if p.is_file()}
+                                                  | ({"README.md"} if any(t.startswith("card") for t in texts)
+                                                     else set()))
+    return out
+
+
+# --- Trackio: its local SQLite store ---
+
+
+def trackio_runs(project: str) -> dict[int, Run]:
+    from trackio.sqlite_storage import SQLiteStorage
+
+    out = {}
+    for name in SQLiteStorage.get_runs(project):
+        logs = SQLiteStorage.get_logs(project, name)
+        curves: dict = {}
+        state, text = "", ""
+        for row in logs:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "timestamp") and not key.startswith("_"):
+                    curves.setdefault(key, []).append((row["step"], value))
+                elif isinstance(value, dict) and value.get("_type") == "trackio.markdown":
+                    state, text = value["_value"].split("**")[1], text + value["_value"]
+        config = SQLiteStorage.get_run_config(project, name) or {}
+        out[int(name.rsplit("-", 1)[1])] = Run(config, {k: sorted(v) for k, v in curves.items()}, state,
+                                               text + json.dumps(config, default=str))
+    return out
+
+
+# --- W&B: offline run folders (the transaction log of each run, as `wandb sync` reads it) ---
+
+
+def wandb_records(path: Path):
+    """The records of a .wandb file: W&B's LevelDB-style log (a 7-byte header, 32 KiB blocks of records with a
+    7-byte header each: checksum, length, kind = full/first/middle/last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4) and buf:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buf)
+            yield record
+            buf = b""
+
+
+def wandb_runs(wandb_dir: Path) -> dict[int, Run]:
+    out: dict[int, Run] = {}
+    for log in sorted(wandb_dir.glob("offline-run-*/run-*.wandb")):
+        number = int(log.stem.rsplit("-", 1)[1])
+        run = out.setdefault(number, Run({}, {}, ""))  # a resumed run's folders add up to one run when synced
+        run.files |= {p.name for p in (log.parent / "files").iterdir()}
+        for rec in wandb_records(log):
+            kind = rec.WhichOneof("record_type")
+            items = {"history": lambda: rec.history.item, "summary": lambda: rec.summary.update,
+                     "run": lambda: rec.run.config.update}.get(kind, lambda: [])()
+            values = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
+            if kind == "run":
+                run.params.update({k: v for k, v in values.items() if k != "_wandb"})
+                run.text += json.dumps(values) + rec.run.notes + " ".join(rec.run.tags)
+            elif kind == "history":
+                for key, value in values.items():
+                    if not key.startswith("_") and isinstance(value, (int, float)):
+                        run.curves.setdefault(key, []).append((values["_step"], value))
+            elif kind == "summary" and "state" in values:
+                run.state = values["state"]
+                run.summary.update({k: v for k, v in values.items() if isinstance(v, (int, float))})
+                run.text += json.dumps(values)
+    return out
+
+
+# --- the shared promises, over every tracker ---
+
+TRACKERS = ["mlflow", "tensorboard", "trackio", "wandb"]
+
+
+class Backend:
+    """Where one tracker of a test reports, and how its runs are read back."""
+
+    def __init__(self, name: str, request, monkeypatch, tmp_path: Path):
+        need({"tensorboard": "tensorboardX"}.get(name, name))
+        self.name, self.tmp = name, tmp_path
+        self.key = f"t{uuid.uuid4().hex[:8]}"  # an experiment / project of the test's own
+        self.table: dict = {}
+        if name == "mlflow":
+            self.server = request.getfixturevalue("mlflow_server")
+            self.table = {"tracking_uri": self.server.url, "experiment": self.key}
+        elif name == "tensorboard":
+            self.table = {"log_dir": str(tmp_path / "tb")}
+        elif name == "trackio":
+            self.table = {"project": self.key}
+        elif name == "wandb":
+            monkeypatch.setenv("WANDB_MODE", "offline")
+            monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+            for var in ("WANDB_API_KEY", "WANDB_PROJECT", "WANDB_ENTITY"):
+                monkeypatch.delenv(var, raising=False)
+
+    @property
+    def report(self) -> dict:
+        return {"to": [self.name], **({self.name: self.table} if self.table else {})}
+
+    def runs(self, study_name: str) -> dict[int, Run]:
+        if self.name == "mlflow":
+            return mlflow_runs(self.server, self.key)
+        if self.name == "tensorboard":
+            return tensorboard_runs(self.tmp / "tb" / study_name)
+        if self.name == "trackio":
+            return trackio_runs(self.key)
+        return wandb_runs(self.tmp / "wb" / "wandb")
+
+
+@pytest.fixture(params=TRACKERS)
+def backend(request, monkeypatch, tmp_path):
+    return Backend(request.param, request, monkeypatch, tmp_path)
+
+
+def _study(world, directory: Path, backend: Backend, **sections) -> Path:
+    return world.study(directory, report=backend.report, train={"latency": False},
+                       **{"study": {"n_trials": 3}, **sections})
+
+
+def _prune_at_epoch_2(monkeypatch, learning_rate: float = PRUNED_LR) -> None:
+    """The trial with this learning rate goes non-finite in its second epoch: pruned, with its reason."""
+    from searcher import distill
+    from searcher.errors import NonFiniteLossError
+
+    real = distill._check_finite
+
+    def check(value, epoch, step, hp):
+        if hp.learning_rate == learning_rate and epoch == 2:
+            raise NonFiniteLossError(f"training loss became nan at epoch {epoch}")
+        real(value, epoch, step, hp)
+
+    monkeypatch.setattr(distill, "_check_finite", check)
+
+
+def test_every_trial_is_one_run_with_its_params_curves_and_state(world, tmp_path, cli, backend, monkeypatch):
+    from optuna.trial import TrialState
+
+    from searcher.config import load_study
+    from searcher.storage import load
+
+    _prune_at_epoch_2(monkeypatch)
+    path = _study(world, tmp_path / "s", backend, enqueue=[{"_source": SOURCE, "learning_rate": 0.003},
+                                                          {"learning_rate": PRUNED_LR}])
+    code, out, err = cli("optimize", path, "--no-progress")
+    assert code == 0, err
+    assert "stopped answering" not in err  # no tracker complained
+    trials = {t.number: t for t in load(load_study(path)).trials}
+    assert [t.state for t in trials.values()] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+
+    runs = backend.runs("tiny")
+    assert sorted(runs) == [0, 1, 2]  # one run per trial
+    for number, trial in trials.items():
+        run = runs[number]
+        assert float(run.params["learning_rate"]) == pytest.approx(trial.user_attrs["hyperparams"]["learning_rate"])
+        assert int(float(run.params["student.layers"])) == trial.user_attrs["student"]["layers"]
+        epochs = trial.user_attrs["history"]["epoch"]
+        assert [s for s, _ in run.curves["accuracy"] if s in epochs] == epochs  # every epoch at its step
+        assert [v for s, v in run.curves["accuracy"]][:len(epochs)] == pytest.approx(
+            trial.user_attrs["history"]["accuracy"])
+        assert "train_loss" in run.curves and "eval_loss" in run.curves
+        assert run.state == trial.state.name
+    assert runs[0].final["objective/accuracy"] == pytest.approx(trials[0].value)
+    assert runs[0].final["params_millions"] == pytest.approx(trials[0].user_attrs["student"]["params"] / 1e6)
+    assert [s for s, _ in runs[1].curves["accuracy"]] == [1]  # pruned in its second epoch
+    assert SECRET not in runs[0].text and "reader:***@example.com" in runs[0].text  # redacted, and sent
+    if backend.name != "trackio":  # Trackio keeps files as content-addressed artifacts, not by name
+        assert {"epochs.csv", "README.md"} <= runs[0].files  # the per-epoch table and the card
+
+    # a resumed study continues its runs: nothing is reported twice
+    assert cli("optimize", path, "--no-progress")[0] == 0
+    again = backend.runs("tiny")
+    assert sorted(again) == [0, 1, 2]
+    assert again[0].curves["accuracy"] == runs[0].curves["accuracy"]
+
+
+def test_a_broken_tracker_warns_once_and_never_fails_a_trial(world, tmp_path, cli, backend, monkeypatch):
+    from optuna.trial import TrialState
+
+    from searcher import trackers
+    from searcher.config import load_study
+    from searcher.storage import load
+
+    calls = []
+
+    def refuse(self, number, step, metrics):
+        calls.append(number)
+        raise ConnectionError(f"refused by http://user:{SECRET}@tracker.example")
+
+    monkeypatch.setattr(trackers.TRACKERS[backend.name], "log_epoch", refuse)
+    path = _study(world, tmp_path / "s", backend, study={"n_trials": 2}, search={"epochs": 2})
+    code, out, err = cli("optimize", path, "--no-progress")
+    assert code == 0, err
+    assert [t.state for t in load(load_study(path)).trials] == [TrialState.COMPLETE] * 2
+    warnings = [line for line in err.splitlines() if line.startswith(f"report: {backend.name}")]
+    assert len(warnings) == 1 and "ConnectionError" in warnings[0], err
+    assert SECRET not in err and "user:***@tracker.example" in warnings[0]
+    assert calls == [0]  # left alone after it failed: no second try, no second warning
+
+
+def test_a_study_naming_a_missing_tracker_stops_before_training_with_the_pip_command(world, tmp_path, cli,
+                                                                                      monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    path = world.study(tmp_path / "s", report={"to": ["tensorboard", "wandb"]})
+    code, out, err = cli("optimize", path)
+    assert code == 2
+    assert "pip install 'searcher[wandb]'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s" / "tiny.db").exists()  # stopped before the study existed
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"to": ["mlflow"], "mlflow": {"tracking_uri": "http://me:pw123456@mlflow.example"}}, "MLFLOW_TRACKING"),
+    ({"to": ["tensorboard"], "wandb": {"project": "p"}}, "not in [report] to"),
+    ({"to": ["comet"]}, "[report] to must be one of"),
+    ({"to": ["wandb"], "wandb": {"mode": "ofline"}}, "[report.wandb] mode must be one of"),
+    ({"to": ["mlflow"], "mlflow": {"experiment_name": "x"}}, "did you mean 'experiment'"),
+])
+def test_report_settings_are_checked_and_never_hold_a_secret(world, tmp_path, table, message):
+    from searcher.config import load_study
+    from searcher.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_study(world.study(tmp_path, report=table))
+    assert message in str(e.value) and "pw123456" not in str(e.value)
+
+
+# --- MLflow's own promises ---
+
+
+def test_mlflow_nests_trial_runs_under_one_study_run_and_survives_the_server_going_away(world, tmp_path, cli,
+                                                                                      monkeypatch):
+    """The server is killed in the second trial: the study completes with one warning; restarted, the next
+    `searcher optimize` finishes the run it left running (the same run, from the study's records) and adds the
+    trial it missed, under the same parent run."""
+    from optuna.trial import TrialState
+
+    from searcher import trackers
+    from searcher.config import load_study
+    from searcher.storage import load
+
+    need("mlflow")
+    server = MLflowServer(tmp_path / "mlflow").start()
+    try:
+        real = trackers.MLflowTracker.log_epoch
+
+        def log_epoch(self, number, step, metrics):
+            if number == 1 and step == 2:
+                server.kill()  # mid-trial, mid-study
+            real(self, number, step, metrics)
+
+        monkeypatch.setattr(trackers.MLflowTracker, "log_epoch", log_epoch)
+        path = world.study(tmp_path / "s", report={"to": ["mlflow"], "mlflow": {"tracking_uri": server.url}},
+                           train={"latency": False})
+        code, out, err = cli("optimize", path, "--no-progress")
+        assert code == 0, err
+        assert [t.state for t in load(load_study(path)).trials] == [TrialState.COMPLETE] * 3
+        assert len([line for line in err.splitlines() if line.startswith("report: mlflow")]) == 1, err
+
+        monkeypatch.setattr(trackers.MLflowTracker, "log_epoch", real)
+        server.start()  # the same database
+        client = server.client()
+        (before,) = [r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+                     if r.data.tags.get("searcher.trial") == "1"]
+        assert before.info.status == "RUNNING"  # incomplete: it never heard the trial end
+        assert cli("optimize", path, "--no-progress")[0] == 0
+        runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        (parent,) = [r for r in runs if r.data.tags["searcher.level"] == "study"]
+        children = {int(r.data.tags["searcher.trial"]): r for r in runs if r.data.tags["searcher.level"] == "trial"}
+        assert sorted(children) == [0, 1, 2]
+        assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
+        assert children[1].info.run_id == before.info.run_id and children[1].info.status == "FINISHED"
+        assert "filled in" in children[1].data.tags["searcher.note"]
+        assert [m.step for m in client.get_metric_history(children[1].info.run_id, "accuracy")] == [1, 2, 3]
+        assert "searcher.note" not in children[0].data.tags  # reported live
+    finally:
+        server.kill()
