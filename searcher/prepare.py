@@ -264,9 +264,17 @@ def _teacher_latency(p: Prepared, model) -> dict:
     key = hashlib.sha256(json.dumps([teacher.identity(p.teacher_dir), p.task.fingerprint, platform.node(),
                                      torch.get_num_threads()]).encode()).hexdigest()[:20]
     path = p.config.cache_dir / "latency" / f"{key}.json"
-    found = files.read_json(path)
-    if found is not None and {"single_median", "throughput_per_s"} <= set(found):
-        return found
+    if path.is_file():
+        try:
+            with files.reading_cache("teacher latency cache", path):
+                found = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(found, dict) or not all(
+                        isinstance(found.get(k), (int, float)) and found[k] > 0
+                        for k in ("single_median", "throughput_per_s")):
+                    raise ValueError("its timings are missing")
+            return found
+        except files.DamagedCache as e:
+            files.note_damaged(log, e)
     _, tokenizer = p.teacher_model()
     result = latency.measure(model, p.encoded(tokenizer)["validation"])
     files.write_text(path, json.dumps(result))

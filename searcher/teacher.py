@@ -214,20 +214,22 @@ def _read_logits(path: Path, task: Task) -> Optional[TeacherLogits]:
     if not path.is_file() and not meta_path.is_file():
         return None
     try:
-        meta = files.read_json(meta_path)
-        if meta is None or not isinstance(meta.get("metrics"), dict):
-            raise ValueError(f"{meta_path.name} is missing or has no metrics")
-        with np.load(path) as z:
-            splits = {name: z[name] for name in z.files}
-        for name, split in task.splits().items():
-            a = splits.get(name)
-            if a is None or a.ndim != 2 or a.shape != (len(split), task.num_labels) or not np.isfinite(a).all():
-                raise ValueError(f"split {name!r} has shape {None if a is None else a.shape}, expected "
-                                 f"({len(split)}, {task.num_labels})")
-        if set(meta["metrics"]) != set(task.splits()) - {"train"}:
-            raise ValueError("its metrics do not cover the evaluation splits")
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        log.warning("teacher logits cache %s is damaged (%s); rebuilding it", path, first_line(e))
+        with files.reading_cache("teacher logits cache", path):
+            meta = files.read_json(meta_path)
+            if meta is None or not isinstance(meta.get("metrics"), dict):
+                raise ValueError(f"{meta_path.name} is missing or has no metrics")
+            files.check_seal(path)
+            with np.load(path) as z:
+                splits = {name: z[name] for name in z.files}
+            for name, split in task.splits().items():
+                a = splits.get(name)
+                if a is None or a.ndim != 2 or a.shape != (len(split), task.num_labels) or not np.isfinite(a).all():
+                    raise ValueError(f"split {name!r} has shape {None if a is None else a.shape}, expected "
+                                     f"({len(split)}, {task.num_labels})")
+            if set(meta["metrics"]) != set(task.splits()) - {"train"}:
+                raise ValueError("its metrics do not cover the evaluation splits")
+    except files.DamagedCache as e:
+        files.note_damaged(log, e)
         return None
     return TeacherLogits(splits, meta["metrics"])
 
@@ -265,6 +267,7 @@ def cached_extra_logits(config: StudyConfig, name: str, split, content: str, tea
                                                  config.teacher.inference_batch_size)
             out.flush()
             del out
+            files.seal(tmp, path)
         del model
     return _read_extra(path, len(split), strict=True)
 
@@ -273,14 +276,16 @@ def _read_extra(path: Path, rows: int, strict: bool = False) -> Optional[np.ndar
     if not path.is_file():
         return None
     try:
-        logits = np.load(path, mmap_mode="r")
-        if logits.ndim != 2 or logits.shape[0] != rows or logits.dtype != np.float16:
-            raise ValueError(f"shape {logits.shape} {logits.dtype}, expected ({rows}, labels) float16")
+        with files.reading_cache("teacher logits cache", path):
+            files.check_seal(path)
+            logits = np.load(path, mmap_mode="r")
+            if logits.ndim != 2 or logits.shape[0] != rows or logits.dtype != np.float16:
+                raise ValueError(f"shape {logits.shape} {logits.dtype}, expected ({rows}, labels) float16")
         return logits
-    except (OSError, ValueError, EOFError) as e:
+    except files.DamagedCache as e:
         if strict:
             raise
-        log.warning("teacher logits cache %s is damaged (%s); rebuilding it", path, first_line(e))
+        files.note_damaged(log, e)
         return None
 
 
