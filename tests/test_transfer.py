@@ -120,6 +120,20 @@ def test_pairs_are_augmented_on_both_sides_and_transfer_pairs_work(world, tmp_pa
     assert t.user_attrs["training_rows"]["transfer"] == 40 and t.user_attrs["training_rows"]["augmented"] > 0
 
 
+def test_augmentation_that_changes_nothing_trains_on_the_labelled_rows_with_one_warning(world, tmp_path, cli):
+    """All probabilities 0: every copy equals its sentence, so there are no copies to label (once an IndexError)."""
+    path = world.study(tmp_path, study={"n_trials": 1, "cache_dir": str(tmp_path / "cache")}, search={"augment": 1},
+                       data={"augment": {"p_mask": 0.0, "p_swap": 0.0, "p_ngram": 0.0}})
+    code, out, err = cli("optimize", path)
+    assert code == 0 and "Traceback" not in err, err
+    warnings = [line for line in err.splitlines() if "0 distinct copies" in line]
+    assert len(warnings) == 1 and "trains on the labelled rows alone" in warnings[0], err
+    assert "[data.augment]" in warnings[0] and "[search] augment = 0" in warnings[0]
+    t = load(path).trials[0]
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert t.user_attrs["training_rows"] == {"labeled": 192, "transfer": 0, "augmented": 0}
+
+
 @pytest.mark.parametrize("change, message", [
     ({"data": {"transfer": "EMPTY"}}, "has no non-empty text"),
     ({"data": {"transfer": "TRANSFER", "transfer_text_columns": ["sentence"]}}, "has no column 'sentence'"),
