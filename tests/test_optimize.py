@@ -356,12 +356,14 @@ def test_sigkilled_worker_trial_is_retried_by_heartbeat(world, tmp_path):
     path = world.study(tmp_path, study={"n_trials": 1}, search=SLOW)
     proc = spawn(path)
     number = wait_for_running(tmp_path / "tiny.db", proc, min_epochs=2)
+    proc.send_signal(signal.SIGSTOP)  # frozen, it cannot finish the trial before the kill however slow the machine
+    assert load(path).trials[number].state == TrialState.RUNNING
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    time.sleep(4)  # longer than grace_period = 3 s: the heartbeat is stale
+    proc.wait(timeout=60)
 
+    # no sleep: the next worker waits for the stale heartbeat (grace_period = 3 s) on its own, however long it takes
     proc = spawn(path)
-    out, _ = proc.communicate(timeout=300)
+    out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     study = load(path)
     killed = next(t for t in study.trials if t.number == number)
@@ -369,6 +371,9 @@ def test_sigkilled_worker_trial_is_retried_by_heartbeat(world, tmp_path):
     retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params == killed.params
+    assert killed.user_attrs["fail_reason"] == (f"worker stopped heartbeating (killed or lost); retried as trial "
+                                                f"{retry[0].number}")
+    assert "fail_reason" not in retry[0].user_attrs
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 1
 
 
