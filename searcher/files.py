@@ -107,7 +107,11 @@ def atomic_dir(out: Path) -> Iterator[Path]:
         raise _cannot_write(out, e) from e
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)
+        for f in tmp.rglob("*"):  # what libraries wrote inside gets the umask's modes too (safetensors writes 0600)
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, (0o666 | (f.stat().st_mode & 0o111)) & ~mask)
         # a rename cannot replace a non-empty folder: the old one is moved aside first and deleted after, so `out`
         # is always the old folder or the new one, never missing or half
         aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=_tmp_prefix(out.name))) if out.exists() else None
