@@ -41,7 +41,8 @@ def optimize(args) -> int:
     storage.check_writable(config.storage_url(args.storage))  # before the data and the teacher are prepared
     warmstart.check(config, config.storage_url(args.storage))  # so are the warm_start sources
     run = runtime.from_config(config.train)
-    prepared = prepare(config, run)  # every input check happens here, before the study is touched
+    # every input check happens here, before the study is touched; changed data before the teacher works on it
+    prepared = prepare(config, run, check_data=lambda c, task: engine.check_data(c, task, args.storage))
     study = engine.open_study(prepared, args.storage)
     url = config.storage_url(args.storage)
     log.info("study %r in %s: %d trials so far; device %s, AMP %s", config.study.name, storage.redact(url),

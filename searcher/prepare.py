@@ -171,7 +171,9 @@ def export_formats(config: StudyConfig) -> tuple:
     return ()
 
 
-def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
+def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
+    """`check_data(config, task)`, when given, runs once the data is read and before the teacher works on it (a
+    resumed study refuses changed data there, before any fine-tuning or labelling)."""
     formats = export_formats(config)
     for name in CACHES:  # temp files of writers that crashed (a full disk, a kill) go before anything is built
         for stale in files.remove_stale(config.cache_dir / name):
@@ -187,6 +189,8 @@ def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
                                       task.kind)
     teacher.check_labels(config, tcfg, task)
     check_pretrained(config)
+    if check_data is not None:
+        check_data(config, task)
     log.info("data: %s", ", ".join(f"{k} {v}" for k, v in task.description["sizes"].items()))
 
     teacher_dir = finetune.teacher_dir(config, task, runtime, tcfg)
