@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import inspect
 import logging
 import warnings
@@ -79,12 +80,43 @@ class _Logits(torch.nn.Module):
         return self.model(**dict(zip(self.names, tensors))).logits
 
 
+class LocalExportError(ExportError):
+    """The export failed for this machine's reasons (a full disk, a read-only folder), not the model's: the message
+    says how to get out, and no card carries it (it says nothing about the student that is published)."""
+
+
+def _local_error(error: BaseException, where: Path) -> Optional[LocalExportError]:
+    """A LocalExportError when a full disk or an unwritable folder is anywhere in the error's chain."""
+    seen = 0
+    while error is not None and seen < 10:
+        text = str(error)
+        full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or "No space left on device" in text or "os error 28" in text:
+            return LocalExportError(f"disk full at {getattr(error, 'filename', None) or where}: free space and rerun")
+        if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES):
+            return LocalExportError(f"cannot write {error.filename or where} ({error.strerror}): make it writable "
+                                    f"and rerun")
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 def export(model, folder: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
     """Write the asked formats into folder/onnx/ (replacing that folder whole) and return {format: path}.
 
     The files are built in a temporary folder beside onnx/ and renamed into place (searcher.files.atomic_dir), so a
     failure leaves the previous onnx/ (or none) and no debris. The model is left in eval mode.
+    A full disk or an unwritable folder is a LocalExportError that says so.
     """
+    try:
+        return _export(model, folder, formats)
+    except Exception as e:
+        local = _local_error(e, Path(folder) / "onnx")
+        if local is not None:
+            raise local from e
+        raise
+
+
+def _export(model, folder: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {tuple(formats)}")
