@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 
+from searcher import timing
 from searcher.config import load_study
 
 log = logging.getLogger("searcher")
@@ -32,6 +33,8 @@ def optimize(args) -> int:
     from searcher.progress import Progress
     from searcher.records import own_trials
 
+    began = time.monotonic()
+    timing.reset()
     config = load_study(args.study)
     _quiet_libraries()
     if config.hub.push != "none":
@@ -58,6 +61,8 @@ def optimize(args) -> int:
         progress.close()
     log.info("stopped: %s (%d trial(s) in %.0fs)", summary.stopped_because, len(summary.ran),
              time.monotonic() - started)
+    log.info("time by phase (this run, %d trial(s), %.0fs in all): %s", len(summary.ran), time.monotonic() - began,
+             timing.summary(time.monotonic() - began))
     _after_study(prepared, study)
     print()
     print_leaderboard(study, config, top=5)

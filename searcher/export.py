@@ -28,7 +28,7 @@ from searcher.batching import collate
 from searcher.metrics import BUILTIN_SET
 from searcher.tokens import Encoded
 from searcher.errors import ExportError, first_line
-from searcher import files, latency
+from searcher import files, latency, timing
 from searcher.config import EXPORT_FORMATS as FORMATS
 
 FILES = {"onnx": Path("onnx/model.onnx"), "onnx-int8": Path("onnx/model_quantized.onnx")}
@@ -108,7 +108,8 @@ def export(model, folder: Path, formats: Sequence[str] = FORMATS) -> dict[str, P
     A full disk or an unwritable folder is a LocalExportError that says so.
     """
     try:
-        return _export(model, folder, formats)
+        with timing.phase("ONNX export"):
+            return _export(model, folder, formats)
     except Exception as e:
         local = _local_error(e, Path(folder) / "onnx")
         if local is not None:
@@ -320,14 +321,15 @@ def measure(model, folder: Path, enc: Encoded, labels: Optional[np.ndarray] = No
         def quality(logits):
             return {k: float(v) for k, v in metrics_fn(logits, labels, threshold).items()}
 
-        results: dict[str, dict] = {"pytorch": quality(torch_logits(model, enc, batch_size))}
-        results["pytorch"]["size_mb"] = _size_mb(model, folder)
-        for f, sess in sessions.items():
-            results[f] = quality(predict_logits(sess, enc, batch_size))
-            results[f]["size_mb"] = round((folder / FILES[f]).stat().st_size / 1e6, 3)
-        if "onnx" in sessions:
-            results["onnx"]["parity"] = parity(model, sessions["onnx"], enc, batch_size,
-                                               getattr(metrics_fn, "kind", None))
+        with timing.phase("parity"):  # every form's accuracy on the split, and ONNX against PyTorch row by row
+            results: dict[str, dict] = {"pytorch": quality(torch_logits(model, enc, batch_size))}
+            results["pytorch"]["size_mb"] = _size_mb(model, folder)
+            for f, sess in sessions.items():
+                results[f] = quality(predict_logits(sess, enc, batch_size))
+                results[f]["size_mb"] = round((folder / FILES[f]).stat().st_size / 1e6, 3)
+            if "onnx" in sessions:
+                results["onnx"]["parity"] = parity(model, sessions["onnx"], enc, batch_size,
+                                                   getattr(metrics_fn, "kind", None))
 
         # one format after another, each warmed up right before its runs: the thread pools of torch and onnxruntime
         # disturb each other least that way

@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from searcher import distill, files, teacher
+from searcher import distill, files, teacher, timing
 from searcher.config import StudyConfig
 from searcher.data import Task
 from searcher.hyperparams import Hyperparams
@@ -42,7 +42,8 @@ def teacher_dir(config: StudyConfig, task: Task, runtime: Runtime, teacher_confi
             log.info("teacher: reusing fine-tuned %s", out)
             return str(out)
         log.info("teacher: fine-tuning %s once (%d epochs); cached in %s", base, ft.epochs, out)
-        _fine_tune(config, task, runtime, base, out)
+        with timing.phase("teacher fine-tune"):
+            _fine_tune(config, task, runtime, base, out)
     return str(out)
 
 

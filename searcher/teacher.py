@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from searcher import files
+from searcher import files, timing
 from searcher.config import StudyConfig
 from searcher.data import Task, locate
 from searcher.errors import TeacherError, first_line
@@ -197,7 +197,8 @@ def cached_logits(config: StudyConfig, task: Task, teacher_dir: str, teacher_ide
         splits, metrics = {}, {}
         for name, split in task.splits().items():
             enc = encode(split, tokenizer, config.data.max_length, config.cache_dir, f"{task.fingerprint}:{name}")
-            splits[name] = compute_logits(model, enc, runtime, config.teacher.inference_batch_size)
+            with timing.phase("teacher logits"):
+                splits[name] = compute_logits(model, enc, runtime, config.teacher.inference_batch_size)
             if name != "train":
                 metrics[name] = split_metrics(splits[name], split.labels, task.kind)
         files.save_npz(path, splits)
@@ -263,8 +264,9 @@ def cached_extra_logits(config: StudyConfig, name: str, split, content: str, tea
                                             shape=(len(split), int(model.config.num_labels)))
             for start in range(0, len(split), EXTRA_CHUNK):
                 stop = min(start + EXTRA_CHUNK, len(split))
-                out[start:stop] = compute_logits(model, enc.rows(start, stop), runtime,
-                                                 config.teacher.inference_batch_size)
+                with timing.phase("teacher logits"):
+                    out[start:stop] = compute_logits(model, enc.rows(start, stop), runtime,
+                                                     config.teacher.inference_batch_size)
             out.flush()
             del out
             files.seal(tmp, path)

@@ -473,3 +473,31 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(world, tmp_path, cli, monk
         assert trial.state == (TrialState.PRUNED if epochs == 2 else TrialState.COMPLETE)
         assert list(trial.intermediate_values) == [1]
     assert len(asked) == 1
+
+
+def test_a_phase_inside_another_counts_toward_the_outer_one():
+    from searcher import timing
+
+    timing.reset()
+    with timing.phase("teacher fine-tune"):
+        with timing.phase("training"):  # the teacher's own training is its fine-tune's time
+            pass
+    with timing.phase("training"):
+        pass
+    assert set(timing.totals()) == {"teacher fine-tune", "training"}
+    assert timing.summary(100.0) == "other 100s (100%)"  # phases under 0.05 s are left out
+    timing.reset()
+    with timing.phase("training"):
+        time.sleep(0.1)
+    assert timing.summary(1.0).startswith("training 0s (1")
+
+
+def test_optimize_says_where_the_time_went_by_phase(world, tmp_path, cli):
+    path = world.study(tmp_path, study={"n_trials": 1, "cache_dir": str(tmp_path / "cache")},
+                       search={"epochs": 1}, export={"formats": ["onnx"]})
+    code, _, err = cli("optimize", path)
+    assert code == 0, err
+    (line,) = [line for line in err.splitlines() if line.startswith("time by phase")]
+    assert "1 trial(s)" in line
+    for name in ("teacher logits", "training", "evaluation", "ONNX export", "parity", "latency rounds", "other"):
+        assert f"{name} " in line, line
