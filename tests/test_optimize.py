@@ -305,7 +305,7 @@ def spawn(path: Path, *extra: str) -> subprocess.Popen:
                             preexec_fn=_sigint_default)
 
 
-def wait_for_running(db: Path, proc: subprocess.Popen, timeout: float = 120, min_epochs: int = 1) -> int:
+def wait_for_running(db: Path, proc: subprocess.Popen, timeout: float = 500, min_epochs: int = 1) -> int:
     """Block until some trial is RUNNING and has reported `min_epochs`; return its number."""
     deadline = time.time() + timeout
     while time.time() < deadline:
