@@ -17,7 +17,7 @@ from typing import Optional
 import optuna
 from optuna.trial import TrialState
 
-from searcher import files
+from searcher import files, timing
 from searcher.errors import SearcherError, first_line
 from searcher.records import MODEL_DIR, WEIGHTS, pareto, ranked
 
@@ -47,7 +47,7 @@ def save(model, tokenizer, out: Path, run_info: dict) -> Path:
     """
     out = Path(out)
     try:
-        with files.atomic_dir(out) as tmp:
+        with timing.phase("saving"), files.atomic_dir(out) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             names = sorted(f.relative_to(tmp).as_posix() for f in tmp.rglob("*") if f.is_file())

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 
+from searcher import timing
 from searcher.config import load_study
 
 log = logging.getLogger("searcher")
@@ -32,6 +33,8 @@ def optimize(args) -> int:
     from searcher.progress import Progress
     from searcher.records import own_trials
 
+    began = time.monotonic()
+    timing.reset()
     config = load_study(args.study)
     trackers.check_installed(config)  # a missing tracker package must not surface after the teacher's fine-tune
     _quiet_libraries()
@@ -42,7 +45,8 @@ def optimize(args) -> int:
     storage.check_writable(config.storage_url(args.storage))  # before the data and the teacher are prepared
     warmstart.check(config, config.storage_url(args.storage))  # so are the warm_start sources
     run = runtime.from_config(config.train)
-    prepared = prepare(config, run)  # every input check happens here, before the study is touched
+    # every input check happens here, before the study is touched; changed data before the teacher works on it
+    prepared = prepare(config, run, check_data=lambda c, task: engine.check_data(c, task, args.storage))
     study = engine.open_study(prepared, args.storage)
     url = config.storage_url(args.storage)
     log.info("study %r in %s: %d trials so far; device %s, AMP %s", config.study.name, storage.redact(url),
@@ -62,6 +66,8 @@ def optimize(args) -> int:
             report.close()
     log.info("stopped: %s (%d trial(s) in %.0fs)", summary.stopped_because, len(summary.ran),
              time.monotonic() - started)
+    log.info("time by phase (this run, %d trial(s), %.0fs in all): %s", len(summary.ran), time.monotonic() - began,
+             timing.summary(time.monotonic() - began))
     _after_study(prepared, study)
     print()
     print_leaderboard(study, config, top=5)

@@ -32,6 +32,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from searcher import timing
 from searcher.batching import Stacked, collate, epoch_batches, micro_batches
 from searcher.errors import NonFiniteLossError
 from searcher.hyperparams import Hyperparams
@@ -241,11 +242,12 @@ def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[
         epoch_loss = torch.zeros((), device=device)
         terms: dict = {}
         batches = epoch_batches(train_data.lengths, hp.batch_size, rng, runtime.group_by_length)
-        for i, batch in enumerate(batches, start=1):
-            epoch_loss += step_fn(train_data, labels, targets, batch, micro, terms)
-            step += 1
-            if i % SYNC_EVERY == 0 or i == len(batches):
-                _check_finite(float(epoch_loss), epoch, step, hp)
+        with timing.phase("training"):
+            for i, batch in enumerate(batches, start=1):
+                epoch_loss += step_fn(train_data, labels, targets, batch, micro, terms)
+                step += 1
+                if i % SYNC_EVERY == 0 or i == len(batches):
+                    _check_finite(float(epoch_loss), epoch, step, hp)
         scores = evaluate(model, validation, validation_teacher_logits, hp, runtime, metrics)
         threshold = scores.pop("threshold", None)
         peak = torch.cuda.max_memory_allocated(runtime.device) / 2 ** 20 if runtime.is_cuda else None
@@ -272,6 +274,12 @@ def evaluate(model, enc: Encoded, teacher_logits: Optional[np.ndarray], hp: Hype
     """A split's scores: the distillation loss ("loss"), the plain label loss ("cross_entropy": cross-entropy, MSE
     or BCE by task kind), and every metric. A multi-label study with a tuned threshold chooses it here (returned
     as "threshold") unless one is given (the validation split's, for the test split)."""
+    with timing.phase("evaluation"):
+        return _evaluate(model, enc, teacher_logits, hp, runtime, metrics, threshold)
+
+
+def _evaluate(model, enc: Encoded, teacher_logits: Optional[np.ndarray], hp: Hyperparams, runtime: Runtime,
+              metrics: Callable, threshold: Optional[float]) -> dict:
     logits = logits_of(model, enc, runtime, runtime.eval_for(hp.batch_size))
     kind = getattr(metrics, "kind", None)
     out = {"loss": split_loss(logits, teacher_logits, enc.labels, hp, kind),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import inspect
 import logging
 import warnings
@@ -27,7 +28,7 @@ from searcher.batching import collate
 from searcher.metrics import BUILTIN_SET
 from searcher.tokens import Encoded
 from searcher.errors import ExportError, first_line
-from searcher import files, latency
+from searcher import files, latency, timing
 from searcher.config import EXPORT_FORMATS as FORMATS
 
 FILES = {"onnx": Path("onnx/model.onnx"), "onnx-int8": Path("onnx/model_quantized.onnx")}
@@ -79,12 +80,44 @@ class _Logits(torch.nn.Module):
         return self.model(**dict(zip(self.names, tensors))).logits
 
 
+class LocalExportError(ExportError):
+    """The export failed for this machine's reasons (a full disk, a read-only folder), not the model's: the message
+    says how to get out, and no card carries it (it says nothing about the student that is published)."""
+
+
+def _local_error(error: BaseException, where: Path) -> Optional[LocalExportError]:
+    """A LocalExportError when a full disk or an unwritable folder is anywhere in the error's chain."""
+    seen = 0
+    while error is not None and seen < 10:
+        text = str(error)
+        full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or "No space left on device" in text or "os error 28" in text:
+            return LocalExportError(f"disk full at {getattr(error, 'filename', None) or where}: free space and rerun")
+        if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES):
+            return LocalExportError(f"cannot write {error.filename or where} ({error.strerror}): make it writable "
+                                    f"and rerun")
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 def export(model, folder: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
     """Write the asked formats into folder/onnx/ (replacing that folder whole) and return {format: path}.
 
     The files are built in a temporary folder beside onnx/ and renamed into place (searcher.files.atomic_dir), so a
     failure leaves the previous onnx/ (or none) and no debris. The model is left in eval mode.
+    A full disk or an unwritable folder is a LocalExportError that says so.
     """
+    try:
+        with timing.phase("ONNX export"):
+            return _export(model, folder, formats)
+    except Exception as e:
+        local = _local_error(e, Path(folder) / "onnx")
+        if local is not None:
+            raise local from e
+        raise
+
+
+def _export(model, folder: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {tuple(formats)}")
@@ -288,14 +321,15 @@ def measure(model, folder: Path, enc: Encoded, labels: Optional[np.ndarray] = No
         def quality(logits):
             return {k: float(v) for k, v in metrics_fn(logits, labels, threshold).items()}
 
-        results: dict[str, dict] = {"pytorch": quality(torch_logits(model, enc, batch_size))}
-        results["pytorch"]["size_mb"] = _size_mb(model, folder)
-        for f, sess in sessions.items():
-            results[f] = quality(predict_logits(sess, enc, batch_size))
-            results[f]["size_mb"] = round((folder / FILES[f]).stat().st_size / 1e6, 3)
-        if "onnx" in sessions:
-            results["onnx"]["parity"] = parity(model, sessions["onnx"], enc, batch_size,
-                                               getattr(metrics_fn, "kind", None))
+        with timing.phase("parity"):  # every form's accuracy on the split, and ONNX against PyTorch row by row
+            results: dict[str, dict] = {"pytorch": quality(torch_logits(model, enc, batch_size))}
+            results["pytorch"]["size_mb"] = _size_mb(model, folder)
+            for f, sess in sessions.items():
+                results[f] = quality(predict_logits(sess, enc, batch_size))
+                results[f]["size_mb"] = round((folder / FILES[f]).stat().st_size / 1e6, 3)
+            if "onnx" in sessions:
+                results["onnx"]["parity"] = parity(model, sessions["onnx"], enc, batch_size,
+                                                   getattr(metrics_fn, "kind", None))
 
         # one format after another, each warmed up right before its runs: the thread pools of torch and onnxruntime
         # disturb each other least that way

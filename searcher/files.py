@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from searcher.errors import SearcherError
+from searcher.errors import SearcherError, first_line
 
 TMP_MARK = ".tmp"
 # a temp entry names its writer (host and pid): on this host a dead pid means a crashed writer; another host's
@@ -87,9 +87,13 @@ def write_text(path: Path, text: str) -> None:
 
 
 def save_npz(path: Path, arrays: dict) -> None:
+    """A cache's arrays, sealed (see `seal`): a zip checks its members' CRC, not the headers that locate them."""
     import numpy as np
 
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        seal(tmp, path)
 
 
 @contextlib.contextmanager
@@ -103,7 +107,11 @@ def atomic_dir(out: Path) -> Iterator[Path]:
         raise _cannot_write(out, e) from e
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)
+        for f in tmp.rglob("*"):  # what libraries wrote inside gets the umask's modes too (safetensors writes 0600)
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, (0o666 | (f.stat().st_mode & 0o111)) & ~mask)
         # a rename cannot replace a non-empty folder: the old one is moved aside first and deleted after, so `out`
         # is always the old folder or the new one, never missing or half
         aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=_tmp_prefix(out.name))) if out.exists() else None
@@ -160,6 +168,79 @@ def folder_size(folder: Path, pattern: str = "*") -> int:
     """Bytes of the files matching `pattern` directly in `folder` (0 if it does not exist)."""
     folder = Path(folder)
     return sum(f.stat().st_size for f in folder.glob(pattern) if f.is_file()) if folder.is_dir() else 0
+
+
+# --- cache entries that may be damaged ---
+# A cache file can be truncated by a full disk or a copy, overwritten by hand, or half-synced; it then fails to read
+# in more ways than a list of exception types can name (a bad zip, a short memory map, a header that parses into a
+# huge shape, bytes that are not UTF-8). Each cache reader runs inside `reading_cache`, which turns any failure into
+# DamagedCache, and says it with `note_damaged`: one log line, then the entry is rebuilt. Array files carry a seal
+# (their size and CRC-32 in a file beside them), checked before they are parsed: random bytes inside a memory-mapped
+# array would read as numbers, and a zip does not check the headers that locate its members.
+
+SEAL = ".crc32"
+_noted: set = set()
+
+
+class DamagedCache(SearcherError):
+    """A cache entry that cannot be trusted. Internal: its reader logs one line and rebuilds the entry."""
+
+    def __init__(self, what: str, path: Path, reason: str):
+        self.what, self.path, self.reason = what, Path(path), reason
+        super().__init__(f"{what} {path} is damaged ({reason}); rebuilding it")
+
+
+@contextlib.contextmanager
+def reading_cache(what: str, path: Path) -> Iterator[None]:
+    """Any failure inside the block becomes DamagedCache(what, path, reason)."""
+    try:
+        yield
+    except DamagedCache:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the damage, the answer is the same: rebuild
+        reason = first_line(e)
+        raise DamagedCache(what, path, reason if len(reason) <= 120 else reason[:117] + "...") from e
+
+
+def note_damaged(log, damage: DamagedCache) -> None:
+    """The one log line for a damaged entry: said once per process for the same damaged file (a reader checks the
+    entry again under the lock before rebuilding it, and must not say it twice)."""
+    try:
+        st = damage.path.stat()
+        key = (str(damage.path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (str(damage.path), None, None)
+    if key not in _noted:
+        _noted.add(key)
+        log.warning("%s", damage)
+
+
+def _crc32(path: Path) -> int:
+    import zlib
+
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def seal(tmp: Path, path: Path) -> None:
+    """Write the seal of `path` from its finished temp file `tmp`, before `tmp` is renamed to `path`."""
+    write_text(Path(str(path) + SEAL), f"{Path(tmp).stat().st_size} {_crc32(tmp):08x}\n")
+
+
+def check_seal(path: Path) -> None:
+    """Raise ValueError when `path` does not match its seal. A file without one (written before seals) passes."""
+    sealed = Path(str(path) + SEAL)
+    if not sealed.is_file():
+        return
+    size, crc = sealed.read_text(encoding="ascii").split()
+    actual = Path(path).stat().st_size
+    if actual != int(size):
+        raise ValueError(f"{actual} bytes, its seal says {int(size)}")
+    if _crc32(path) != int(crc, 16):
+        raise ValueError("its bytes do not match its checksum")
 
 
 def read_json(path: Path) -> Optional[dict]:

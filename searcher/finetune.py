@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from searcher import distill, files, teacher
+from searcher import distill, files, teacher, timing
 from searcher.config import FineTuneConfig
 from searcher.data import Task
 from searcher.hyperparams import Hyperparams
@@ -37,15 +37,36 @@ def fine_tuned(base: str, revision, base_identity: str, ft: FineTuneConfig, seed
             return str(out)
         log.info("teacher: fine-tuning %s once (%d epochs%s); cached in %s", base, ft.epochs,
                  f", seed {seed}", out)
-        _fine_tune(base, revision, ft, seed, task, where, out)
+        with timing.phase("teacher fine-tune"):
+            _fine_tune(base, revision, ft, seed, task, where, out)
     return str(out)
 
 
 def _complete(folder: Path) -> bool:
-    """A finished fine-tune: its record, config and weights are all there (a crash never leaves a half folder, but a
-    hand-edited cache can)."""
-    return (files.read_json(folder / RECORD) is not None and (folder / "config.json").is_file()
-            and any(folder.glob("*.safetensors")))
+    """A finished fine-tune: its record, config and weights are all there and match the checksums its record keeps
+    (a crash never leaves a half folder, but a full disk, a copy or a hand edit can damage one: it is rebuilt)."""
+    if not folder.exists():
+        return False
+    try:
+        with files.reading_cache("teacher: fine-tuned cache", folder):
+            record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+            if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+                raise ValueError("its config or weights are missing")
+            for name, digest in record.get("sha256", {}).items():  # records written before checksums have none
+                if _sha256(folder / name) != digest:
+                    raise ValueError(f"{name} does not match its checksum")
+        return True
+    except files.DamagedCache as e:
+        files.note_damaged(log, e)
+        return False
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _fine_tune(base: str, revision, ft: FineTuneConfig, seed: int, task: Task, where, out: Path) -> None:
@@ -69,4 +90,5 @@ def _fine_tune(base: str, revision, ft: FineTuneConfig, seed: int, task: Task, w
         tokenizer.save_pretrained(tmp)
         (tmp / RECORD).write_text(json.dumps({
             "base": base, "fine_tune": vars(hp), "history": [vars(r) for r in history],
+            "sha256": {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()},
         }, indent=1))

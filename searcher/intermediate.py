@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from searcher import files
-from searcher.errors import ConfigError, first_line
+from searcher.errors import ConfigError
 from searcher.losses import Outputs, Side
 from searcher.runtime import Runtime
 from searcher.tokens import Encoded
@@ -125,12 +125,14 @@ def _read(path: Path, tokens: int, width: int) -> Optional[np.ndarray]:
     if not path.is_file():
         return None
     try:
-        array = np.load(path, mmap_mode="r")
-        if array.shape != (tokens, width) or array.dtype != np.float16:
-            raise ValueError(f"shape {array.shape} {array.dtype}, expected ({tokens}, {width}) float16")
+        with files.reading_cache("teacher intermediate cache", path):
+            files.check_seal(path)
+            array = np.load(path, mmap_mode="r")
+            if array.shape != (tokens, width) or array.dtype != np.float16:
+                raise ValueError(f"shape {array.shape} {array.dtype}, expected ({tokens}, {width}) float16")
         return array
-    except Exception as e:  # noqa: BLE001 - a truncated or overwritten .npy fails in many ways: all mean rebuild
-        log.warning("teacher intermediate cache %s is damaged (%s); rebuilding it", path, first_line(e))
+    except files.DamagedCache as e:
+        files.note_damaged(log, e)
         return None
 
 
@@ -193,6 +195,8 @@ def _compute(model, enc: Encoded, paths: dict[int, Path], width: int, runtime: R
         for out in outs.values():
             out.flush()
         del outs
+        for layer, tmp in tmps.items():
+            files.seal(tmp, paths[layer])
 
 
 class Rows:

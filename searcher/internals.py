@@ -9,6 +9,7 @@ public BaseStorage methods). When an Optuna release breaks one of these, this fi
 | `FrozenTrial._trial_id` | a trial's storage id (records, `optuna.Trial(study, id)` for ask/tell) | FrozenTrial has a number but no public id |
 | `_CachedStorage._backend` | the RDBStorage (SQLAlchemy engine) under Optuna's cache, for the claim lock | the wrapper is private |
 | `JournalFileBackend._file_path` | the journal file, to lock beside it | the backend keeps its path private |
+| `optuna.storages._rdb` (`models`, `_create_scoped_session`) | the `fail_reason` of a trial the heartbeat failed | Optuna fails a stale trial before its callback runs, and a finished trial refuses user attrs |
 | `dashboard:artifacts:<trial id>:<artifact id>` study system attrs | a finished trial's current card in optuna-dashboard | optuna's `upload_artifact` writes trial system attrs, which a finished trial refuses; optuna-dashboard reads this (its backward-compatible) layout for trial artifacts |
 """
 
@@ -49,3 +50,27 @@ def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
     """Whether the storage fails the trials of dead workers (RDB storages with a heartbeat interval)."""
     interval = getattr(storage, "get_heartbeat_interval", None)  # public on RDBStorage and its cache
     return bool(interval and interval())
+
+
+def set_failed_trial_user_attr(storage: optuna.storages.BaseStorage, trial: FrozenTrial, key: str, value) -> bool:
+    """Set a user attr on a trial that is already FAIL (RDB storages only; False elsewhere). The caller must be the
+    only writer: the process whose heartbeat check failed the trial. This process's cached copy is updated too."""
+    import json
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    rdb = rdb_storage(storage)
+    if rdb is None:
+        return False
+    tid = trial_id(trial)
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        row = session.query(models.TrialUserAttributeModel).filter_by(trial_id=tid, key=key).one_or_none()
+        if row is None:
+            session.add(models.TrialUserAttributeModel(trial_id=tid, key=key, value_json=json.dumps(value)))
+        else:
+            row.value_json = json.dumps(value)
+    cached = storage.get_trial(tid) if storage is not rdb else None  # the cache keeps finished trials for good
+    if cached is not None:
+        cached.user_attrs[key] = value
+    return True

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from searcher import timing
 from searcher.batching import collate
 from searcher.tokens import Encoded
 
@@ -39,8 +40,9 @@ def inputs(enc: Encoded) -> tuple[dict, dict]:
 def timings(single: Callable, batch: Callable, n: int, threads: int, repeats: int = 30,
             batch_repeats: int = 10) -> dict:
     """{single_median, single_p90, batched_median, batched_p90 (ms), batch, throughput_per_s, threads}."""
-    one = _times(single, repeats, warmup=5)
-    many = _times(batch, batch_repeats, warmup=2)
+    with timing.phase("latency rounds"):
+        one = _times(single, repeats, warmup=5)
+        many = _times(batch, batch_repeats, warmup=2)
     return {
         "single_median": round(float(np.median(one)), 3),
         "single_p90": round(float(np.percentile(one, 90)), 3),

@@ -231,6 +231,11 @@ class Objective:
                 raise export.ExportError(
                     f"the ONNX model disagrees with PyTorch (same predictions: {parity['predictions_equal']}, "
                     f"largest logit difference {parity['max_abs_logit_diff']:.2e} > {export.PARITY_TOLERANCE})")
+        except export.LocalExportError as e:  # this machine's trouble, not the model's: said here, not in cards
+            shutil.rmtree(Path(out) / "onnx", ignore_errors=True)
+            log.warning("trial %d: no ONNX export: %s", trial.number, e)
+            trial.set_user_attr(records.EXPORT_LOCAL_ERROR, str(e)[:500])
+            return {}
         except Exception as e:  # noqa: BLE001 - any export failure: the trial keeps its PyTorch checkpoint
             shutil.rmtree(Path(out) / "onnx", ignore_errors=True)
             reason = f"{type(e).__name__}: {first_line(e)}"[:500]
@@ -248,8 +253,9 @@ class Objective:
         if form is not None:
             measured = trial.user_attrs.get(records.FORMATS, {}).get(form)
             if measured is None:  # the export failed: the trial cannot be ranked on its deployed form
+                why = trial.user_attrs.get(records.EXPORT_REASON) or trial.user_attrs.get(records.EXPORT_LOCAL_ERROR)
                 raise ExportFailed(f"objective {name!r} needs the {form} export, which failed: "
-                                   f"{trial.user_attrs.get(records.EXPORT_REASON, 'not exported')}")
+                                   f"{why or 'not exported'}")
             key = {"latency_ms": "single_median", "throughput": "throughput_per_s"}.get(metric, metric)
             return float(measured[key])
         if name in metrics:

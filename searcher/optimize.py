@@ -84,12 +84,7 @@ def open_study(prepared: Prepared, storage_url: Optional[str] = None) -> optuna.
     study = st.create_or_load(c, storage, strategy.sampler_for(c), strategy.pruner_for(c))
     now = defines(prepared)
     before = study.user_attrs.get(st.ATTR_DEFINES)
-    changes = changed_settings(before, now) if before is not None else []
-    if changes:
-        more = f" and {len(changes) - 1} more" if len(changes) > 1 else ""
-        raise ConfigError(f"{c.path}: study {c.study.name!r} in {st.redact(url)} has trials of other settings "
-                          f"({changes[0]}{more}); they would not be comparable: use a new [study] name for the new "
-                          f"settings (n_trials, timeout, [card] and [hub] may change freely)")
+    _refuse_changes(c, url, changed_settings(before, now) if before is not None else [])
     uid = study.user_attrs.get(st.ATTR_UID) or uuid.uuid4().hex
     st.record_study(study, {st.ATTR_UID: uid, st.ATTR_DEFINES: now, **study_attrs(prepared, study)})
     if owner is None:
@@ -101,6 +96,35 @@ def open_study(prepared: Prepared, storage_url: Optional[str] = None) -> optuna.
     for params, attrs in enqueued:
         study.enqueue_trial(params, user_attrs=attrs or None, skip_if_exists=True)
     return study
+
+
+DATA_CONTENT = ("[data] content", "[data] transfer content")
+
+
+def check_data(config: StudyConfig, task, storage_url: Optional[str] = None) -> None:
+    """Refuse data that changed under a resumed study as soon as it is read (prepare's `check_data`): before the
+    teacher labels a changed transfer file's rows, not after. The other settings are checked by open_study."""
+    url = config.storage_url(storage_url)
+    file = st.storage_file(url)
+    if file is not None and not Path(file).exists():
+        return  # a new study: nothing to compare with (and no database is created before the input is checked)
+    storage = st.open_storage(url, config)
+    try:
+        before = storage.get_study_user_attrs(storage.get_study_id_from_name(config.study.name)).get(st.ATTR_DEFINES)
+    except KeyError:
+        return
+    if before is None:
+        return
+    now = records.plain({"[data] content": task.fingerprint, "[data] transfer content": task.transfer_fingerprint})
+    _refuse_changes(config, url, changed_settings({k: before.get(k) for k in DATA_CONTENT}, now))
+
+
+def _refuse_changes(c: StudyConfig, url: str, changes: list[str]) -> None:
+    if changes:
+        more = f" and {len(changes) - 1} more" if len(changes) > 1 else ""
+        raise ConfigError(f"{c.path}: study {c.study.name!r} in {st.redact(url)} has trials of other settings "
+                          f"({changes[0]}{more}); they would not be comparable: use a new [study] name for the new "
+                          f"settings (n_trials, timeout, [card] and [hub] may change freely)")
 
 
 OWNER = ".searcher-study.json"  # in output_dir: which study (uid, storage) its models belong to

@@ -164,7 +164,7 @@ def check_max_length(config: StudyConfig, model_config, what: str) -> None:
                           f"read ({positions} positions); set max_length <= {positions}")
 
 
-CACHES = ("tokens", "logits", "teachers", "latency")
+CACHES = ("tokens", "logits", "teachers", "latency", "intermediate")
 
 
 def export_formats(config: StudyConfig) -> tuple:
@@ -187,7 +187,9 @@ def export_formats(config: StudyConfig) -> tuple:
     return ()
 
 
-def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
+def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
+    """`check_data(config, task)`, when given, runs once the data is read and before the teacher works on it (a
+    resumed study refuses changed data there, before any fine-tuning or labelling)."""
     formats = export_formats(config)
     for name in CACHES:  # temp files of writers that crashed (a full disk, a kill) go before anything is built
         for stale in files.remove_stale(config.cache_dir / name):
@@ -206,6 +208,8 @@ def prepare(config: StudyConfig, runtime: Runtime) -> Prepared:
                                       task.kind)
     study_teacher.check(task)
     check_pretrained(config)
+    if check_data is not None:
+        check_data(config, task)
     log.info("data: %s", ", ".join(f"{k} {v}" for k, v in task.description["sizes"].items()))
 
     study_teacher.ready(task)
@@ -302,9 +306,17 @@ def _teacher_latency(p: Prepared, t: teachers.Teacher) -> Optional[dict]:
     key = hashlib.sha256(json.dumps([teacher.identity(t.directory), p.task.fingerprint, platform.node(),
                                      torch.get_num_threads()]).encode()).hexdigest()[:20]
     path = p.config.cache_dir / "latency" / f"{key}.json"
-    found = files.read_json(path)
-    if found is not None and {"single_median", "throughput_per_s"} <= set(found):
-        return found
+    if path.is_file():
+        try:
+            with files.reading_cache("teacher latency cache", path):
+                found = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(found, dict) or not all(
+                        isinstance(found.get(k), (int, float)) and found[k] > 0
+                        for k in ("single_median", "throughput_per_s")):
+                    raise ValueError("its timings are missing")
+            return found
+        except files.DamagedCache as e:
+            files.note_damaged(log, e)
     model, tokenizer = t.model()
     result = latency.measure(model, p.encoded(tokenizer)["validation"])
     files.write_text(path, json.dumps(result))

@@ -37,6 +37,7 @@ LOSS_TERMS = "loss_terms"  # each distillation loss as it ran: name, weight, lay
 PEAK_MEMORY = "peak_memory_mb"  # CUDA only
 FORMATS = "formats"  # per deployable form (pytorch, onnx, onnx-int8): metrics, size, CPU latency, parity
 EXPORT_REASON = "export_reason"  # why the trial has no ONNX files (an export or parity failure)
+EXPORT_LOCAL_ERROR = "export_local_error"  # ... when that was this machine's trouble (a full disk): never carded
 TRAINING_ROWS = "training_rows"  # {labeled, transfer, augmented}: what the trial trained on
 STUDY_FILE = "study_file"  # hash of the study file version the trial ran under (study attr searcher:study_files)
 SAMPLED_BY = "sampled_by"  # who chose the trial's parameters: the study's sampler, [[enqueue]], a retry, optuna ask

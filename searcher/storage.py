@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from searcher import redact as secrets
+from searcher import internals, redact as secrets
 from searcher.config import StudyConfig
 from searcher.errors import ConfigError, SearcherError, StudyError, first_line
+from searcher.records import FAIL_REASON
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def _open_storage(url: str, config: Optional[StudyConfig]) -> optuna.storages.Ba
     heartbeat = dict(
         heartbeat_interval=study.heartbeat_interval if study else 60,
         grace_period=study.grace_period if study else 120,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study.max_retry if study else 3),
+        heartbeat_stale_trial_callback=RetryAndSay(max_retry=study.max_retry if study else 3),
     )
     try:
         if _is_redis(url):
@@ -86,6 +87,26 @@ def _open_storage(url: str, config: Optional[StudyConfig]) -> optuna.storages.Ba
     except Exception as e:
         raise StudyError(f"cannot open storage {redact(url)}: {first_line(e)}; check that the database is running "
                          f"and the URL is right") from e
+
+
+class RetryAndSay(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose worker stopped heartbeating, and the failed trial's fail_reason saying so."""
+
+    def __init__(self, max_retry: int):
+        super().__init__(max_retry=max_retry)
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        super().__call__(study, trial)
+        retries = [t.number for t in study.get_trials(deepcopy=False)
+                   if t.system_attrs.get("retry_history", [])[-1:] == [trial.number]]
+        then = (f"retried as trial {retries[-1]}" if retries else
+                f"not retried: it was already retried [study] max_retry = {self.max_retry} times")
+        reason = f"worker stopped heartbeating (killed or lost); {then}"
+        try:
+            internals.set_failed_trial_user_attr(internals.storage_of(study), trial, FAIL_REASON, reason)
+        except Exception as e:  # noqa: BLE001 - the reason is a note: never let it stop the retry or the worker
+            log.warning("storage: could not record why trial %d failed (%s)", trial.number, first_line(e))
 
 
 def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: dict, attempts: int = 5) -> optuna.storages.RDBStorage:

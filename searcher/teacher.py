@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from searcher import files
+from searcher import files, timing
 from searcher.data import Split, Task, locate
 from searcher.errors import TeacherError, first_line
 from searcher.runtime import Runtime
@@ -189,7 +189,8 @@ def cached_logits(path: Path, task: Task, label: Callable[[str, Split], np.ndarr
                  sum(len(s) for s in task.splits().values()), path)
         splits, metrics = {}, {}
         for name, split in task.splits().items():
-            splits[name] = label(name, split)
+            with timing.phase("teacher logits"):
+                splits[name] = label(name, split)
             if name != "train":
                 metrics[name] = split_metrics(splits[name], split.labels, task.kind)
         files.save_npz(path, splits)
@@ -205,20 +206,22 @@ def _read_logits(path: Path, task: Task) -> Optional[TeacherLogits]:
     if not path.is_file() and not meta_path.is_file():
         return None
     try:
-        meta = files.read_json(meta_path)
-        if meta is None or not isinstance(meta.get("metrics"), dict):
-            raise ValueError(f"{meta_path.name} is missing or has no metrics")
-        with np.load(path) as z:
-            splits = {name: z[name] for name in z.files}
-        for name, split in task.splits().items():
-            a = splits.get(name)
-            if a is None or a.ndim != 2 or a.shape != (len(split), task.num_labels) or not np.isfinite(a).all():
-                raise ValueError(f"split {name!r} has shape {None if a is None else a.shape}, expected "
-                                 f"({len(split)}, {task.num_labels})")
-        if set(meta["metrics"]) != set(task.splits()) - {"train"}:
-            raise ValueError("its metrics do not cover the evaluation splits")
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        log.warning("teacher logits cache %s is damaged (%s); rebuilding it", path, first_line(e))
+        with files.reading_cache("teacher logits cache", path):
+            meta = files.read_json(meta_path)
+            if meta is None or not isinstance(meta.get("metrics"), dict):
+                raise ValueError(f"{meta_path.name} is missing or has no metrics")
+            files.check_seal(path)
+            with np.load(path) as z:
+                splits = {name: z[name] for name in z.files}
+            for name, split in task.splits().items():
+                a = splits.get(name)
+                if a is None or a.ndim != 2 or a.shape != (len(split), task.num_labels) or not np.isfinite(a).all():
+                    raise ValueError(f"split {name!r} has shape {None if a is None else a.shape}, expected "
+                                     f"({len(split)}, {task.num_labels})")
+            if set(meta["metrics"]) != set(task.splits()) - {"train"}:
+                raise ValueError("its metrics do not cover the evaluation splits")
+    except files.DamagedCache as e:
+        files.note_damaged(log, e)
         return None
     return TeacherLogits(splits, meta["metrics"])
 
@@ -248,9 +251,11 @@ def cached_extra_logits(path: Path, name: str, rows: int, width: int,
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, width))
             for start in range(0, rows, EXTRA_CHUNK):
                 stop = min(start + EXTRA_CHUNK, rows)
-                out[start:stop] = label(start, stop)
+                with timing.phase("teacher logits"):
+                    out[start:stop] = label(start, stop)
             out.flush()
             del out
+            files.seal(tmp, path)
     return _read_extra(path, rows, strict=True)
 
 
@@ -258,14 +263,16 @@ def _read_extra(path: Path, rows: int, strict: bool = False) -> Optional[np.ndar
     if not path.is_file():
         return None
     try:
-        logits = np.load(path, mmap_mode="r")
-        if logits.ndim != 2 or logits.shape[0] != rows or logits.dtype != np.float16:
-            raise ValueError(f"shape {logits.shape} {logits.dtype}, expected ({rows}, labels) float16")
+        with files.reading_cache("teacher logits cache", path):
+            files.check_seal(path)
+            logits = np.load(path, mmap_mode="r")
+            if logits.ndim != 2 or logits.shape[0] != rows or logits.dtype != np.float16:
+                raise ValueError(f"shape {logits.shape} {logits.dtype}, expected ({rows}, labels) float16")
         return logits
-    except (OSError, ValueError, EOFError) as e:
+    except files.DamagedCache as e:
         if strict:
             raise
-        log.warning("teacher logits cache %s is damaged (%s); rebuilding it", path, first_line(e))
+        files.note_damaged(log, e)
         return None
 
 

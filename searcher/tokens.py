@@ -116,22 +116,23 @@ def _read(path: Path, split: Split) -> Optional[Encoded]:
     if not path.is_file():
         return None
     try:
-        with np.load(path) as z:
-            if not set(KEYS) <= set(z.files):
-                raise ValueError(f"missing {sorted(set(KEYS) - set(z.files))}")
-            enc = Encoded(z["input_ids"], z["token_type_ids"] if "token_type_ids" in z.files else None,
-                          z["offsets"], z["labels"], int(z["pad_token_id"]))
-        n = len(split)
-        total = int(enc.offsets[-1]) if len(enc.offsets) else -1
-        if (len(enc.offsets) != n + 1 or len(enc.labels) != n or total != len(enc.input_ids)
-                or (enc.token_type_ids is not None and len(enc.token_type_ids) != total)
-                or np.any(np.diff(enc.offsets) < 0) or enc.labels.dtype != split.labels.dtype
-                or not np.array_equal(enc.labels, split.labels, equal_nan=enc.labels.dtype.kind == "f")):
-            raise ValueError("its rows do not match the split")
+        with files.reading_cache("data: token cache", path):
+            files.check_seal(path)
+            with np.load(path) as z:
+                if not set(KEYS) <= set(z.files):
+                    raise ValueError(f"missing {sorted(set(KEYS) - set(z.files))}")
+                enc = Encoded(z["input_ids"], z["token_type_ids"] if "token_type_ids" in z.files else None,
+                              z["offsets"], z["labels"], int(z["pad_token_id"]))
+            n = len(split)
+            total = int(enc.offsets[-1]) if len(enc.offsets) else -1
+            if (len(enc.offsets) != n + 1 or len(enc.labels) != n or total != len(enc.input_ids)
+                    or (enc.token_type_ids is not None and len(enc.token_type_ids) != total)
+                    or np.any(np.diff(enc.offsets) < 0) or enc.labels.dtype != split.labels.dtype
+                    or not np.array_equal(enc.labels, split.labels, equal_nan=enc.labels.dtype.kind == "f")):
+                raise ValueError("its rows do not match the split")
         return enc
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        log.warning("data: token cache %s is damaged (%s); rebuilding it", path, str(e).splitlines()[0] if str(e)
-                    else type(e).__name__)
+    except files.DamagedCache as e:
+        files.note_damaged(log, e)
         return None
 
 

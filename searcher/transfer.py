@@ -74,6 +74,12 @@ def augmented(config: StudyConfig, task: Task, mask_token: str) -> tuple[Optiona
     split = Split(tuple(tuple(col[i] for i in fresh) for col in texts), task.unlabeled(len(fresh)))
     content = hashlib.sha256(json.dumps([task.fingerprint, k, s.p_mask, s.p_swap, s.p_ngram, list(s.ngram_range),
                                          s.mask_token, s.seed]).encode()).hexdigest()[:20]
+    if not len(fresh):
+        a = config.data.augment
+        log.warning("data: [data.augment] gave 0 distinct copies (every copy equals its sentence; p_mask = %g, p_swap "
+                    "= %g, p_ngram = %g), so the study trains on the labelled rows alone; raise a probability, or set "
+                    "[search] augment = 0", a.p_mask, a.p_swap, a.p_ngram)
+        return None, None, ""
     log.info("data: %d augmented copies of %d training sentences (%d distinct, up to %d per sentence)", len(texts[0]),
              n, len(fresh), k)
     return split, fresh // n, content
@@ -91,6 +97,8 @@ def prepare(config: StudyConfig, task: Task, teacher, mask_token: Optional[str])
             raise ConfigError(f"{config.path}: [search] augment masks words with the teacher tokenizer's mask token, "
                               f"and this tokenizer has none; set augment = 0 or [data.augment] p_mask = 0")
         split, copy, content = augmented(config, task, mask_token)
+        if split is None:
+            return extras
         logits = teacher.extra_logits("augmented", split, content)
         extras.append(Extra("augmented", split, logits, content, copy))
     return extras

@@ -402,6 +402,24 @@ def test_a_failed_export_keeps_the_pytorch_student_and_says_why(world, tmp_path,
     assert "No ONNX files: the export failed" in text and "aten::magic" in text and "onnxruntime" not in text
 
 
+def test_a_full_disk_while_exporting_says_so_and_stays_out_of_the_card(world, tmp_path, cli, monkeypatch):
+    def full(model, args, f, *a, **k):
+        raise OSError(28, "No space left on device", f)
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    path = world.study(tmp_path, study={"n_trials": 1}, export={"formats": ["onnx"]})
+    code, _, err = cli("optimize", path)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "no ONNX export" in line]
+    assert len(lines) == 1 and "disk full at " in lines[0] and "free space and rerun" in lines[0], err
+    assert "report the model class" not in err
+    t = _study_of(path).trials[0]
+    assert t.state.name == "COMPLETE" and "export_reason" not in t.user_attrs
+    code, out, err = cli("card", path, "--trial", 0, "--out", tmp_path / "c")
+    text = (Path(out.split()[0]) / "README.md").read_text()
+    assert "disk full" not in text and "No space left" not in text and "the export failed" not in text
+
+
 def test_a_format_objective_without_the_extra_fails_before_training(world, tmp_path, cli, monkeypatch):
     monkeypatch.setattr(export, "available", lambda: False)
     monkeypatch.setattr(export, "require", lambda: (_ for _ in ()).throw(ExportError(

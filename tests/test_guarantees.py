@@ -221,6 +221,25 @@ def test_a_token_cache_of_another_split_is_not_used(world, tmp_path):
     assert len(enc) == len(task.train) and np.array_equal(enc.labels, task.train.labels)
 
 
+def test_checkpoint_files_all_get_the_umask_modes(tmp_path):
+    """safetensors writes model.safetensors as 0600; every file of a checkpoint follows the umask like the rest."""
+    import os
+
+    from conftest import make_bert, make_tokenizer
+    from searcher import checkpoints
+
+    old = os.umask(0o022)
+    try:
+        out = checkpoints.save(make_bert(), make_tokenizer(), tmp_path / "trial-0000", {"trial": 0})
+        os.umask(0o027)
+        other = checkpoints.save(make_bert(), make_tokenizer(), tmp_path / "trial-0001", {"trial": 1})
+    finally:
+        os.umask(old)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o644}, modes
+    assert {f.stat().st_mode & 0o777 for f in other.iterdir()} == {0o640}
+
+
 def test_a_full_disk_while_saving_fails_the_trial_and_leaves_no_temp_files(world, tmp_path, cli, monkeypatch):
     import safetensors
     import transformers.modeling_utils

@@ -305,7 +305,7 @@ def spawn(path: Path, *extra: str) -> subprocess.Popen:
                             preexec_fn=_sigint_default)
 
 
-def wait_for_running(db: Path, proc: subprocess.Popen, timeout: float = 120, min_epochs: int = 1) -> int:
+def wait_for_running(db: Path, proc: subprocess.Popen, timeout: float = 500, min_epochs: int = 1) -> int:
     """Block until some trial is RUNNING and has reported `min_epochs`; return its number."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -356,12 +356,14 @@ def test_sigkilled_worker_trial_is_retried_by_heartbeat(world, tmp_path):
     path = world.study(tmp_path, study={"n_trials": 1}, search=SLOW)
     proc = spawn(path)
     number = wait_for_running(tmp_path / "tiny.db", proc, min_epochs=2)
+    proc.send_signal(signal.SIGSTOP)  # frozen, it cannot finish the trial before the kill however slow the machine
+    assert load(path).trials[number].state == TrialState.RUNNING
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    time.sleep(4)  # longer than grace_period = 3 s: the heartbeat is stale
+    proc.wait(timeout=60)
 
+    # no sleep: the next worker waits for the stale heartbeat (grace_period = 3 s) on its own, however long it takes
     proc = spawn(path)
-    out, _ = proc.communicate(timeout=300)
+    out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     study = load(path)
     killed = next(t for t in study.trials if t.number == number)
@@ -369,6 +371,9 @@ def test_sigkilled_worker_trial_is_retried_by_heartbeat(world, tmp_path):
     retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params == killed.params
+    assert killed.user_attrs["fail_reason"] == (f"worker stopped heartbeating (killed or lost); retried as trial "
+                                                f"{retry[0].number}")
+    assert "fail_reason" not in retry[0].user_attrs
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 1
 
 
@@ -468,3 +473,31 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(world, tmp_path, cli, monk
         assert trial.state == (TrialState.PRUNED if epochs == 2 else TrialState.COMPLETE)
         assert list(trial.intermediate_values) == [1]
     assert len(asked) == 1
+
+
+def test_a_phase_inside_another_counts_toward_the_outer_one():
+    from searcher import timing
+
+    timing.reset()
+    with timing.phase("teacher fine-tune"):
+        with timing.phase("training"):  # the teacher's own training is its fine-tune's time
+            pass
+    with timing.phase("training"):
+        pass
+    assert set(timing.totals()) == {"teacher fine-tune", "training"}
+    assert timing.summary(100.0) == "other 100s (100%)"  # phases under 0.05 s are left out
+    timing.reset()
+    with timing.phase("training"):
+        time.sleep(0.1)
+    assert timing.summary(1.0).startswith("training 0s (1")
+
+
+def test_optimize_says_where_the_time_went_by_phase(world, tmp_path, cli):
+    path = world.study(tmp_path, study={"n_trials": 1, "cache_dir": str(tmp_path / "cache")},
+                       search={"epochs": 1}, export={"formats": ["onnx"]})
+    code, _, err = cli("optimize", path)
+    assert code == 0, err
+    (line,) = [line for line in err.splitlines() if line.startswith("time by phase")]
+    assert "1 trial(s)" in line
+    for name in ("teacher logits", "training", "evaluation", "ONNX export", "parity", "latency rounds", "other"):
+        assert f"{name} " in line, line

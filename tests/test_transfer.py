@@ -120,6 +120,34 @@ def test_pairs_are_augmented_on_both_sides_and_transfer_pairs_work(world, tmp_pa
     assert t.user_attrs["training_rows"]["transfer"] == 40 and t.user_attrs["training_rows"]["augmented"] > 0
 
 
+def test_augmentation_that_changes_nothing_trains_on_the_labelled_rows_with_one_warning(world, tmp_path, cli):
+    """All probabilities 0: every copy equals its sentence, so there are no copies to label (once an IndexError)."""
+    path = world.study(tmp_path, study={"n_trials": 1, "cache_dir": str(tmp_path / "cache")}, search={"augment": 1},
+                       data={"augment": {"p_mask": 0.0, "p_swap": 0.0, "p_ngram": 0.0}})
+    code, out, err = cli("optimize", path)
+    assert code == 0 and "Traceback" not in err, err
+    warnings = [line for line in err.splitlines() if "0 distinct copies" in line]
+    assert len(warnings) == 1 and "trains on the labelled rows alone" in warnings[0], err
+    assert "[data.augment]" in warnings[0] and "[search] augment = 0" in warnings[0]
+    t = load(path).trials[0]
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert t.user_attrs["training_rows"] == {"labeled": 192, "transfer": 0, "augmented": 0}
+
+
+def test_a_changed_transfer_file_is_refused_before_the_teacher_labels_it(world, tmp_path, cli, monkeypatch):
+    transfer = transfer_file(world, tmp_path, n=20)
+    path = world.study(tmp_path, study={"n_trials": 1, "cache_dir": str(tmp_path / "cache")},
+                       data={"transfer": str(transfer)}, search={"epochs": 1})
+    assert cli("optimize", path)[0] == 0
+    transfer.write_text(transfer.read_text() + "".join(f"a film very good {i}\n" for i in range(30)))
+    calls = []
+    monkeypatch.setattr(teacher, "compute_logits", lambda *a, **k: calls.append(1) or pytest.fail("labelled"))
+    code, _, err = cli("optimize", path)
+    errors = [line for line in err.splitlines() if line.startswith("searcher: error:")]
+    assert code == 2 and len(errors) == 1 and "[data] transfer content" in errors[0], err
+    assert "use a new [study] name" in errors[0] and not calls and "labelling" not in err
+
+
 @pytest.mark.parametrize("change, message", [
     ({"data": {"transfer": "EMPTY"}}, "has no non-empty text"),
     ({"data": {"transfer": "TRANSFER", "transfer_text_columns": ["sentence"]}}, "has no column 'sentence'"),
