@@ -70,13 +70,13 @@ max_length = 64
 """
 
 
-def teacher_block(seeds: list[int], fine_tune_epochs: int, layer_wise: str = "") -> str:
+def teacher_block(seeds: list[int], fine_tune_epochs: int, layer_wise: str = "", base: str = TEACHER) -> str:
     ft = f"fine_tune = {{ epochs = {fine_tune_epochs}, learning_rate = 1e-4, batch_size = 32, warmup_ratio = 0.06 }}"
     which = f"seed = {seeds[0]}" if len(seeds) == 1 else f"seeds = {seeds}"
     # teacher-initialised students start from this member's layers (the best member's, in both arms of the quality
     # comparison, so that only the distillation target differs)
     which += f'\nlayer_wise = "{layer_wise}"' if layer_wise else ""
-    return f'\n[teacher]\nbase = "{TEACHER}"\n{which}\n{ft}\n'
+    return f'\n[teacher]\nbase = "{base}"\n{which}\n{ft}\n'
 
 
 def study_text(name: str, seed: int, n_trials: int, data: str, teacher: str, student: str, search: str,
@@ -153,9 +153,10 @@ def fine_tune_seconds(teacher_info: dict) -> list[float]:
 
 def part_cost(args, work: Path, env: dict, results: dict) -> None:
     data = data_block(args.data, work, args.train_rows, args.holdout)
-    variants = {"single": teacher_block(SEEDS[:1], args.fine_tune_epochs),
-                "ensemble": teacher_block(SEEDS, args.fine_tune_epochs)}
-    out = {"rounds": [], "train_rows": args.train_rows, "holdout": args.holdout, "student": "L1/H128 random init",
+    base = args.cost_teacher or TEACHER
+    variants = {"single": teacher_block(SEEDS[:1], args.fine_tune_epochs, base=base),
+                "ensemble": teacher_block(SEEDS, args.fine_tune_epochs, base=base)}
+    out = {"teacher_base": base, "rounds": [], "train_rows": args.train_rows, "holdout": args.holdout, "student": "L1/H128 random init",
            "trials_per_run": args.cost_trials, "fine_tune_epochs": args.fine_tune_epochs}
     # one-time cost: the first run of each variant builds (fine-tunes, labels) what later runs read from the cache
     cold = {}
@@ -262,7 +263,9 @@ def cost_lines(c: dict) -> list[str]:
     lines = ["## Cost per trial", "",
              f"Same data (SST-2 train slice of {c['train_rows']} rows, {c['holdout']} held out for selection), same "
              f"student ({c['student']}), same fixed hyperparameters and seed; {c['trials_per_run']} trials per "
-             f"`searcher optimize` run, {len(c['rounds'])} rounds, the order of the two variants alternating. Trial "
+             f"`searcher optimize` run, {len(c['rounds'])} rounds, the order of the two variants alternating; the "
+             f"teachers: base `{c.get('teacher_base', TEACHER)}` fine-tuned by searcher once per seed (a trial never "
+             f"runs a teacher: it reads the cached logits). Trial "
              f"time = datetime_complete - datetime_start in the Optuna storage, with the teachers cached.", "",
              "| round | order | single teacher trials (s) | 3-teacher seed ensemble trials (s) | ratio of medians |",
              "|---:|---|---|---|---:|"]
@@ -395,6 +398,9 @@ def main(argv=None) -> int:
     parser.add_argument("--student-layers", type=int, default=2, choices=sorted(RECIPES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cost-trials", type=int, default=2)
+    parser.add_argument("--cost-teacher", default="", metavar="BASE",
+                        help="the cost part's teachers' base (default: MiniLM; a trial never runs a teacher, so a "
+                             "small base measures the same per-trial cost for less one-time work)")
     parser.add_argument("--note", action="append", default=[], metavar="PART=TEXT",
                         help="a fact about how a part was run, printed with it (e.g. what else ran beside it)")
     parser.add_argument("--report-only", action="store_true", help="rebuild teachers.md from teachers.json")
@@ -428,6 +434,8 @@ def main(argv=None) -> int:
         else:
             part_quality(args, args.work, env, results)
         extra = f" --rounds {args.rounds} --cost-trials {args.cost_trials}" if part == "cost" else ""
+        extra += f" --cost-teacher {args.cost_teacher}" if part == "cost" and args.cost_teacher else ""
+        extra += f" --work {args.work}" if part == "cost" or args.work != Path("/tmp/searcher-teachers") else ""
         results.setdefault("commands", {})[part] = f"python benchmarks/teachers.py --only {part}{flags}{extra}"
         results.setdefault("minutes", {})[part] = round((time.time() - started) / 60, 1)
         save(args, results)
