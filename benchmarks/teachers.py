@@ -102,7 +102,8 @@ formats = []
 
 
 COST_STUDENT = '[student]\ninit = ["random"]\nlayers = [1]\nhidden = [128]\n'
-COST_SEARCH = ("[search]\nlearning_rate = 5e-4\nbatch_size = 32\ntemperature = 2.0\nalpha = 0.5\nepochs = 2\n")
+def cost_search(epochs: int) -> str:
+    return f"[search]\nlearning_rate = 5e-4\nbatch_size = 32\ntemperature = 2.0\nalpha = 0.5\nepochs = {epochs}\n"
 def quality_student(layers: int) -> str:
     return f'[student]\ninit = ["teacher"]\nlayers = [{layers}]\n'
 
@@ -156,21 +157,21 @@ def part_cost(args, work: Path, env: dict, results: dict) -> None:
     base = args.cost_teacher or TEACHER
     variants = {"single": teacher_block(SEEDS[:1], args.fine_tune_epochs, base=base),
                 "ensemble": teacher_block(SEEDS, args.fine_tune_epochs, base=base)}
-    out = {"teacher_base": base, "rounds": [], "train_rows": args.train_rows, "holdout": args.holdout, "student": "L1/H128 random init",
+    started = time.time()
+    out = {"teacher_base": base, "student_epochs": args.cost_epochs, "rounds": [], "train_rows": args.train_rows, "holdout": args.holdout, "student": "L1/H128 random init",
            "trials_per_run": args.cost_trials, "fine_tune_epochs": args.fine_tune_epochs}
-    # one-time cost: the first run of each variant builds (fine-tunes, labels) what later runs read from the cache
-    cold = {}
-    for variant in ("single", "ensemble"):
-        name = f"cost-{variant}-cold"
-        cold[variant] = round(optimize(work, name, study_text(name, 0, args.cost_trials, data, variants[variant],
-                                                              COST_STUDENT, COST_SEARCH, work), env), 1)
+    # one-time cost: the ensemble's first run builds (fine-tunes, labels) what later runs of both variants read from
+    # the cache (the single teacher is its first member)
+    cold = {"ensemble": round(optimize(work, "cost-ensemble-cold", study_text(
+        "cost-ensemble-cold", 0, args.cost_trials, data, variants["ensemble"], COST_STUDENT,
+        cost_search(args.cost_epochs), work), env), 1)}
     for r in range(args.rounds):
         order = ("single", "ensemble") if r % 2 == 0 else ("ensemble", "single")
         row = {"order": list(order)}
         for variant in order:
             name = f"cost-{variant}-r{r}"
             wall = optimize(work, name, study_text(name, 0, args.cost_trials, data, variants[variant], COST_STUDENT,
-                                                   COST_SEARCH, work), env)
+                                                   cost_search(args.cost_epochs), work), env)
             row[variant] = {"wall_s": round(wall, 1), "trial_s": trial_seconds(work, name)}
         row["ratio"] = round(statistics.median(row["ensemble"]["trial_s"]) / statistics.median(row["single"]["trial_s"]), 3)
         out["rounds"].append(row)
@@ -185,14 +186,13 @@ def part_cost(args, work: Path, env: dict, results: dict) -> None:
         "ratio_of_medians": round(statistics.median(ensemble) / statistics.median(single), 3),
         "median_round_ratio": round(statistics.median(row["ratio"] for row in out["rounds"]), 3),
         "cold_wall_s": cold, "warm_wall_median_s": warm,
-        "one_time_s": {v: round(cold[v] - warm[v], 1) for v in variants},
+        "one_time_s": {"ensemble": round(cold["ensemble"] - warm["ensemble"], 1)},
         "fine_tune_s": fine_tunes,
-        # the single run paid seed 1's fine-tune and pass; the ensemble run then paid seeds 2 and 3 only (seed 1's
-        # fine-tune and logits were cached): a study of 3 teachers from scratch pays 3 fine-tunes + 3 passes
-        "pass_s": round(cold["single"] - warm["single"] - fine_tunes[0], 1),
-        "cold_trial_s": {v: trial_seconds(work, f"cost-{v}-cold") for v in variants},
-        "fine_tuned_in_this_run": (Path(teacher_info["members"][0]["path"]) / "searcher_teacher.json").stat().st_mtime
-        > time.time() - sum(cold.values()) - 60,
+        "fine_tuned_in_cold_run": [
+            (Path(m["path"]) / "searcher_teacher.json").stat().st_mtime > started
+            for m in teacher_info["members"]],
+        "cold_trial_s": trial_seconds(work, "cost-ensemble-cold"),
+        "teacher_metrics": {m["name"]: m["metrics"] for m in teacher_info["members"]},
     })
     results["cost"] = out
 
@@ -210,7 +210,7 @@ def part_quality(args, work: Path, env: dict, results: dict) -> None:
     # the teachers and their metrics: the cost part's uncached ensemble study built them (same data and fine-tune)
     if not trial_seconds(work, "cost-ensemble-cold"):
         optimize(work, "cost-ensemble-cold", study_text("cost-ensemble-cold", 0, 1, data, teacher_block(
-            SEEDS, args.fine_tune_epochs), COST_STUDENT, COST_SEARCH, work), env)
+            SEEDS, args.fine_tune_epochs), COST_STUDENT, cost_search(args.cost_epochs), work), env)
     teacher_info = load(work, "cost-ensemble-cold").user_attrs["teacher"]
     members = [{"name": m["name"], "seed": m.get("seed"), "validation": m["metrics"]["validation"]["accuracy"],
                 "test": m["metrics"]["test"]["accuracy"]} for m in teacher_info["members"]]
@@ -262,7 +262,7 @@ def verdict(ok: bool) -> str:
 def cost_lines(c: dict) -> list[str]:
     lines = ["## Cost per trial", "",
              f"Same data (SST-2 train slice of {c['train_rows']} rows, {c['holdout']} held out for selection), same "
-             f"student ({c['student']}), same fixed hyperparameters and seed; {c['trials_per_run']} trials per "
+             f"student ({c['student']}, {c.get('student_epochs', 2)} epoch(s)), same fixed hyperparameters and seed; {c['trials_per_run']} trials per "
              f"`searcher optimize` run, {len(c['rounds'])} rounds, the order of the two variants alternating; the "
              f"teachers: base `{c.get('teacher_base', TEACHER)}` fine-tuned by searcher once per seed (a trial never "
              f"runs a teacher: it reads the cached logits). Trial "
@@ -276,21 +276,14 @@ def cost_lines(c: dict) -> list[str]:
     lines += ["", f"- Median trial: single {c['single_trial_median_s']:.1f} s, ensemble {c['ensemble_trial_median_s']:.1f}"
                   f" s: **{c['ratio_of_medians']:.3f}x** (median of the per-round ratios {c['median_round_ratio']:.3f}x)."
                   f" Target <= 1.05x: {verdict(ok)}.",
-              f"- One-time cost per study, paid before the first trial (an uncached run's wall time less the median "
-              f"cached run's): the fine-tunes ({c['fine_tune_epochs']} epoch(s) each) took "
-              f"{', '.join(f'{s:.0f}' for s in c['fine_tune_s'])} s (seeds {SEEDS}); one teacher pass over train, "
-              f"selection and dev rows (with tokenizing and loading) {c['pass_s']:.0f} s (the single-teacher run's "
-              f"one-time {c['one_time_s']['single']:.0f} s less its fine-tune). So one teacher costs "
-              f"{c['one_time_s']['single']:.0f} s once and the 3-teacher ensemble about "
-              f"{sum(c['fine_tune_s']) + 3 * c['pass_s']:.0f} s once (3 fine-tunes + 3 passes); measured directly, the "
-              f"ensemble run after the single one (seed {SEEDS[0]} cached) paid {c['one_time_s']['ensemble']:.0f} s "
-              f"for seeds {SEEDS[1:]}{' (not a clean measure here: see the note)' if c.get('note') else ''}. "
-              f"Runs: uncached "
-              f"{c['cold_wall_s']['single']:.0f} s (single) and {c['cold_wall_s']['ensemble']:.0f} s (ensemble, "
-              f"seed {SEEDS[0]} already cached), cached median {c['warm_wall_median_s']['single']:.0f} s and "
-              f"{c['warm_wall_median_s']['ensemble']:.0f} s."
-              + ("" if c.get("fine_tuned_in_this_run") else " (The fine-tunes were cached by an earlier run, so the "
-                                                             "one-time figures there are teacher passes only.)"), ""]
+              f"- One-time cost per study, paid before the first trial: the ensemble's uncached run took "
+              f"{c['cold_wall_s']['ensemble']:.0f} s against {c['warm_wall_median_s']['ensemble']:.0f} s for a cached "
+              f"run of the same trials, so **{c['one_time_s']['ensemble']:.0f} s** once: the fine-tunes of the seeds "
+              f"it did not find cached ({', '.join(str(s) for s, new in zip(SEEDS, c['fine_tuned_in_cold_run']) if new) or 'none'}) "
+              f"and the teacher passes over train, selection and dev rows not yet cached. The fine-tunes' own records: "
+              f"{', '.join(f'seed {s} {t:.0f} s' for s, t in zip(SEEDS, c['fine_tune_s']))} ({c['fine_tune_epochs']} "
+              f"epoch each). A single teacher pays one fine-tune and one pass; k teachers pay k of each, once per "
+              f"study (and once per machine: later studies on the same data read the cache).", ""]
     if c.get("note"):
         lines[-1:-1] = [f"- Note: {c['note']}"]
     return lines
@@ -402,6 +395,7 @@ def main(argv=None) -> int:
     parser.add_argument("--student-layers", type=int, default=2, choices=sorted(RECIPES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cost-trials", type=int, default=2)
+    parser.add_argument("--cost-epochs", type=int, default=2)
     parser.add_argument("--cost-teacher", default="", metavar="BASE",
                         help="the cost part's teachers' base (default: MiniLM; a trial never runs a teacher, so a "
                              "small base measures the same per-trial cost for less one-time work)")
@@ -437,7 +431,8 @@ def main(argv=None) -> int:
             part_cost(args, args.work, env, results)
         else:
             part_quality(args, args.work, env, results)
-        extra = f" --rounds {args.rounds} --cost-trials {args.cost_trials}" if part == "cost" else ""
+        extra = (f" --rounds {args.rounds} --cost-trials {args.cost_trials} --cost-epochs {args.cost_epochs}"
+                 if part == "cost" else "")
         extra += f" --cost-teacher {args.cost_teacher}" if part == "cost" and args.cost_teacher else ""
         extra += f" --work {args.work}" if part == "cost" or args.work != Path("/tmp/searcher-teachers") else ""
         results.setdefault("commands", {})[part] = f"python benchmarks/teachers.py --only {part}{flags}{extra}"
