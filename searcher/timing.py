@@ -45,6 +45,6 @@ def reset() -> None:
 def summary(wall_s: float) -> str:
     """e.g. "teacher fine-tune 151s (25%), training 380s (63%), ..., other 20s (3%)" over `wall_s` seconds."""
     names = [n for n in ORDER if n in _totals] + sorted(set(_totals) - set(ORDER))
-    parts = [(n, _totals[n]) for n in names if _totals[n] >= 0.05]
+    parts = [(n, _totals[n]) for n in names]  # every phase that ran, however short (a 0s phase still ran)
     parts.append(("other", max(0.0, wall_s - sum(_totals.values()))))
     return ", ".join(f"{n} {s:.0f}s ({100 * s / wall_s:.0f}%)" if wall_s > 0 else f"{n} {s:.0f}s" for n, s in parts)

@@ -485,7 +485,8 @@ def test_a_phase_inside_another_counts_toward_the_outer_one():
     with timing.phase("training"):
         pass
     assert set(timing.totals()) == {"teacher fine-tune", "training"}
-    assert timing.summary(100.0) == "other 100s (100%)"  # phases under 0.05 s are left out
+    # every phase that ran is shown, however short (a summary that drops short phases depends on the machine's speed)
+    assert timing.summary(100.0) == "teacher fine-tune 0s (0%), training 0s (0%), other 100s (100%)"
     timing.reset()
     with timing.phase("training"):
         time.sleep(0.1)
