@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from searcher import teacher
 from searcher.data import Split, Task
 from searcher.runtime import Runtime
 from searcher.teacher import TeacherLogits
@@ -28,6 +29,16 @@ class Where:
     max_length: int
     inference_batch_size: int
     runtime: Runtime
+
+    def logits_path(self, identity: str, fingerprint: str, *more) -> Path:
+        """Where a teacher's logits of the task's splits are cached (keys as they were before teacher objects)."""
+        return teacher.logits_path(self.cache_dir, [identity, fingerprint, self.max_length,
+                                                    teacher.device_kind(self.runtime), self.runtime.amp, *more])
+
+    def extra_path(self, name: str, identity: str, content: str) -> Path:
+        """Where a teacher's logits of rows only it labels are cached."""
+        return teacher.extra_path(self.cache_dir, name, [identity, content, self.max_length,
+                                                         "cuda" if self.runtime.is_cuda else "cpu", self.runtime.amp])
 
 
 class Teacher(abc.ABC):

@@ -154,17 +154,13 @@ class CausalLMTeacher(Teacher):
         return out
 
     def logits(self, task: Task) -> TeacherLogits:
-        w = self.where
-        path = teacher.logits_path(w.cache_dir, [self.identity, task.fingerprint, w.max_length,
-                                                 teacher.device_kind(w.runtime), w.runtime.amp, "causal_lm"])
+        path = self.where.logits_path(self.identity, task.fingerprint, "causal_lm")
         found = teacher.cached_logits(path, task, lambda name, split: self._label(split), self.source)
         self.metrics = found.metrics
         return found
 
     def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
-        w = self.where
-        path = teacher.extra_path(w.cache_dir, name, [self.identity, content, w.max_length,
-                                                      "cuda" if w.runtime.is_cuda else "cpu", w.runtime.amp])
+        path = self.where.extra_path(name, self.identity, content)
         return teacher.cached_extra_logits(path, name, len(split), len(self._order),
                                            lambda start, stop: self._label(split, start, stop))
 

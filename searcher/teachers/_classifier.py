@@ -98,18 +98,14 @@ class ClassifierTeacher(Teacher):
         return out if self._columns is None else out[:, self._columns]
 
     def logits(self, task: Task) -> TeacherLogits:
-        w = self.where
-        path = teacher.logits_path(w.cache_dir, [self.identity, task.fingerprint, w.max_length,
-                                                 teacher.device_kind(w.runtime), w.runtime.amp])
+        path = self.where.logits_path(self.identity, task.fingerprint)
         found = teacher.cached_logits(path, task, lambda name, split: self._label(
             *self._encode(split, f"{task.fingerprint}:{name}")), self.directory)
         self.metrics = found.metrics
         return found
 
     def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
-        w = self.where
-        path = teacher.extra_path(w.cache_dir, name, [self.identity, content, w.max_length,
-                                                      "cuda" if w.runtime.is_cuda else "cpu", w.runtime.amp])
+        path = self.where.extra_path(name, self.identity, content)
         encoded = []  # tokenized once, on the first chunk the cache needs
 
         def label(start: int, stop: int) -> np.ndarray:
