@@ -18,7 +18,7 @@ def install(session: nox.Session, *extra: str) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """Run the test suite (10 to 26 minutes on 2 cores, see the README). Tests needing ../shared/data, PostgreSQL or Chromium say
+    """Run the test suite (12 to 26 minutes on 2 cores, see the README). Tests needing ../shared/data, PostgreSQL or Chromium say
     why they skip where those are missing."""
     install(session)
     session.run("pytest", *session.posargs)
