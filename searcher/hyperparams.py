@@ -19,6 +19,7 @@ from searcher.dimensions import (INF, LOG2, CardSlot, Choices, Dimension, Fixed,
                                  IntRange, contains, describe, extent, rounded, user_params)
 
 MAX_BATCH_SIZE = 1024
+TEACHER_WEIGHT = "teacher_weight."  # + a teacher's name: its searched share of an ensemble ([teacher] search_weights)
 MAX_AUGMENT = 32  # copies per sentence: the teacher labels them all once, so the cache grows with the largest
 
 

@@ -21,6 +21,7 @@ from searcher import (artifacts, checkpoints, distill, files, latency, layerwise
                       runtime as rt, space, storage as st, student)
 from searcher.errors import ExportFailed, NonFiniteLossError, SurplusTrial, first_line
 from searcher.prepare import Prepared
+from searcher.teacher import split_metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,13 @@ class Objective:
                                f"faster); nothing was trained")
 
     def _run(self, trial: optuna.Trial, plan: space.Plan, micro: int):
-        p, hp = self.prepared, plan.hyperparams
+        p = self.prepared
         run = dataclasses.replace(p.runtime, micro_batch_size=micro)
         started = time.perf_counter()
         model, tokenizer = self._build(plan)
         enc = p.encoded(tokenizer)
         self._record_setup(trial, plan, model, run)
-        history = self._train(trial, model, enc, hp, run)
+        history = self._train(trial, model, enc, plan, run)
         metrics, lat, size = self._finish(trial, model, tokenizer, enc, plan, run, history)
         trial.set_user_attr(records.WALL_TIME, round(time.perf_counter() - started, 2))
         del model
@@ -135,10 +136,17 @@ class Objective:
         trial.set_user_attr(records.STUDY_FILE, self.study_file)
         if records.SAMPLED_BY not in trial.user_attrs:
             trial.set_user_attr(records.SAMPLED_BY, _sampled_by(trial))
+        if plan.teacher_weights:  # the ensemble this trial learns from, and how good that target is itself
+            p = self.prepared
+            scores = split_metrics(p.target("validation", plan.teacher_weights), p.task.validation.labels, p.task.kind)
+            trial.set_user_attr(records.TEACHER_WEIGHTS, records.plain({
+                "weights": {m.name: round(w, 6) for m, w in zip(p.teacher.members, plan.teacher_weights)},
+                "metrics": scores}))
 
-    def _train(self, trial: optuna.Trial, model, enc: dict, hp, run: rt.Runtime) -> list[distill.EpochResult]:
+    def _train(self, trial: optuna.Trial, model, enc: dict, plan: space.Plan, run: rt.Runtime
+               ) -> list[distill.EpochResult]:
         """Distill, reporting the first objective once per epoch (step = epoch) and pruning between epochs."""
-        p, c = self.prepared, self.config
+        p, c, hp = self.prepared, self.config, plan.hyperparams
         # "accuracy@onnx-int8" is pruned on the PyTorch accuracy of each epoch: the deployed form exists only at the end
         primary = metrics_lib.split_objective(c.study.objectives[0])[0]
         history: list[distill.EpochResult] = []
@@ -161,7 +169,7 @@ class Objective:
                 trial.set_user_attr(records.PRUNE_REASON, reason)
                 raise optuna.TrialPruned(reason)
 
-        train, train_logits, sizes = p.training_set(enc, hp.augment)
+        train, train_logits, sizes = p.training_set(enc, hp.augment, plan.teacher_weights)
         trial.set_user_attr(records.TRAINING_ROWS, sizes)
         losses = layerwise.build_losses(c)
         distill.prepare_losses(losses, model, p.teacher_config, run.device)
@@ -169,7 +177,8 @@ class Objective:
         trial.set_user_attr(records.LOSS_TERMS, records.plain([loss.describe(hp, loss.pairs_in_use)
                                                                for loss in losses]))
         try:
-            distill.train(model, train, train_logits, enc["validation"], p.logits.splits["validation"], hp, run,
+            distill.train(model, train, train_logits, enc["validation"], p.target("validation", plan.teacher_weights),
+                          hp, run,
                           on_epoch=on_epoch, metrics=p.metrics, losses=losses,
                           teacher=p.teacher_outputs(enc, hp.augment), teacher_config=p.teacher_config,
                           intermediate_epochs=c.distill.intermediate_epochs)
@@ -193,7 +202,7 @@ class Objective:
         if last.threshold is not None:  # multi-label, tuned on the validation split: the test split uses it too
             trial.set_user_attr(records.THRESHOLD, last.threshold)
         if "test" in enc:
-            test = distill.evaluate(model, enc["test"], p.logits.splits["test"], hp, run, p.metrics,
+            test = distill.evaluate(model, enc["test"], p.target("test", plan.teacher_weights), hp, run, p.metrics,
                                     threshold=last.threshold)
             trial.set_user_attr(records.TEST_METRICS, records.plain(test))
         out = checkpoints.trial_dir(c.models_dir, trial.number)

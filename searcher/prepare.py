@@ -80,9 +80,16 @@ class Prepared:
                     f"{extra.content}:{extra.name}")
         return self._encoded[key]
 
-    def training_set(self, encoded: dict, augment: int):
+    def target(self, name: str, weights: tuple = ()):
+        """The teacher's outputs for one split: the study's, or the ensemble's under a trial's searched weights
+        (formed from the members' cached outputs, once per trial)."""
+        return self.teacher.reweighted(name, weights) if weights else self.logits.splits[name]
+
+    def training_set(self, encoded: dict, augment: int, weights: tuple = ()):
         """(tokens, teacher logits, sizes) of what a trial trains on: labelled rows plus teacher-labelled ones."""
-        return transfer.training_set(encoded["train"], self.logits.splits["train"], self.extras, encoded, augment)
+        extras = [dataclasses.replace(e, logits=self.teacher.reweighted(e.name, weights)) for e in self.extras] \
+            if weights else self.extras
+        return transfer.training_set(encoded["train"], self.target("train", weights), extras, encoded, augment)
 
     def teacher_outputs(self, encoded: dict, augment: int):
         """What serves the teacher's intermediate outputs to a trial's layer-wise losses (None without them): the

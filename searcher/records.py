@@ -38,6 +38,7 @@ PEAK_MEMORY = "peak_memory_mb"  # CUDA only
 FORMATS = "formats"  # per deployable form (pytorch, onnx, onnx-int8): metrics, size, CPU latency, parity
 EXPORT_REASON = "export_reason"  # why the trial has no ONNX files (an export or parity failure)
 EXPORT_LOCAL_ERROR = "export_local_error"  # ... when that was this machine's trouble (a full disk): never carded
+TEACHER_WEIGHTS = "teacher_weights"  # searched ensemble weights: {weights: {teacher: share}, metrics: the target's}
 TRAINING_ROWS = "training_rows"  # {labeled, transfer, augmented}: what the trial trained on
 STUDY_FILE = "study_file"  # hash of the study file version the trial ran under (study attr searcher:study_files)
 SAMPLED_BY = "sampled_by"  # who chose the trial's parameters: the study's sampler, [[enqueue]], a retry, optuna ask

@@ -24,7 +24,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   distribution_to_json)
 
 from searcher import hyperparams, records
-from searcher.config import StudyConfig
+from searcher.config import StudyConfig, teacher_members
 from searcher.errors import ConfigError
 from searcher.hyperparams import Choices, Dimension, FloatRange, Fixed, Hyperparams, IntRange
 from searcher.student import StudentSpec, spec_for
@@ -34,6 +34,17 @@ from searcher.student import StudentSpec, spec_for
 class Plan:
     hyperparams: Hyperparams
     student: StudentSpec
+    teacher_weights: tuple[float, ...] = ()  # searched ensemble weights, normalised, in teacher order (or none)
+
+
+TEACHER_WEIGHT = hyperparams.TEACHER_WEIGHT
+
+
+def teacher_weight_names(config: StudyConfig) -> tuple[str, ...]:
+    """The parameters of searched ensemble weights, in teacher order (none unless [teacher] search_weights)."""
+    if config.teacher.search_weights is None:
+        return ()
+    return tuple(TEACHER_WEIGHT + m.name for m in teacher_members(config))
 
 
 NUMERIC_SAMPLERS = ("gp", "cmaes")  # samplers that see the numeric encoding
@@ -123,6 +134,9 @@ def dimensions(config: StudyConfig) -> dict[str, Dimension]:
     """Every value a trial needs, searched or fixed, by parameter name."""
     dims = {name: getattr(config.search, name) for name in hyperparams.NAMES}
     dims.update(_student_dims(config))
+    if config.teacher.search_weights is not None:
+        low, high = config.teacher.search_weights
+        dims.update({name: FloatRange(low, high, log=True) for name in teacher_weight_names(config)})
     return dims
 
 
@@ -169,7 +183,8 @@ def plan_from_values(config: StudyConfig, values: dict) -> Plan:
     hp = hyperparams.from_values(values, seed=config.study.seed)
     student = spec_for(config, layers=values.get("layers"), hidden=values.get("hidden"),
                        checkpoint=values.get("checkpoint"), init=values.get("init"))
-    return Plan(hp, student)
+    raw = [float(values[name]) for name in teacher_weight_names(config)]
+    return Plan(hp, student, tuple(w / sum(raw) for w in raw))
 
 
 # Keys an [[enqueue]] entry may carry besides parameters (`searcher import` writes them). They are not parameters:

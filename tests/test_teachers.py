@@ -305,3 +305,90 @@ def test_bad_teachers_are_one_line_before_training(world, tmp_path, cli, change,
     code, _, err = cli("optimize", path)
     assert code == 2 and message in err, err
     assert "Traceback" not in err and not (tmp_path / "bad.db").exists()
+
+
+def test_searched_ensemble_weights_make_each_trials_target_and_card(world, tmp_path, cli):
+    """[teacher] search_weights: each trial draws every teacher's weight, learns from that ensemble (formed from the
+    members' cached logits once per trial) and its card says which weights taught it."""
+    import re
+    import tomllib
+
+    import optuna
+    import tomli_w
+
+    from searcher import prepare, runtime, teachers
+    from searcher.config import load_study
+
+    path = world.study(tmp_path, name="searched", teacher={"model": None}, study={"n_trials": 2},
+                       search={"epochs": 1})
+    doc = tomllib.loads(path.read_text())
+    doc["teacher"] = {"combine": "probabilities", "search_weights": [0.1, 1.0]}
+    doc["teachers"] = [{"name": "tuned", "model": str(world.teacher)}, {"name": "raw", "model": str(world.base)}]
+    path.write_text(tomli_w.dumps(doc))
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    config = load_study(path)
+    study = optuna.load_study(study_name="searched", storage=config.storage_url())
+    assert study.user_attrs["teacher"]["search_weights"] == [0.1, 1.0]
+    p = prepare.prepare(config, runtime.resolve("cpu", "off"))
+    members = [m.logits(p.task).splits for m in p.teacher.members]
+    shares = []
+    for trial in study.trials:
+        raw = [trial.params["teacher_weight.tuned"], trial.params["teacher_weight.raw"]]
+        assert all(0.1 <= w <= 1.0 for w in raw)
+        w = [x / sum(raw) for x in raw]
+        recorded = trial.user_attrs["teacher_weights"]
+        assert list(recorded["weights"].values()) == pytest.approx(w, abs=1e-6)
+        want = teachers.combine([m["validation"] for m in members], np.asarray(w), "probabilities", "single_label")
+        got = p.target("validation", tuple(w))
+        assert np.allclose(got, want, atol=1e-6)
+        assert not np.allclose(got, p.logits.splits["validation"], atol=1e-3)  # not the study's equal weights
+        _, train_logits, _ = p.training_set(p.encoded(p.teacher.primary.model()[1]), 0, tuple(w))
+        assert np.allclose(np.asarray(train_logits), teachers.combine(
+            [m["train"] for m in members], np.asarray(w), "probabilities", "single_label"), atol=1e-6)
+        shares.append(w[0])
+    assert shares[0] != shares[1]
+    code, out, err = cli("card", path, "--trial", "1", "--out", tmp_path / "cards")
+    assert code == 0, err
+    text = (Path(out.split()[0]) / "README.md").read_text()
+    assert "the weights searched log-uniformly in [0.1, 1.0] and normalised: this trial's below" in text
+    one = study.trials[1].user_attrs["teacher_weights"]
+    for name in ("tuned", "raw"):
+        assert re.search(rf"- {name}: .*, weight {one['weights'][name]}", text), text
+    assert f"the ensemble on the evaluation set: Cross-entropy {one['metrics']['cross_entropy']:.4f}" in text
+    # imported into the same study, the trial's draws come back as an [[enqueue]] entry it accepts
+    again = tmp_path / "again.toml"
+    again.write_text(path.read_text())
+    code, out, err = cli("import", Path(out.split()[0]) / "README.md", "--append", again)
+    assert code == 0, err
+    assert f'"teacher_weight.tuned" = {study.trials[1].params["teacher_weight.tuned"]!r}' in out, out
+    from searcher import space
+
+    (params, _), = space.enqueued(load_study(again))
+    assert {k: v for k, v in params.items() if k.startswith("teacher_weight.")} == {
+        k: v for k, v in study.trials[1].params.items() if k.startswith("teacher_weight.")}
+
+
+@pytest.mark.parametrize("teacher, members, message", [
+    ({"model": "WORLD_TEACHER", "search_weights": [0.1, 1.0]}, None, "this study has one teacher"),
+    ({"search_weights": [1.0, 0.1]}, [{"name": "a", "model": "WORLD_TEACHER"}, {"name": "b", "model": "WORLD_BASE"}],
+     "search_weights must be [low, high] with 0 < low < high"),
+    ({"search_weights": [0.1, 1.0]},
+     [{"name": "a", "model": "WORLD_TEACHER", "weight": 2.0}, {"name": "b", "model": "WORLD_BASE"}],
+     "[[teachers]] 1 fixes its weight and [teacher] search_weights searches every teacher's"),
+])
+def test_bad_searched_weights_are_one_line(world, tmp_path, cli, teacher, members, message):
+    import tomllib
+
+    import tomli_w
+
+    values = {"WORLD_TEACHER": str(world.teacher), "WORLD_BASE": str(world.base)}
+    path = world.study(tmp_path, name="bad", study={"n_trials": 1})
+    doc = tomllib.loads(path.read_text())
+    doc["teacher"] = {k: values.get(v, v) if isinstance(v, str) else v for k, v in teacher.items()}
+    if members:
+        doc["teachers"] = [{k: values.get(v, v) for k, v in m.items()} for m in members]
+    path.write_text(tomli_w.dumps(doc))
+    code, _, err = cli("optimize", path)
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err

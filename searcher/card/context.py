@@ -213,7 +213,7 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
     if cfg is None:
         raise StudyError(f"study {study.study_name!r} was not written by searcher (no {ATTR_CONFIG!r} attr)")
     r = records.TrialRecord.from_trial(trial)
-    teacher = attrs.get(ATTR_TEACHER, {})
+    teacher = _trial_teacher(attrs.get(ATTR_TEACHER, {}), trial.user_attrs.get(records.TEACHER_WEIGHTS))
     dataset = attrs.get(ATTR_DATASET, {})
     s = r.student
     recipe = {**distill.recipe(), **r.recipe}  # older trials recorded no recipe: the loop has not changed since
@@ -278,6 +278,17 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
     )
 
 
+def _trial_teacher(teacher: dict, searched: Optional[dict]) -> dict:
+    """The study's teacher as this trial learnt from it: with searched weights, the trial's weights and the metrics
+    of the ensemble they make."""
+    if not searched or not teacher.get("members"):
+        return teacher
+    weights = searched.get("weights") or {}
+    members = [{**m, "weight": weights.get(m.get("name"), m.get("weight"))} for m in teacher["members"]]
+    return {**teacher, "members": members, "metrics": {**(teacher.get("metrics") or {}),
+                                                       "validation": searched.get("metrics") or {}}}
+
+
 def _teacher_facts(teacher: dict, source: Optional[str], override: Optional[str],
                    titles: Optional[dict] = None) -> TeacherFacts:
     members = [_member_facts(m, titles) for m in teacher.get("members") or []]
@@ -291,7 +302,8 @@ def _teacher_facts(teacher: dict, source: Optional[str], override: Optional[str]
         metrics=_metric_lines(_teacher_metrics((teacher.get("metrics") or {}).get("validation", {})), titles),
         latency=_latency(teacher.get("latency_ms")),
         members=members, combine=teacher.get("combine") if members else None,
-        layer_wise=teacher.get("layer_wise") if members else None, causal_lm=single_lm)
+        layer_wise=teacher.get("layer_wise") if members else None, causal_lm=single_lm,
+        search_weights=tuple(teacher["search_weights"]) if members and teacher.get("search_weights") else None)
 
 
 def _member_facts(m: dict, titles: Optional[dict]) -> MemberFacts:

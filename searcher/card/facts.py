@@ -60,6 +60,7 @@ class TeacherFacts:
     combine: Optional[str] = None  # "logits" or "probabilities": what the ensemble averages
     layer_wise: Optional[str] = None  # the member layer-wise losses and teacher-initialised students read
     causal_lm: Optional[MemberFacts] = None  # a single causal LM teacher's prompt facts
+    search_weights: Optional[tuple[float, float]] = None  # the range each member's weight was searched in
 
 
 @dataclass(frozen=True)

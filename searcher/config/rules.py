@@ -8,6 +8,7 @@ This module must not import torch, transformers or optuna.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 
@@ -244,7 +245,7 @@ def check_task(config: StudyConfig, kind: str) -> None:
                           f"study is {tasks.KINDS[kind].title}; use a classifier teacher for it")
 
 
-SHARED_TEACHER_KEYS = {"combine", "layer_wise", "inference_batch_size"}  # what [teacher] may hold beside [[teachers]]
+SHARED_TEACHER_KEYS = {"combine", "layer_wise", "inference_batch_size", "search_weights"}  # what [teacher] may hold beside [[teachers]]
 
 
 def teacher_members(config: StudyConfig) -> tuple[TeacherMember, ...]:
@@ -315,6 +316,7 @@ def _check_teacher(config: StudyConfig) -> None:
         raise ConfigError(f"{p}: [distill] {config.distill.layer_wise[0]} matches one teacher's layers, and this "
                           f"study has {len(members)}; set [teacher] layer_wise = one of "
                           f"{', '.join(repr(n) for n in names)}")
+    _check_search_weights(config, members)
     classifiers = [m for m in members if not m.causal_lm]
     if not classifiers and (config.student.needs_teacher_model or config.distill.layer_wise):
         what = "[student] init \"teacher\"/\"random\"" if config.student.needs_teacher_model else \
@@ -322,6 +324,22 @@ def _check_teacher(config: StudyConfig) -> None:
         raise ConfigError(f"{p}: {what} needs a classifier teacher's layers and tokenizer, and this study's teachers "
                           f"are causal LMs; use init = \"pretrained\" (or [student] checkpoints) and logit KD, or "
                           f"add a classifier teacher")
+
+
+def _check_search_weights(config: StudyConfig, members: tuple[TeacherMember, ...]) -> None:
+    p, sw = config.path, config.teacher.search_weights
+    if sw is None:
+        return
+    if len(members) < 2:
+        raise ConfigError(f"{p}: [teacher] search_weights searches the shares of an ensemble, and this study has one "
+                          f"teacher; list several in [[teachers]] (or give [teacher] seeds), or remove it")
+    if len(sw) != 2 or not all(math.isfinite(x) for x in sw) or not 0 < sw[0] < sw[1]:
+        raise ConfigError(f"{p}: [teacher] search_weights must be [low, high] with 0 < low < high (each teacher's "
+                          f"weight is searched log-uniformly in it, then normalised), got {list(sw)}")
+    fixed = next((i for i, m in enumerate(config.raw.get("teachers") or []) if "weight" in m), None)
+    if fixed is not None:
+        raise ConfigError(f"{p}: [[teachers]] {fixed + 1} fixes its weight and [teacher] search_weights searches "
+                          f"every teacher's; remove one of them")
 
 
 def _check_member(p: Path, where: str, m: TeacherMember) -> None:

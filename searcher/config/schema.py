@@ -208,6 +208,8 @@ class TeacherSection(TeacherMember):
     combine: Literal["logits", "probabilities"] = "logits"  # the ensemble's target: mean of logits or of probabilities
     layer_wise: Optional[str] = None  # the teacher whose layers layer-wise losses and init "teacher" students use
     inference_batch_size: int = 256
+    # search each teacher's weight (log-uniform in [low, high], normalised over the teachers) instead of fixing it
+    search_weights: Optional[tuple[float, ...]] = None
 
 
 DEFAULT_CHECKPOINT = "google/bert_uncased_L-{layers}_H-{hidden}_A-{heads}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from searcher.errors import RecipeError, first_line
+from searcher.hyperparams import TEACHER_WEIGHT
 from searcher.recipes.names import PARAMETERS, SEED
 from searcher.recipes.recipe import (HUB, LOOKED_FOR, PublishedResult, Recipe, distill_text,
                                      fmt as _fmt, ordered as _ordered)
@@ -73,7 +74,7 @@ def _searcher_values(params: dict, hyperparams: dict, student: dict, origin: str
     """A searcher trial's params (exact), then the values its study fixed (the `hyperparams` record)."""
     values, provenance, unmapped, notes = {}, {}, [], []
     for key, value in params.items():
-        if key in PARAMETERS:
+        if key in PARAMETERS or key.startswith(TEACHER_WEIGHT):  # teacher_weight.NAME: a searched ensemble share
             values[key] = value
             provenance[key] = f"{key} = {_fmt(value)} (trial params, {origin})"
         else:
@@ -95,6 +96,9 @@ def _searcher_values(params: dict, hyperparams: dict, student: dict, origin: str
                 values[key] = value
                 provenance[key] = f"{key} = {_fmt(value)} (student, {origin}; fixed in the source study)"
     base_model = params.get("checkpoint") or (student.get("checkpoint") if init == "pretrained" else None)
+    if any(k.startswith(TEACHER_WEIGHT) for k in values):
+        notes.append("the source searched its ensemble's weights ([teacher] search_weights): the teacher_weight.* "
+                     "values fit a study with the same [[teachers]] names and search_weights")
     return _ordered(values), provenance, unmapped, notes, base_model
 
 

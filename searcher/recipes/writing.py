@@ -57,7 +57,7 @@ def to_toml(recipes: list[Recipe], config=None) -> str:
             lines.append(f"_source = {_fmt(recipe.link or recipe.source)}")
             if recipe.published:
                 lines.append(f"_published = {_published_toml(recipe.published)}")
-            lines += [f"{key} = {_fmt(value)}" for key, value in f.values.items()]
+            lines += [f"{_bare_key(key)} = {_fmt(value)}" for key, value in f.values.items()]
         else:
             lines.append(_comment("nothing to enqueue from this source"))
         blocks.append("\n".join(lines) + "\n")

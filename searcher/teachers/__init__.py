@@ -3,7 +3,7 @@
 - `_base`: the `Teacher` interface (identity, label order, checks, cached logits, description) and `Where`;
 - `_classifier`: a fine-tuned classifier, or a base fine-tuned once (per seed: a seed ensemble);
 - `_causal_lm`: a causal language model's verbalizer log-probabilities after a prompt;
-- `_ensemble`: several teachers' logits or probabilities averaged, with fixed weights.
+- `_ensemble`: several teachers' logits or probabilities averaged, with fixed weights or a trial's searched ones.
 
 `build(config, runtime)` makes it from the study file's teachers ([teacher], its seeds, or [[teachers]]); the
 preparation stage (searcher.prepare) readies it once and every later stage takes it.
@@ -44,4 +44,5 @@ def build(config: StudyConfig, runtime: Runtime) -> Teacher:
             built.append(ClassifierTeacher(m, source, seed, where, map_labels=several))
     if not several:
         return built[0]
-    return Ensemble(built, [m.weight for m in members], config.teacher.combine, config.teacher.layer_wise, where)
+    return Ensemble(built, [m.weight for m in members], config.teacher.combine, config.teacher.layer_wise, where,
+                    searched=config.teacher.search_weights)

@@ -40,14 +40,16 @@ class Ensemble(Teacher):
     type = "ensemble"
 
     def __init__(self, members: list[Teacher], weights: list[float], how: str, layer_wise: Optional[str],
-                 where: Where):
+                 where: Where, searched: Optional[tuple[float, float]] = None):
         super().__init__("ensemble", where)
         self._members = members
         total = float(sum(weights))
         self.weights = np.asarray([w / total for w in weights], dtype=np.float64)
         self.how = how
         self.layer_wise = layer_wise
+        self.searched = searched  # each trial searches the weights in this range: `weights` are the study's default
         self._task: Optional[Task] = None
+        self._each: dict[str, list[np.ndarray]] = {}  # split or extra name -> the members' outputs, for reweighting
 
     @property
     def members(self) -> list[Teacher]:
@@ -80,8 +82,8 @@ class Ensemble(Teacher):
 
     def logits(self, task: Task) -> TeacherLogits:
         each = [m.logits(task) for m in self._members]
-        splits = {name: combine([e.splits[name] for e in each], self.weights, self.how, task.kind.name)
-                  for name in task.splits()}
+        self._each.update({name: [e.splits[name] for e in each] for name in task.splits()})
+        splits = {name: combine(self._each[name], self.weights, self.how, task.kind.name) for name in task.splits()}
         for name, arrays in splits.items():
             if arrays.shape != each[0].splits[name].shape:
                 raise TeacherError(f"the ensemble's teachers give {name} outputs of different shapes")
@@ -91,7 +93,16 @@ class Ensemble(Teacher):
 
     def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
         arrays = [m.extra_logits(name, split, content) for m in self._members]
+        self._each[name] = arrays
         return combine(arrays, self.weights, self.how, self._task.kind.name).astype(np.float16)
+
+    def reweighted(self, name: str, weights) -> np.ndarray:
+        """The target of one split (or teacher-labelled extra) under other weights, e.g. a trial's searched ones:
+        formed from the members' cached outputs, once per trial; extras stay float16 as `extra_logits` gives them."""
+        arrays = self._each[name]
+        out = combine(arrays, np.asarray(weights, dtype=np.float64) / float(sum(weights)), self.how,
+                      self._task.kind.name)
+        return out.astype(arrays[0].dtype) if arrays[0].dtype == np.float16 else out
 
     def describe(self) -> dict:
         members = [m.describe() for m in self._members]
@@ -102,6 +113,7 @@ class Ensemble(Teacher):
             "name": self.name,
             "type": self.type,
             "combine": self.how,
+            **({"search_weights": list(self.searched)} if self.searched else {}),
             "layer_wise": primary.name if primary is not None else None,
             "members": members,
             "metrics": self.metrics,
