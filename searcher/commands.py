@@ -172,14 +172,16 @@ def import_(args) -> int:
 
 
 def run_trial(args) -> int:
-    from searcher import runtime, trackers
+    from searcher import optimize as engine, runtime, trackers
     from searcher.asktell import run_asked_trial
     from searcher.prepare import prepare
 
     config = load_study(args.study)
     trackers.check_installed(config)
     _quiet_libraries()
-    prepared = prepare(config, runtime.from_config(config.train))
+    # changed data is refused as soon as it is read, before the teacher labels it (as `optimize` does)
+    prepared = prepare(config, runtime.from_config(config.train),
+                       check_data=lambda c, task: engine.check_data(c, task, args.storage))
     report = trackers.reporter(config)  # opened on the study below; the whole run is sent when the trial ends
     hooks = _after_trial_hooks(prepared) + ([_opened(report, config.storage_url(args.storage))] if report else [])
     try:

@@ -165,6 +165,25 @@ def test_ask_tell_round_trip_with_run_trial(world, tmp_path, cli):
     assert code == 2 and "is complete, not running" in err
 
 
+def test_run_trial_refuses_changed_data_before_the_teacher_labels_it(world, tmp_path, cli):
+    import shutil
+
+    train = tmp_path / "train.csv"
+    shutil.copy(world.data / "train.csv", train)
+    path = world.study(tmp_path, study={"n_trials": 5}, data={"train": str(train)}, search={"epochs": 1})
+    url = load_study(path).storage_url()
+    code, space, _ = cli("space", path)
+    optuna_cli("create-study", "--storage", url, "--study-name", "tiny", "--direction", "maximize")
+    ask = ("ask", "--storage", url, "--study-name", "tiny", "--search-space", space.strip(), "-f", "json")
+    code, _, err = cli("run-trial", path, "--trial-number", json.loads(optuna_cli(*ask))["number"])
+    assert code == 0, err
+    with train.open("a") as f:
+        f.write("a sentence the teacher has never seen,pos\n")
+    code, _, err = cli("run-trial", path, "--trial-number", json.loads(optuna_cli(*ask))["number"])
+    assert code == 2 and "[data] content" in err and "use a new [study] name" in err, err
+    assert "teacher logits: computing" not in err and "Traceback" not in err
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 
