@@ -262,13 +262,15 @@ def torch_logits(model, enc: Encoded, batch_size: int = 64) -> np.ndarray:
             for idx in _chunks(len(enc), batch_size)])
 
 
-def parity(model, sess, enc: Encoded, batch_size: int = 64, kind=None) -> dict:
+def parity(model, sess, enc: Encoded, batch_size: int = 64, kind=None, expected: Optional[np.ndarray] = None,
+           got: Optional[np.ndarray] = None) -> dict:
     """PyTorch fp32 vs the ONNX session on every row. The spec: the same prediction on every row (class, label set;
-    for a regression score, the outputs within the tolerance) and outputs within 1e-4."""
+    for a regression score, the outputs within the tolerance) and outputs within 1e-4. `expected` and `got`, when
+    given, are the two models' outputs on `enc` already computed (measure scores both forms with them)."""
     from searcher.tasks import SingleLabel
 
-    expected = torch_logits(model, enc, batch_size)
-    got = predict_logits(sess, enc, batch_size)
+    expected = torch_logits(model, enc, batch_size) if expected is None else expected
+    got = predict_logits(sess, enc, batch_size) if got is None else got
     return (kind or SingleLabel()).parity(expected, got, PARITY_TOLERANCE)
 
 
@@ -322,14 +324,18 @@ def measure(model, folder: Path, enc: Encoded, labels: Optional[np.ndarray] = No
             return {k: float(v) for k, v in metrics_fn(logits, labels, threshold).items()}
 
         with timing.phase("parity"):  # every form's accuracy on the split, and ONNX against PyTorch row by row
-            results: dict[str, dict] = {"pytorch": quality(torch_logits(model, enc, batch_size))}
+            # one pass per form over the split: its outputs give both its scores and the parity check
+            outputs = {"pytorch": torch_logits(model, enc, batch_size)}
+            results: dict[str, dict] = {"pytorch": quality(outputs["pytorch"])}
             results["pytorch"]["size_mb"] = _size_mb(model, folder)
             for f, sess in sessions.items():
-                results[f] = quality(predict_logits(sess, enc, batch_size))
+                outputs[f] = predict_logits(sess, enc, batch_size)
+                results[f] = quality(outputs[f])
                 results[f]["size_mb"] = round((folder / FILES[f]).stat().st_size / 1e6, 3)
             if "onnx" in sessions:
                 results["onnx"]["parity"] = parity(model, sessions["onnx"], enc, batch_size,
-                                                   getattr(metrics_fn, "kind", None))
+                                                   getattr(metrics_fn, "kind", None), outputs["pytorch"],
+                                                   outputs["onnx"])
 
         # one format after another, each warmed up right before its runs: the thread pools of torch and onnxruntime
         # disturb each other least that way

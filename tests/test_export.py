@@ -290,6 +290,18 @@ def test_measure_reports_three_formats_as_plain_json(trained, enc):
     assert json.loads(json.dumps(result, allow_nan=False)) == result
 
 
+def test_measure_runs_each_form_once_over_the_split(trained, enc, monkeypatch):
+    """Scores and parity share one pass per form: the parity check costs no inference of its own."""
+    model, folder, _ = trained
+    passes = []
+    torch_logits, predict_logits = export.torch_logits, export.predict_logits
+    monkeypatch.setattr(export, "torch_logits", lambda *a, **k: passes.append("pytorch") or torch_logits(*a, **k))
+    monkeypatch.setattr(export, "predict_logits", lambda *a, **k: passes.append("onnx") or predict_logits(*a, **k))
+    result = export.measure(model, folder, enc, repeats=2, batch_repeats=2)
+    assert sorted(passes) == ["onnx", "onnx", "pytorch"]  # fp32 and int8 sessions, and PyTorch
+    assert result["onnx"]["parity"]["ok"] and result["onnx"]["parity"]["rows"] == ROWS
+
+
 def test_measure_before_export_says_what_to_run(tmp_path, enc):
     with pytest.raises(ExportError, match="run searcher.export.export"):
         export.measure(make_bert(), tmp_path, enc)
