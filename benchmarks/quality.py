@@ -1086,6 +1086,11 @@ def main(argv=None) -> int:
                         f"SST-2 {SST2_LAYERWISE_ROWS}, CLINC150 all)")
     parser.add_argument("--layerwise-epochs", type=int, help="student epochs for the *-layerwise parts (default: "
                         f"SST-2 2, CLINC150 {CLINC_LAYERWISE_EPOCHS})")
+    parser.add_argument("--stsb-rows", type=int, help=f"stsb: training pairs (default {STSB_TRAIN_ROWS}; 3999 is all "
+                        "that is left after the held-out parts)")
+    parser.add_argument("--stsb-teacher-epochs", type=int, help=f"stsb: teacher fine-tune epochs (default "
+                        f"{STSB_TEACHER_EPOCHS})")
+    parser.add_argument("--stsb-epochs", type=int, help=f"stsb: student epochs (default {STSB_EPOCHS})")
     parser.add_argument("--skip-timing", action="store_true", help="stsb: report the study's own records only "
                                                                    "(no side-by-side measurement)")
     parser.add_argument("--report-only", action="store_true", help="re-measure and rebuild the report from "
@@ -1101,6 +1106,11 @@ def main(argv=None) -> int:
     previous = args.out / "quality.json"
     results = json.loads(previous.read_text()).get("results", {}) if previous.is_file() else {}
     import torch  # here, not at the top: --help and bad arguments answer without loading torch
+
+    global STSB_TRAIN_ROWS, STSB_TEACHER_EPOCHS, STSB_EPOCHS
+    STSB_TRAIN_ROWS = args.stsb_rows or STSB_TRAIN_ROWS
+    STSB_TEACHER_EPOCHS = args.stsb_teacher_epochs or STSB_TEACHER_EPOCHS
+    STSB_EPOCHS = args.stsb_epochs or STSB_EPOCHS
 
     command = "python benchmarks/quality.py --data ../shared/data"
     omp = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
@@ -1124,6 +1134,9 @@ def main(argv=None) -> int:
         sizing = "".join(f" --layerwise-{k} {v}" for k, v in (("rows", args.layerwise_rows),
                                                                ("epochs", args.layerwise_epochs))
                          if v and part.endswith("-layerwise"))
+        sizing += "".join(f" --stsb-{k} {v}" for k, v in (("rows", args.stsb_rows),
+                                                           ("teacher-epochs", args.stsb_teacher_epochs),
+                                                           ("epochs", args.stsb_epochs)) if v and part == "stsb")
         this_run = {"command": f"{omp}python benchmarks/quality.py --data ../shared/data --only {part}{sizing}"
                                f"{' --report-only' if args.report_only else ''}",
                     "date": date.today().isoformat(), "threads": torch.get_num_threads(),
