@@ -1077,6 +1077,7 @@ def markdown(results: dict, command: str) -> str:
 
 
 def main(argv=None) -> int:
+    global STSB_TRAIN_ROWS, STSB_TEACHER_EPOCHS, STSB_EPOCHS  # sized by the --stsb-* flags
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -1107,7 +1108,6 @@ def main(argv=None) -> int:
     results = json.loads(previous.read_text()).get("results", {}) if previous.is_file() else {}
     import torch  # here, not at the top: --help and bad arguments answer without loading torch
 
-    global STSB_TRAIN_ROWS, STSB_TEACHER_EPOCHS, STSB_EPOCHS
     STSB_TRAIN_ROWS = args.stsb_rows or STSB_TRAIN_ROWS
     STSB_TEACHER_EPOCHS = args.stsb_teacher_epochs or STSB_TEACHER_EPOCHS
     STSB_EPOCHS = args.stsb_epochs or STSB_EPOCHS

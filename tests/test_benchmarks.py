@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -90,3 +91,19 @@ def test_the_tracker_benchmark_runs_the_quickstart_with_and_without_reporting(tm
         assert config.report.to == (() if variant == "none" else (variant,))
         assert config.study.n_trials == 2 and config.study.seed == quickstart.study.seed
         assert config.search == quickstart.search and config.student == quickstart.student
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_every_benchmark_script_compiles_and_answers_help(script):
+    """A benchmark runs for an hour on a quiet machine: a syntax error found then costs the hour."""
+    import subprocess
+    import sys
+
+    import py_compile
+
+    py_compile.compile(str(BENCHMARKS / script), doraise=True, cfile=os.devnull)
+    if '__name__ == "__main__"' not in (BENCHMARKS / script).read_text():
+        return  # a module the scripts import (peer.py), not a command
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-2000:]
