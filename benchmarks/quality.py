@@ -1077,7 +1077,7 @@ def markdown(results: dict, command: str) -> str:
 
 
 def main(argv=None) -> int:
-    global STSB_TRAIN_ROWS, STSB_TEACHER_EPOCHS, STSB_EPOCHS  # sized by the --stsb-* flags
+    global STSB_TRAIN_ROWS, STSB_TEACHER_EPOCHS, STSB_EPOCHS, STSB_TRIALS  # sized by the --stsb-* flags
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -1092,6 +1092,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stsb-teacher-epochs", type=int, help=f"stsb: teacher fine-tune epochs (default "
                         f"{STSB_TEACHER_EPOCHS})")
     parser.add_argument("--stsb-epochs", type=int, help=f"stsb: student epochs (default {STSB_EPOCHS})")
+    parser.add_argument("--stsb-trials", type=int, help=f"stsb: trials of the student search (default {STSB_TRIALS})")
     parser.add_argument("--skip-timing", action="store_true", help="stsb: report the study's own records only "
                                                                    "(no side-by-side measurement)")
     parser.add_argument("--report-only", action="store_true", help="re-measure and rebuild the report from "
@@ -1111,6 +1112,7 @@ def main(argv=None) -> int:
     STSB_TRAIN_ROWS = args.stsb_rows or STSB_TRAIN_ROWS
     STSB_TEACHER_EPOCHS = args.stsb_teacher_epochs or STSB_TEACHER_EPOCHS
     STSB_EPOCHS = args.stsb_epochs or STSB_EPOCHS
+    STSB_TRIALS = args.stsb_trials or STSB_TRIALS
 
     command = "python benchmarks/quality.py --data ../shared/data"
     omp = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
@@ -1136,7 +1138,8 @@ def main(argv=None) -> int:
                          if v and part.endswith("-layerwise"))
         sizing += "".join(f" --stsb-{k} {v}" for k, v in (("rows", args.stsb_rows),
                                                            ("teacher-epochs", args.stsb_teacher_epochs),
-                                                           ("epochs", args.stsb_epochs)) if v and part == "stsb")
+                                                           ("epochs", args.stsb_epochs), ("trials", args.stsb_trials))
+                          if v and part == "stsb")
         this_run = {"command": f"{omp}python benchmarks/quality.py --data ../shared/data --only {part}{sizing}"
                                f"{' --report-only' if args.report_only else ''}",
                     "date": date.today().isoformat(), "threads": torch.get_num_threads(),
