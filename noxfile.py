@@ -18,7 +18,7 @@ def install(session: nox.Session, *extra: str) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """Run the test suite (12 to 26 minutes on 2 cores, see the README). Tests needing ../shared/data, PostgreSQL or Chromium say
+    """Run the test suite (6 to 26 minutes on 2 cores, see the README). Tests needing ../shared/data, PostgreSQL or Chromium say
     why they skip where those are missing."""
     install(session)
     session.run("pytest", *session.posargs)
@@ -26,7 +26,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11", default=False)
 def quickstart(session: nox.Session) -> None:
-    """The README Quickstart in full (about 12 minutes on 2 cores)."""
+    """The README Quickstart in full (6 to 22 minutes on 2 cores, see the README)."""
     install(session)
     session.run("searcher", "optimize", "studies/quickstart.toml", *session.posargs)
 
