@@ -206,9 +206,7 @@ def part_quality(args, work: Path, env: dict, results: dict) -> None:
                 "student_epochs": args.student_epochs, "student": f"L{args.student_layers}/H384 init teacher"}
     if any(out.get(k) != v for k, v in protocol.items()):
         out = {}  # another protocol's students are not this one's: never mix them into one table
-    out.update({"train_rows": args.train_rows, "holdout": args.holdout, "fine_tune_epochs": args.fine_tune_epochs,
-                "student_epochs": args.student_epochs, "student": f"L{args.student_layers}/H384 init teacher",
-                "hyperparams": RECIPES[args.student_layers],
+    out.update({**protocol, "hyperparams": RECIPES[args.student_layers],
                 "train_seeds": TRAIN_SEEDS})
     students = out.setdefault("students", {})
     # the teachers and their metrics: the cost part's uncached ensemble study built them (same data and fine-tune)

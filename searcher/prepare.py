@@ -38,6 +38,7 @@ class Prepared:
     layerwise: layerwise.Plan = field(default_factory=layerwise.Plan)  # the teacher's outputs layer-wise losses read
     _encoded: dict = field(default_factory=dict, repr=False)
     _projections: dict = field(default_factory=dict, repr=False)  # the teacher's attention projections, by layer
+    _reweighted: dict = field(default_factory=dict, repr=False)  # (split or extra, weights) -> target, one trial's
 
     @property
     def primary(self) -> Optional[teachers.Teacher]:
@@ -82,12 +83,20 @@ class Prepared:
 
     def target(self, name: str, weights: tuple = ()):
         """The teacher's outputs for one split: the study's, or the ensemble's under a trial's searched weights
-        (formed from the members' cached outputs, once per trial)."""
-        return self.teacher.reweighted(name, weights) if weights else self.logits.splits[name]
+        (then also a teacher-labelled extra by name), formed from the members' cached outputs once per trial and
+        kept for the current weights only."""
+        if not weights:
+            return self.logits.splits[name]
+        if any(w != weights for _, w in self._reweighted):
+            self._reweighted.clear()  # another trial's weights
+        key = (name, tuple(weights))
+        if key not in self._reweighted:
+            self._reweighted[key] = self.teacher.reweighted(name, weights)
+        return self._reweighted[key]
 
     def training_set(self, encoded: dict, augment: int, weights: tuple = ()):
         """(tokens, teacher logits, sizes) of what a trial trains on: labelled rows plus teacher-labelled ones."""
-        extras = [dataclasses.replace(e, logits=self.teacher.reweighted(e.name, weights)) for e in self.extras] \
+        extras = [dataclasses.replace(e, logits=self.target(e.name, weights)) for e in self.extras] \
             if weights else self.extras
         return transfer.training_set(encoded["train"], self.target("train", weights), extras, encoded, augment)
 

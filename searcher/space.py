@@ -37,14 +37,11 @@ class Plan:
     teacher_weights: tuple[float, ...] = ()  # searched ensemble weights, normalised, in teacher order (or none)
 
 
-TEACHER_WEIGHT = hyperparams.TEACHER_WEIGHT
-
-
 def teacher_weight_names(config: StudyConfig) -> tuple[str, ...]:
     """The parameters of searched ensemble weights, in teacher order (none unless [teacher] search_weights)."""
     if config.teacher.search_weights is None:
         return ()
-    return tuple(TEACHER_WEIGHT + m.name for m in teacher_members(config))
+    return tuple(hyperparams.TEACHER_WEIGHT + m.name for m in teacher_members(config))
 
 
 NUMERIC_SAMPLERS = ("gp", "cmaes")  # samplers that see the numeric encoding
@@ -134,9 +131,8 @@ def dimensions(config: StudyConfig) -> dict[str, Dimension]:
     """Every value a trial needs, searched or fixed, by parameter name."""
     dims = {name: getattr(config.search, name) for name in hyperparams.NAMES}
     dims.update(_student_dims(config))
-    if config.teacher.search_weights is not None:
-        low, high = config.teacher.search_weights
-        dims.update({name: FloatRange(low, high, log=True) for name in teacher_weight_names(config)})
+    for name in teacher_weight_names(config):
+        dims[name] = FloatRange(*config.teacher.search_weights, log=True)
     return dims
 
 

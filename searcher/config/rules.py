@@ -245,7 +245,8 @@ def check_task(config: StudyConfig, kind: str) -> None:
                           f"study is {tasks.KINDS[kind].title}; use a classifier teacher for it")
 
 
-SHARED_TEACHER_KEYS = {"combine", "layer_wise", "inference_batch_size", "search_weights"}  # what [teacher] may hold beside [[teachers]]
+# what [teacher] may hold beside [[teachers]]
+SHARED_TEACHER_KEYS = {"combine", "layer_wise", "inference_batch_size", "search_weights"}
 
 
 def teacher_members(config: StudyConfig) -> tuple[TeacherMember, ...]:
