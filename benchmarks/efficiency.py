@@ -124,9 +124,10 @@ def quiet() -> None:
 
 def run_study(path: Path, target: Optional[float], cap: int) -> None:
     """One trial at a time until the study's best reaches the target (or the cap): the stored trials are the record."""
-    from searcher import optimize as engine, runtime
+    from searcher.run import optimize as engine
+    from searcher.train import runtime
     from searcher.config import load_study
-    from searcher.prepare import prepare
+    from searcher.search.prepare import prepare
 
     config = load_study(path)
     prepared = prepare(config, runtime.from_config(config.train))
@@ -173,12 +174,13 @@ def setup(args, train: Path, dev: Path, result: Path) -> None:
     """Fine-tune the teacher once and time its one logits pass (every searcher study reuses both from the cache)."""
     from tomli_w import dumps as to_toml
 
-    from searcher import runtime, teacher
+    from searcher.train import runtime
+    from searcher.teachers import logits
     from searcher.config import load_study
-    from searcher.prepare import prepare
+    from searcher.search.prepare import prepare
 
     clock = {"logits_s": 0.0}
-    real = teacher.compute_logits
+    real = logits.compute_logits
 
     def timed(*a, **k):
         started = time.perf_counter()
@@ -186,7 +188,7 @@ def setup(args, train: Path, dev: Path, result: Path) -> None:
         clock["logits_s"] += time.perf_counter() - started
         return out
 
-    teacher.compute_logits = timed
+    logits.compute_logits = timed
     path = args.work / "setup.toml"
     path.write_text(to_toml(study_doc(args, "setup", "setup", 0, None, None, 1, train, dev)))
     started = time.perf_counter()

@@ -46,7 +46,7 @@ def sst2_lengths(data: Path, n: int, max_length: int, rng: np.random.Generator) 
 
 
 def encoded(n: int, max_length: int, vocab: int, data: Path, seed: int):
-    from searcher.tokens import Encoded
+    from searcher.data.tokens import Encoded
 
     rng = np.random.default_rng(seed)
     lengths = sst2_lengths(data, n, max_length, rng)
@@ -76,8 +76,8 @@ def bare_loop(model, enc, logits: np.ndarray, batch_size: int, run, seed: int) -
     """The textbook AMP loop over the same batches: seconds for one pass over the rows."""
     import torch
 
-    from searcher import distill
-    from searcher.batching import collate, epoch_batches
+    from searcher.train import distill
+    from searcher.train.batching import collate, epoch_batches
 
     model.to(run.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -104,7 +104,7 @@ def bare_loop(model, enc, logits: np.ndarray, batch_size: int, run, seed: int) -
 
 def searcher_trial(model, enc, logits, val, val_logits, batch_size: int, run, seed: int) -> tuple[float, float]:
     """distill.train for one epoch: (seconds, peak memory MB or nan)."""
-    from searcher import distill
+    from searcher.train import distill
     from searcher.hyperparams import Hyperparams
 
     hp = Hyperparams(learning_rate=1e-4, batch_size=batch_size, temperature=2.0, alpha=0.5, epochs=1, seed=seed)
@@ -127,7 +127,7 @@ def peak_of(run, fn) -> tuple[float, float]:
 
 
 def measure(sizes: dict, run, data: Path) -> dict:
-    from searcher import runtime as rt
+    from searcher.train import runtime as rt
 
     vocab = 30522
     enc = encoded(sizes["rows"], sizes["max_length"], vocab, data, seed=0)
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from searcher import runtime as rt
+    from searcher.train import runtime as rt
 
     sizes = dict(QUICK if args.quick else FULL)
     if args.rounds:

@@ -6,7 +6,7 @@ beside the student (what TextBrewer does every step); and the cache's disk and a
 
 Parts (each resumable on its own with --only; results merge into <out>/losses.json and losses.md):
 - cost: one trial per configuration (the L1/H384 teacher-initialised student of the SST-2 quality runs, 1 epoch
-  over --rows SST-2 train rows at batch 32, evaluated on 64 dev rows, as the objective runs it: searcher.prepare's
+  over --rows SST-2 train rows at batch 32, evaluated on 64 dev rows, as the objective runs it: searcher.search.prepare's
   Prepared, layerwise.build_losses, distill.train), configurations interleaved round by round in this one process
   on the same data, so the machine's noise hits them alike; each configuration's median over rounds and its ratio
   to the logits-only trial of the same round (median of the per-round ratios).
@@ -109,7 +109,8 @@ class Trial:
 
     @classmethod
     def prepare(cls, name: str, config):
-        from searcher import prepare, runtime
+        from searcher.search import prepare
+        from searcher.train import runtime
 
         run = runtime.from_config(config.train)
         started = time.perf_counter()
@@ -117,9 +118,10 @@ class Trial:
         return cls(name, config, time.perf_counter() - started, p)
 
     def run(self, seed: int = 13) -> dict:
-        from searcher import distill, layerwise
+        from searcher.train import distill
+        from searcher.search import layerwise
         from searcher.hyperparams import Hyperparams
-        from searcher.student import StudentSpec, build
+        from searcher.train.student import StudentSpec, build
 
         p, c = self.p, self.config
         started = time.perf_counter()
@@ -214,8 +216,8 @@ def part_cache(args, results: dict) -> None:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from searcher import intermediate
-    from searcher.data import locate
+    from searcher.train import outputs as model_outputs
+    from searcher.data.loading import locate
     from searcher.losses import LOSSES
 
     tok = AutoTokenizer.from_pretrained(str(locate(TEACHER)))
@@ -234,7 +236,7 @@ def part_cache(args, results: dict) -> None:
                     loss = LOSSES[name]()
                     side = loss.needs(loss.pairs(layers, 6)).teacher
                     needs = side if needs is None else needs | side
-                cached = sorted(intermediate.hidden_layers(needs))
+                cached = sorted(model_outputs.hidden_layers(needs))
                 rows.append({"data": data, "rows": len(texts), "tokens": n_tokens, "max_length": max_length,
                              "student": f"L{layers}/H384", "losses": " + ".join(names), "layers": cached,
                              "mb": round(n_tokens * 384 * 2 * len(cached) / 1e6, 1)})

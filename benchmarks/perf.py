@@ -81,7 +81,7 @@ def write_slice(data: Path, work: Path, n_train: int, n_eval: int, seed: int = 0
 
 
 def minilm_dir() -> Path:
-    from searcher.data import locate
+    from searcher.data.loading import locate
 
     return locate(MINILM)
 
@@ -134,9 +134,10 @@ def run_searcher(study_path: Path) -> dict:
     """`searcher optimize` in this process, timed from start to finish, RSS after every trial."""
     import optuna
 
-    from searcher import optimize as engine, runtime
+    from searcher.run import optimize as engine
+    from searcher.train import runtime
     from searcher.config import load_study
-    from searcher.prepare import prepare
+    from searcher.search.prepare import prepare
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     started = time.perf_counter()
@@ -153,7 +154,7 @@ def run_searcher(study_path: Path) -> dict:
         memory.append(round(rss_mb(), 1))
         stamps.append(time.perf_counter() - started)
 
-    from searcher import dashboard
+    from searcher.card import dashboard
 
     engine.run(prepared, study, after_trial=[dashboard.after_trial_hook(config), after])
     total = time.perf_counter() - started
@@ -247,9 +248,10 @@ def run_overhead(work: Path, train: Path, dev: Path, teacher_dir: Path, epochs: 
     import numpy as np
     import torch
 
-    from searcher import data, distill, runtime
+    from searcher import data
+    from searcher.train import distill, runtime
     from searcher.config import load_study
-    from searcher.prepare import prepare
+    from searcher.search.prepare import prepare
 
     trial = {"student": "L4/H256", "learning_rate": 5e-4, "batch_size": 32, "temperature": 4.0, "alpha": 0.5}
     study_path = searcher_study_file(work, "overhead", train, dev, {"model": str(teacher_dir)}, [trial], epochs,
@@ -344,9 +346,9 @@ def fine_tuned_minilm(work: Path, train: Path, dev: Path) -> str:
     """The real teacher for the parity run: MiniLM-L6 fine-tuned once on the slice by searcher's teacher stage."""
     from tomli_w import dumps as to_toml
 
-    from searcher import runtime
+    from searcher.train import runtime
     from searcher.config import load_study
-    from searcher.data import load_task
+    from searcher.data.loading import load_task
     from searcher import teachers
 
     path = work / "parity-teacher.toml"

@@ -19,7 +19,7 @@ Parts (each resumable on its own; results merge into <out>/quality.json and qual
 - sst2-layerwise, clinc150-layerwise (issue 20): the L1 (SST-2) / L2 (CLINC150) student with logits only, with
   TinyBERT's hidden-state + attention MSE and with MiniLM's relations, 3 training seeds each, same hyperparameters.
 Latencies are CPU medians after warm-up, measured side by side in one process with the same threads: the teacher
-(PyTorch fp32) and each student as PyTorch fp32, ONNX fp32 and ONNX int8 (searcher.export.measure).
+(PyTorch fp32) and each student as PyTorch fp32, ONNX fp32 and ONNX int8 (searcher.records.export.measure).
 """
 
 from __future__ import annotations
@@ -307,11 +307,12 @@ def side_by_side(teacher_dir: str, students: list[str], split, rounds: int = ROU
                  repeats: int = 50, batch_repeats: int = 20) -> dict:
     """The teacher (PyTorch fp32) and each student in every form, timed in this one process with the same threads,
     in turn, `rounds` times (each timing the median over rounds), and scored on `split` (the reported split) by
-    `metrics_fn` (searcher.metrics.MetricSet; default: single-label accuracy and friends)."""
+    `metrics_fn` (searcher.tasks.metrics.MetricSet; default: single-label accuracy and friends)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from searcher import export, latency, tokens
+    from searcher.records import export, latency
+    from searcher.data import tokens
 
     models = {"teacher": AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()}
     encoded = {"teacher": tokens.encode(split, AutoTokenizer.from_pretrained(teacher_dir), 128, None, "")}
@@ -344,7 +345,7 @@ def study_report(study_path: Path, wall: float) -> dict:
     import optuna
 
     from searcher.config import load_study
-    from searcher.records import TrialRecord, ranked
+    from searcher.records.trial import TrialRecord, ranked
 
     config = load_study(study_path)
     study = optuna.load_study(study_name=config.study.name, storage=config.storage_url())
@@ -362,7 +363,7 @@ def study_report(study_path: Path, wall: float) -> dict:
 
 def part_studies(part: str, data: Path, work: Path, env: dict, results: dict, report_only: bool) -> None:
     from searcher.config import load_study
-    from searcher.data import load_task
+    from searcher.data.loading import load_task
 
     entry = results.get(part) if "studies" in results.get(part, {}) else {"studies": {}}
     results[part] = entry
@@ -394,8 +395,8 @@ def part_stsb(data: Path, work: Path, env: dict, results: dict, report_only: boo
     side as PyTorch fp32, ONNX fp32 and ONNX int8."""
     from searcher import tasks
     from searcher.config import load_study
-    from searcher.data import load_task
-    from searcher.metrics import MetricSet
+    from searcher.data.loading import load_task
+    from searcher.tasks.metrics import MetricSet
 
     entry = results.get("stsb") or {"studies": {}}
     results["stsb"] = entry
@@ -439,7 +440,8 @@ def teacher_quality(teacher_dir: str, split, metrics_fn) -> dict:
     """The teacher's scores on `split` as PyTorch fp32 (the same function the students are scored by)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from searcher import export, tokens
+    from searcher.records import export
+    from searcher.data import tokens
 
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     enc = tokens.encode(split, AutoTokenizer.from_pretrained(teacher_dir), 128, None, "")
@@ -545,10 +547,12 @@ def part_layerwise(part: str, data: Path, work: Path, results: dict, rows: Optio
 
     import torch
 
-    from searcher import distill, latency, layerwise, prepare, runtime
+    from searcher.train import distill, runtime
+    from searcher.records import latency
+    from searcher.search import layerwise, prepare
     from searcher.config import parse_study
     from searcher.hyperparams import from_values
-    from searcher.student import StudentSpec, build
+    from searcher.train.student import StudentSpec, build
 
     text_of = sst2_layerwise_study if part == "sst2-layerwise" else clinc_layerwise_study
     entry = results[part] = {"configs": {}}  # a part's runs are comparable only within one protocol: start over
@@ -609,13 +613,16 @@ def part_fp16(data: Path, work: Path, results: dict) -> None:
     logits in fp32 and rounded to fp16 (the cache's dtype), everything else equal."""
     import numpy as np
 
-    from searcher import distill, runtime, teacher, teachers, tokens
-    from searcher.batching import Stacked
+    from searcher.train import distill, runtime
+    from searcher.teachers import loading as teacher_loading
+    from searcher import teachers
+    from searcher.data import tokens
+    from searcher.data.rows import Stacked
     from searcher.config import parse_study
-    from searcher.data import load_task, load_transfer
+    from searcher.data.loading import load_task, load_transfer
     from searcher.hyperparams import Hyperparams
-    from searcher.inference import logits_of
-    from searcher.student import StudentSpec, build
+    from searcher.train.inference import logits_of
+    from searcher.train.student import StudentSpec, build
 
     text = sst2_study(data, "quality-fp16", f'transfer = "{RT_SNIPPETS}"\ntransfer_text_columns = ["text"]\n'
                                             f'max_train_samples = 8000\n')
@@ -627,7 +634,7 @@ def part_fp16(data: Path, work: Path, results: dict) -> None:
     study_teacher = teachers.build(config, run_)
     study_teacher.check(task)
     study_teacher.ready(task)  # fine-tuned once, cached
-    model, tok = teacher.load_model(study_teacher.directory, task)
+    model, tok = teacher_loading.load_model(study_teacher.directory, task)
     enc = {n: tokens.encode(s, tok, 64, None, "") for n, s in task.splits().items()}
     transfer_enc = tokens.encode(task.transfer, tok, 64, None, "")
     t_train = logits_of(model, enc["train"], run_, 256)
@@ -652,7 +659,7 @@ def part_fp16(data: Path, work: Path, results: dict) -> None:
 PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
 MEMORY_CHILD = r"""
 import json, sys, numpy as np
-from searcher.batching import Stacked
+from searcher.data.rows import Stacked
 path, mode = sys.argv[1], sys.argv[2]
 logits = np.load(path, mmap_mode="r") if mode == "mmap" else np.load(path)
 rows = Stacked([np.zeros((1000, logits.shape[1]), np.float32), logits])
@@ -674,7 +681,7 @@ def part_memory(work: Path, results: dict) -> None:
             out[start:start + 100_000] = np.random.default_rng(start).normal(size=(100_000, 151))
         out.flush()
         del out
-    baseline = subprocess.run([sys.executable, "-c", "import json, numpy, searcher.batching; "
+    baseline = subprocess.run([sys.executable, "-c", "import json, numpy, searcher.train.batching; "
                                f"print(json.dumps({{'max_rss_mb': {PEAK}}}))"], capture_output=True, text=True,
                               check=True)
     res = {"file_mb": round(path.stat().st_size / 1e6, 1),

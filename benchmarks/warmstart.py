@@ -150,7 +150,7 @@ def own_values(path: Path) -> list:
     import optuna
 
     from searcher.config import load_study
-    from searcher.records import own_trials
+    from searcher.records.trial import own_trials
 
     config = load_study(path)
     study = optuna.load_study(study_name=config.study.name, storage=config.storage_url())

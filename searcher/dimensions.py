@@ -15,7 +15,7 @@ INF = math.inf
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A value is either fixed or searched. Only searcher.space turns these into trial.suggest_* calls.
+# A value is either fixed or searched. Only searcher.search.space turns these into trial.suggest_* calls.
 
 
 @dataclass(frozen=True)
@@ -77,12 +77,12 @@ def contains(dim: Dimension, value: Any) -> bool:
     return dim.low <= value <= dim.high
 
 
-LOG2 = "_log2"  # suffix of a power-of-two choice that searcher.space asks of Optuna as its exponent (GP, CMA-ES)
+LOG2 = "_log2"  # suffix of a power-of-two choice that searcher.search.space asks of Optuna as its exponent (GP, CMA-ES)
 
 
 def user_params(params: dict) -> dict:
     """Optuna's parameters under the names and values of the study file, for [[enqueue]] lines and cards:
-    `batch_size_log2 = 5` is `batch_size = 32` (searcher.space's numeric encoding); others are unchanged."""
+    `batch_size_log2 = 5` is `batch_size = 32` (searcher.search.space's numeric encoding); others are unchanged."""
     out = {}
     for name, value in params.items():
         if name.endswith(LOG2) and isinstance(value, int) and not isinstance(value, bool):

@@ -20,7 +20,8 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial
 
-from searcher import card, folders, records, redact
+from searcher import card, records, redact
+from searcher.card import folders
 from searcher.config import StudyConfig
 from searcher.errors import ConfigError, PublishError, RefusedError, first_line
 
@@ -216,7 +217,7 @@ def _delete_if_empty(api, repo_id: str) -> None:
 
 
 def _refresh_dashboard(study: optuna.Study, config: StudyConfig) -> None:
-    from searcher import dashboard
+    from searcher.card import dashboard
 
     dashboard.update_note(study, config)  # the note lists what is published
 

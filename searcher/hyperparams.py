@@ -1,8 +1,8 @@
 """The hyperparameters of a trial, each declared once: name, type, default, allowed values, how it is shown.
 
 Everything else reads this registry: the study file's [search] section and its checks (searcher.config), the Optuna
-search space (searcher.space), the plan a trial trains with (`Hyperparams`, consumed by searcher.distill and
-searcher.student), the card's hyperparameter lines (searcher.card), the leaderboard and the progress line.
+search space (searcher.search.space), the plan a trial trains with (`Hyperparams`, consumed by searcher.train.distill and
+searcher.train.student), the card's hyperparameter lines (searcher.card), the leaderboard and the progress line.
 
 Adding a hyperparameter is one `Hyperparam(...)` entry below plus its use in the training loop. Order matters only
 for Optuna: parameters are suggested in this order, so new entries go at the end to keep earlier studies' draws.

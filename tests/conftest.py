@@ -173,9 +173,9 @@ class World:
 def build_world(root: Path) -> World:
     import torch
 
-    from searcher import distill, runtime
+    from searcher.train import distill, runtime
     from searcher.hyperparams import Hyperparams
-    from searcher.tokens import Encoded
+    from searcher.data.tokens import Encoded
 
     world = World(root)
     world.data.mkdir(parents=True)

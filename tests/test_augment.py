@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from searcher import augment
-from searcher.augment import AugmentSettings
+from searcher.data import augment
+from searcher.data.augment import AugmentSettings
 
 WORDS = ["film", "plot", "good", "bad", "actor", "scene", "story", "dull", "bright", "music", "long", "short",
          "funny", "sad", "ending", "camera", "script", "role", "cast", "pace"]

@@ -3,7 +3,9 @@
 import numpy as np
 
 from conftest import make_tokenizer
-from searcher import batching, data, tokens
+from searcher.train import batching
+from searcher import data
+from searcher.data import tokens
 
 
 def test_collate_pads_dynamically():

@@ -13,9 +13,9 @@ import shutil
 
 import pytest
 
-from searcher import runtime
+from searcher.train import runtime
 from searcher.config import load_study
-from searcher.prepare import prepare
+from searcher.search.prepare import prepare
 from conftest import write_rows
 from test_transfer import transfer_file
 

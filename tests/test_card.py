@@ -18,7 +18,8 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from searcher import card, records, storage
+from searcher import card, records
+from searcher.records import storage
 from conftest import copy_study, requirement
 from searcher.config import load_study, resolved_dict
 from searcher.errors import ConfigError, StudyError

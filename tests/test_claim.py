@@ -12,7 +12,7 @@ import time
 import optuna
 import pytest
 
-from searcher import claim as claims
+from searcher.search import claim as claims
 
 BUDGET = 12
 THREADS = 4

@@ -131,7 +131,7 @@ def test_a_study_file_that_is_not_utf8_is_one_line(tmp_path, cli):
 
 
 def test_repo_id_templates_render_only_short_names():
-    from searcher import repo_id
+    from searcher.config import repo_id
 
     repo_id.check_template("acme/{study}-L{layers}-H{hidden}-t{trial:04d}")
     assert repo_id.render("acme/{study}-t{trial:04d}", "sst2", None) == "acme/sst2-t0000"
@@ -171,7 +171,7 @@ def test_shipped_study_files_are_valid():
 
 
 def test_seed_study_reproduces_the_public_card():
-    from searcher import space
+    from searcher.search import space
 
     c = load_study(ROOT / "studies" / "sst2-bert-mini.toml")
     first = space.check_enqueued(c)[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from searcher import artifacts, dashboard
+from searcher.card import attached, dashboard
 from searcher.config import load_study
 
 OPTUNA = [str(Path(sys.executable).parent / "optuna")]  # the optuna console script of this environment
@@ -118,9 +118,9 @@ def test_cards_follow_the_kept_trials(finished):
     config = load_study(finished)
     ranked = sorted([t for t in study.trials if t.state.name == "COMPLETE"], key=lambda t: (-t.value, t.number))
     for t in ranked[:2]:
-        assert artifacts.card_artifact(study, config, t.number).startswith("---\n")
+        assert attached.card_artifact(study, config, t.number).startswith("---\n")
     for t in ranked[2:]:
-        assert artifacts.card_artifact(study, config, t.number) is None
+        assert attached.card_artifact(study, config, t.number) is None
 
 
 def optuna_cli(*args):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tokenizer, write_rows
-from searcher import data, tokens
+from searcher import data
+from searcher.data import tokens
 from searcher.config import load_study
 from searcher.errors import ConfigError, DataError
 

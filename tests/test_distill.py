@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import make_bert, make_tokenizer, sentence
-from searcher import data, distill, inference, runtime, tokens
-from searcher.batching import collate
+from searcher import data
+from searcher.train import distill, inference, runtime
+from searcher.data import tokens
+from searcher.train.batching import collate
 from searcher.hyperparams import Hyperparams
 from searcher.errors import NonFiniteLossError
 

@@ -23,7 +23,8 @@ def test_every_error_class_searcher_defines_derives_from_searcher_error():
 
 
 def test_the_trial_errors_live_in_errors_and_are_the_same_classes_where_they_are_raised():
-    from searcher import objective, optimize
+    from searcher.search import objective
+    from searcher.run import optimize
 
     for name in ("SurplusTrial", "ExportFailed"):
         cls = getattr(errors, name)

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from conftest import VOCAB, make_bert, make_tokenizer, sentence
-from searcher import data, export, tokens
-from searcher.batching import collate
+from searcher import data
+from searcher.records import export
+from searcher.data import tokens
+from searcher.train.batching import collate
 from searcher.errors import ExportError
 
 import onnxruntime  # noqa: E402,F401 - the [test] extra installs the export extra: never skipped
@@ -303,7 +305,7 @@ def test_measure_runs_each_form_once_over_the_split(trained, enc, monkeypatch):
 
 
 def test_measure_before_export_says_what_to_run(tmp_path, enc):
-    with pytest.raises(ExportError, match="run searcher.export.export"):
+    with pytest.raises(ExportError, match="run searcher.records.export.export"):
         export.measure(make_bert(), tmp_path, enc)
 
 

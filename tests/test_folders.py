@@ -1,4 +1,4 @@
-"""searcher.folders: a card folder (what `searcher push` uploads) holds only what searcher wrote, never what someone
+"""searcher.card.folders: a card folder (what `searcher push` uploads) holds only what searcher wrote, never what someone
 left in the trial's checkpoint folder, and never what a symbolic link there points at."""
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from searcher import checkpoints
+from searcher.records import checkpoints
 from searcher.config import load_study
 
 SAVED = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}  # at least these

@@ -71,10 +71,10 @@ def test_a_public_repo_is_not_pushed_to_as_private(world, tmp_path, cli, hub):
 
 
 def test_push_after_the_study_checks_the_token_before_training(world, tmp_path, cli, monkeypatch):
-    from searcher import teacher
+    from searcher.teachers import loading as teacher_loading
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(teacher, "load_config", lambda *a: pytest.fail("training started without a token"))
+    monkeypatch.setattr(teacher_loading, "load_config", lambda *a: pytest.fail("training started without a token"))
     path = world.study(tmp_path, hub={"repo_id": "acme/{study}-{trial}", "push": "best"})
     code, _, err = cli("optimize", path)
     assert code == 1 and "no Hugging Face token" in err and err.count("\n") == 1
@@ -82,7 +82,7 @@ def test_push_after_the_study_checks_the_token_before_training(world, tmp_path, 
 
 
 def test_a_dashboard_open_to_the_network_says_so(world, tmp_path, cli, caplog):
-    from searcher import dashboard
+    from searcher.card import dashboard
 
     with pytest.raises(Exception, match="not a TCP port"):
         dashboard._check_address("127.0.0.1", 70000)
@@ -158,7 +158,7 @@ def test_a_card_refuses_a_checkpoint_that_is_not_whole_or_not_its_own(world, tmp
 def test_trials_from_optuna_ask_say_who_sampled_them(world, tmp_path, cli):
     path = world.study(tmp_path, study={"n_trials": 3}, enqueue=[{"learning_rate": 3e-3}])
     assert cli("optimize", path, "--n-trials", "2")[0] == 0
-    from searcher import space
+    from searcher.search import space
 
     study = load(path)
     trial = study.ask(space.distributions(load_study(path)))
@@ -212,7 +212,8 @@ def test_a_token_cache_of_another_split_is_not_used(world, tmp_path):
     import numpy as np
 
     from conftest import make_tokenizer
-    from searcher import data, tokens
+    from searcher import data
+    from searcher.data import tokens
 
     task = data.load_task(load_study(world.study(tmp_path)))
     tok = make_tokenizer()
@@ -226,7 +227,7 @@ def test_checkpoint_files_all_get_the_umask_modes(tmp_path):
     import os
 
     from conftest import make_bert, make_tokenizer
-    from searcher import checkpoints
+    from searcher.records import checkpoints
 
     old = os.umask(0o022)
     try:
@@ -311,7 +312,7 @@ def test_card_never_deletes_files_it_did_not_write(world, tmp_path, cli):
 
 
 def test_a_read_only_sqlite_study_is_one_line(world, tmp_path, cli, monkeypatch):
-    from searcher import storage
+    from searcher.records import storage
 
     path = world.study(tmp_path, study={"n_trials": 1})
     assert cli("optimize", path)[0] == 0

@@ -7,7 +7,8 @@ import math
 import optuna
 import pytest
 
-from searcher import hyperparams, space
+from searcher import hyperparams
+from searcher.search import space
 from searcher.config import SearchSection, parse_study
 from searcher.errors import ConfigError
 from searcher.hyperparams import Choices, Fixed, FloatRange, IntRange, REGISTRY

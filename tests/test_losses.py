@@ -281,7 +281,7 @@ def test_a_study_distills_hidden_states_and_attention(world, tmp_path, cli):
     import optuna
 
     from searcher.config import load_study
-    from searcher.records import TERM
+    from searcher.records.trial import TERM
 
     path = layerwise_study(world, tmp_path)
     code, _, err = cli("optimize", path)
@@ -334,10 +334,11 @@ def test_a_study_distills_hidden_states_and_attention(world, tmp_path, cli):
 
 def test_the_cached_and_the_online_teacher_give_the_same_loss(world, tmp_path):
     """Over the budget, the teacher runs beside the student: the loss is the same to float16 precision."""
-    from searcher import distill, layerwise, runtime as rt
+    from searcher.train import distill, runtime as rt
+    from searcher.search import layerwise
     from searcher.config import load_study
-    from searcher.prepare import prepare
-    from searcher.student import StudentSpec, build
+    from searcher.search.prepare import prepare
+    from searcher.train.student import StudentSpec, build
 
     run = rt.resolve("cpu", "off")
     results = {}
@@ -414,8 +415,8 @@ def test_token_level_losses_need_the_teachers_tokenizer(world, tmp_path, cli):
 
 
 def test_a_loss_that_needs_attention_refuses_a_model_without_reachable_attention(world, tmp_path, monkeypatch):
-    from searcher import intermediate
+    from searcher.train import outputs as model_outputs
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="has no self-attention query/key/value projections that searcher can read"):
-        intermediate.check_attention(model, [1], "the teacher")
+        model_outputs.check_attention(model, [1], "the teacher")

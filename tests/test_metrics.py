@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from searcher import metrics
+from searcher.tasks import metrics
 from searcher.config import load_study
 from searcher.errors import ConfigError
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from searcher import finetune, teacher
+from searcher.teachers import finetune, logits
 from searcher.config import load_study
-from searcher.records import TrialRecord
+from searcher.records.trial import TrialRecord
 
 
 def load(path: Path) -> optuna.Study:
@@ -37,8 +37,8 @@ def budget_config(tmp_path, n_trials=3):
 
 
 def test_the_budget_counts_finished_running_and_queued_trials(tmp_path):
-    from searcher import optimize as engine
-    from searcher.claim import Claim
+    from searcher.run import optimize as engine
+    from searcher.search.claim import Claim
 
     c = budget_config(tmp_path)
     study = optuna.create_study()
@@ -56,8 +56,9 @@ def test_the_budget_counts_finished_running_and_queued_trials(tmp_path):
 
 
 def test_a_worker_waits_for_running_trials_only_where_a_heartbeat_can_retry_them(tmp_path):
-    from searcher import optimize as engine, storage
-    from searcher.claim import Claim
+    from searcher.run import optimize as engine
+    from searcher.records import storage
+    from searcher.search.claim import Claim
 
     c = budget_config(tmp_path, n_trials=1)
     rdb = optuna.create_study(storage=storage.open_storage(f"sqlite:///{tmp_path / 'b.db'}", c), study_name="b")
@@ -70,7 +71,7 @@ def test_a_worker_waits_for_running_trials_only_where_a_heartbeat_can_retry_them
 
 
 def test_three_failures_in_a_row_stop_the_worker_but_surplus_trials_do_not_count():
-    from searcher import optimize as engine
+    from searcher.run import optimize as engine
     from searcher.errors import SearcherError
 
     fail = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "OSError: disk"})
@@ -119,8 +120,8 @@ def test_optimize_records_everything_a_card_needs(world, tmp_path, cli):
 
 def test_teacher_logits_are_computed_once(world, tmp_path, cli, monkeypatch):
     calls = []
-    real = teacher.compute_logits
-    monkeypatch.setattr(teacher, "compute_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = logits.compute_logits
+    monkeypatch.setattr(logits, "compute_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
     path = world.study(tmp_path, study={"n_trials": 3, "cache_dir": str(tmp_path / "cache")}, search={"epochs": 1},
                        train={"latency": False})
     assert cli("optimize", path, "--n-trials", "2")[0] == 0
@@ -193,7 +194,7 @@ def test_out_of_memory_retries_with_a_smaller_micro_batch(world, tmp_path, cli, 
     import gc
     import weakref
 
-    from searcher import student
+    from searcher.train import student
 
     real_build = student.build
     built = []
@@ -380,7 +381,7 @@ def test_sigkilled_worker_trial_is_retried_by_heartbeat(world, tmp_path):
 
 def test_workers_seeded_alike_draw_different_trials_and_one_worker_is_reproducible(world, tmp_path):
     """Every worker builds its sampler from the same study seed; seeding per trial number keeps them apart."""
-    from searcher import strategy
+    from searcher.search import strategy
 
     config = load_study(world.study(tmp_path))
     study = optuna.create_study()
@@ -396,9 +397,10 @@ def test_workers_seeded_alike_draw_different_trials_and_one_worker_is_reproducib
 def test_a_trial_past_the_budget_is_closed_unrun_as_surplus(world, tmp_path):
     """The backstop where the storage has no claim lock (Redis journal, MySQL): a trial created after other workers
     filled n_trials is failed as SurplusTrial before anything is suggested or trained."""
-    from searcher import optimize as engine, runtime
-    from searcher.objective import Objective
-    from searcher.prepare import prepare
+    from searcher.run import optimize as engine
+    from searcher.train import runtime
+    from searcher.search.objective import Objective
+    from searcher.search.prepare import prepare
 
     config = load_study(world.study(tmp_path, study={"n_trials": 1}))
     prepared = prepare(config, runtime.from_config(config.train))
@@ -415,7 +417,8 @@ def test_a_trial_past_the_budget_is_closed_unrun_as_surplus(world, tmp_path):
 
 
 def test_patience_ends_the_study_early_with_the_reason_on_the_study_its_card_and_note(world, tmp_path, cli):
-    from searcher import card, dashboard
+    from searcher import card
+    from searcher.card import dashboard
 
     # no trial can beat the first by 0.5: after one more finished trial the study has stopped improving
     path = world.study(tmp_path, study={"n_trials": 6, "stop": {"patience": 1, "min_delta": 0.5}})

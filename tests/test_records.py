@@ -1,4 +1,4 @@
-"""searcher.records: which trials are "best", on a real Optuna study of hand-made trials recorded as searcher records
+"""searcher.records.trial: which trials are "best", on a real Optuna study of hand-made trials recorded as searcher records
 them (no training)."""
 
 from pathlib import Path
@@ -8,7 +8,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from searcher import checkpoints, hub, leaderboard, records
+from searcher.records import checkpoints, trial as trial_records
+from searcher import hub, records
+from searcher.cli import leaderboard
 from searcher.config import parse_study
 
 OBJECTIVES = ["accuracy@onnx-int8", "latency_ms@onnx-int8"]
@@ -70,7 +72,7 @@ def test_ranked_puts_the_pareto_front_first_best_by_the_first_objective(study):
     order = records.ranked(study)
     signs = [1.0, -1.0]
     for i, trial in enumerate(order):  # Pareto-consistent: nothing is ranked above a trial that dominates it
-        assert not any(records._dominates(later, trial, signs) for later in order[i + 1:])
+        assert not any(trial_records._dominates(later, trial, signs) for later in order[i + 1:])
 
 
 def test_ties_are_broken_by_the_next_objectives_in_order_then_the_trial_number(tmp_path):
@@ -111,7 +113,7 @@ def test_retention_keeps_the_best_and_the_front_and_removes_a_dominated_trial(st
 
 def test_optimize_names_the_front_trial_as_the_best_student(study, tmp_path, capsys):
     """The line `searcher optimize` ends with, for this study (trial 1's folder made whole, so that it is kept)."""
-    from searcher import commands
+    from searcher.cli import commands
 
     config = config_for(tmp_path)
     folder = Path(records.best(study).user_attrs[records.MODEL_DIR])

@@ -43,7 +43,7 @@ def test_the_log_filter_redacts_records_of_child_loggers_and_their_tracebacks():
 def test_the_cli_registers_hf_token_and_the_login_cache_token(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from searcher import cli
+    from searcher.cli import entry as cli
 
     cached, env = "hf_cached_login_TOKEN_0123456789ab", "hf_environment_TOKEN_0123456789ab"
     (tmp_path / "token").write_text(cached + "\n")

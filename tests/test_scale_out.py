@@ -208,7 +208,7 @@ def test_journal_file_storage(world, tmp_path, cli):
     url = f"journal:{tmp_path / 'study.log'}"
     code, out, err = cli("optimize", path, "--storage", url)
     assert code == 0, err
-    from searcher.storage import open_storage
+    from searcher.records.storage import open_storage
 
     study = optuna.load_study(study_name="tiny", storage=open_storage(url))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
@@ -220,7 +220,7 @@ def test_redis_journal_storage(world, tmp_path, cli, redis_url):
     path = world.study(tmp_path, name=name, study={"n_trials": 2})
     code, out, err = cli("optimize", path, "--storage", redis_url)
     assert code == 0, err
-    from searcher.storage import open_storage
+    from searcher.records.storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(redis_url))
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 2
@@ -230,7 +230,7 @@ def test_redis_journal_storage(world, tmp_path, cli, redis_url):
 def test_workers_opening_a_new_database_at_the_same_instant_all_get_the_schema(pg_url):
     # they race to create optuna's tables; the losers' unique violations are retried, not fatal
     start = time.time() + 8
-    code = ("import time, sys; from searcher.storage import open_storage; time.sleep(max(0, float(sys.argv[2]) - "
+    code = ("import time, sys; from searcher.records.storage import open_storage; time.sleep(max(0, float(sys.argv[2]) - "
             "time.time())); s = open_storage(sys.argv[1]); print(len(s.get_all_studies()))")
     procs = [subprocess.Popen([sys.executable, "-c", code, pg_url, str(start)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(6)]

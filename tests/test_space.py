@@ -5,7 +5,8 @@ import json
 import optuna
 import pytest
 
-from searcher import hyperparams, space
+from searcher import hyperparams
+from searcher.search import space
 from searcher.config import parse_study
 from searcher.errors import ConfigError
 

@@ -1,10 +1,11 @@
-"""searcher.storage: which file a storage URL names, and finished studies opened as STORAGE_URL::STUDY_NAME."""
+"""searcher.records.storage: which file a storage URL names, and finished studies opened as STORAGE_URL::STUDY_NAME."""
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from searcher import storage, warmstart
+from searcher.records import storage
+from searcher.search import warmstart
 from searcher.config import parse_study
 from searcher.errors import StudyError
 

@@ -5,7 +5,7 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from searcher import strategy
+from searcher.search import strategy
 
 SPACE = {"x": FloatDistribution(0.0, 1.0), "n": IntDistribution(4, 7)}
 
@@ -145,7 +145,7 @@ def study_of(values: list, direction: str = "maximize") -> optuna.Study:
 
 
 def test_a_study_files_sampler_and_pruner_are_built_here_and_its_storage_decides_neither(tmp_path):
-    from searcher import storage
+    from searcher.records import storage
     from searcher.config import parse_study
 
     raw = {"study": {"name": "s", "seed": 3, "sampler": {"type": "random"},

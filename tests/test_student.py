@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from conftest import make_bert, make_tokenizer
-from searcher import data, space, student
+from searcher import data
+from searcher.search import space
+from searcher.train import student
 from searcher.config import load_study
 from searcher.errors import StudentError
 

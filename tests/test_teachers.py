@@ -91,7 +91,8 @@ def test_combining_matches_the_definitions():
 
 
 def teacher_of(kind: str, world, tmp_path):
-    from searcher import runtime, teachers
+    from searcher.train import runtime
+    from searcher import teachers
     from searcher.config import load_study
 
     if kind == "classifier":
@@ -121,7 +122,8 @@ def teacher_of(kind: str, world, tmp_path):
 
 @pytest.mark.parametrize("kind", ["classifier", "causal_lm", "ensemble"])
 def test_every_teacher_gives_cached_logits_of_the_tasks_labels(kind, world, tmp_path, monkeypatch):
-    from searcher import data, teacher as blocks
+    from searcher import data
+    from searcher.teachers import logits as blocks
 
     config, t = teacher_of(kind, world, tmp_path)
     assert t.type == kind
@@ -232,7 +234,7 @@ def test_logit_kd_works_across_families_and_tokenizers(world, tmp_path, cli):
     """A BERT teacher, a DistilBERT student of another vocabulary: each reads its own tokenization of each row."""
     import optuna
 
-    from searcher import tokens
+    from searcher.data import tokens
     from searcher.config import load_study
 
     other = make_other_student(world.root / "other-student")
@@ -316,7 +318,9 @@ def test_searched_ensemble_weights_make_each_trials_target_and_card(world, tmp_p
     import optuna
     import tomli_w
 
-    from searcher import prepare, runtime, teachers
+    from searcher.search import prepare
+    from searcher.train import runtime
+    from searcher import teachers
     from searcher.config import load_study
 
     path = world.study(tmp_path, name="searched", teacher={"model": None}, study={"n_trials": 2},
@@ -362,7 +366,7 @@ def test_searched_ensemble_weights_make_each_trials_target_and_card(world, tmp_p
     code, out, err = cli("import", Path(out.split()[0]) / "README.md", "--append", again)
     assert code == 0, err
     assert f'"teacher_weight.tuned" = {study.trials[1].params["teacher_weight.tuned"]!r}' in out, out
-    from searcher import space
+    from searcher.search import space
 
     (params, _), = space.enqueued(load_study(again))
     assert {k: v for k, v in params.items() if k.startswith("teacher_weight.")} == {

@@ -3,7 +3,8 @@
 import numpy as np
 
 from conftest import make_tokenizer
-from searcher import data, tokens
+from searcher import data
+from searcher.data import tokens
 from searcher.config import load_study
 
 

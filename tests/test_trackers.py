@@ -279,7 +279,7 @@ def _study(world, directory: Path, backend: Backend, **sections) -> Path:
 
 def _prune_at_epoch_2(monkeypatch, learning_rate: float = PRUNED_LR) -> None:
     """The trial with this learning rate goes non-finite in its second epoch: pruned, with its reason."""
-    from searcher import distill
+    from searcher.train import distill
     from searcher.errors import NonFiniteLossError
 
     real = distill._check_finite
@@ -296,7 +296,7 @@ def test_every_trial_is_one_run_with_its_params_curves_and_state(world, tmp_path
     from optuna.trial import TrialState
 
     from searcher.config import load_study
-    from searcher.storage import load
+    from searcher.records.storage import load
 
     _prune_at_epoch_2(monkeypatch)
     path = _study(world, tmp_path / "s", backend, enqueue=[{"_source": SOURCE, "learning_rate": 0.003},
@@ -338,7 +338,7 @@ def test_a_broken_tracker_warns_once_and_never_fails_a_trial(world, tmp_path, cl
 
     from searcher import trackers
     from searcher.config import load_study
-    from searcher.storage import load
+    from searcher.records.storage import load
 
     calls = []
 
@@ -398,7 +398,7 @@ def test_mlflow_nests_trial_runs_under_one_study_run_and_survives_the_server_goi
 
     from searcher import trackers
     from searcher.config import load_study
-    from searcher.storage import load
+    from searcher.records.storage import load
 
     need("mlflow")
     server = MLflowServer(tmp_path / "mlflow").start()

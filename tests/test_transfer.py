@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import BAD, GOOD, NEUTRAL, sentence, write_rows
-from searcher import distill, teacher
-from searcher.batching import Stacked
+from searcher.train import distill
+from searcher.teachers import logits as teacher_logits
+from searcher.data.rows import Stacked
 from searcher.config import load_study
-from searcher.data import UNLABELED
+from searcher.data.loading import UNLABELED
 
 
 def load(path):
@@ -61,8 +62,8 @@ def test_a_transfer_set_is_labelled_once_never_leaks_and_trains_the_students(wor
     path = world.study(tmp_path, study={"n_trials": 2, "cache_dir": str(tmp_path / "cache")},
                        data={"transfer": str(transfer_file(world, tmp_path, leak=leaks))})
     calls = []
-    real = teacher.compute_logits
-    monkeypatch.setattr(teacher, "compute_logits", lambda m, enc, *a: calls.append(len(enc)) or real(m, enc, *a))
+    real = teacher_logits.compute_logits
+    monkeypatch.setattr(teacher_logits, "compute_logits", lambda m, enc, *a: calls.append(len(enc)) or real(m, enc, *a))
     code, out, err = cli("optimize", path)
     assert code == 0, err
     assert "removed 4 transfer rows that are also validation or test sentences" in err
@@ -89,8 +90,8 @@ def test_augmented_copies_share_one_cache_across_trials(world, tmp_path, cli, mo
                        search={"augment": [0, 2]}, data={"augment": {"p_mask": 0.2, "p_swap": 0.2}},
                        enqueue=[{"augment": 0}, {"augment": 1}, {"augment": 2}])
     calls = []
-    real = teacher.compute_logits
-    monkeypatch.setattr(teacher, "compute_logits", lambda m, enc, *a: calls.append(len(enc)) or real(m, enc, *a))
+    real = teacher_logits.compute_logits
+    monkeypatch.setattr(teacher_logits, "compute_logits", lambda m, enc, *a: calls.append(len(enc)) or real(m, enc, *a))
     code, out, err = cli("optimize", path)
     assert code == 0, err
     study = load(path)
@@ -141,7 +142,7 @@ def test_a_changed_transfer_file_is_refused_before_the_teacher_labels_it(world, 
     assert cli("optimize", path)[0] == 0
     transfer.write_text(transfer.read_text() + "".join(f"a film very good {i}\n" for i in range(30)))
     calls = []
-    monkeypatch.setattr(teacher, "compute_logits", lambda *a, **k: calls.append(1) or pytest.fail("labelled"))
+    monkeypatch.setattr(teacher_logits, "compute_logits", lambda *a, **k: calls.append(1) or pytest.fail("labelled"))
     code, _, err = cli("optimize", path)
     errors = [line for line in err.splitlines() if line.startswith("searcher: error:")]
     assert code == 2 and len(errors) == 1 and "[data] transfer content" in errors[0], err
@@ -170,7 +171,7 @@ def test_bad_transfer_input_is_one_line_and_writes_nothing(world, tmp_path, cli,
 
 
 def test_words_of_the_tiny_task_are_what_augmentation_swaps_in():
-    from searcher import augment
+    from searcher.data import augment
 
     texts = ((" ".join(GOOD[:3] + NEUTRAL[:2]), " ".join(BAD[:4])),)
     settings = augment.AugmentSettings(seed=1, p_mask=0.0, p_swap=1.0, p_ngram=0.0)

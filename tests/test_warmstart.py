@@ -17,7 +17,9 @@ from optuna.trial import TrialState, create_trial
 
 from conftest import requirement
 
-from searcher import records, space, storage, strategy, warmstart
+from searcher import records
+from searcher.search import space, strategy, warmstart
+from searcher.records import storage
 from searcher.config import load_study, parse_study
 from searcher.errors import ConfigError
 from searcher.hyperparams import rounded

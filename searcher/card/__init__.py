@@ -5,7 +5,11 @@
 - `render`: the Jinja template (templates/, shipped in the package) laid out over the context, sandboxed and strict;
 - `text`: escaping and naming helpers.
 
-Writing the card folder is searcher.folders; publishing it, searcher.hub.
+- `folders`: the card folder (README.md, the student, its tokenizer) that `searcher card` writes and `searcher push`
+  uploads;
+- `dashboard`, `attached`: what optuna-dashboard shows of a study (its note, a figure, each kept trial's card).
+
+Publishing a card folder is searcher.hub.
 """
 
 from searcher.card.context import context

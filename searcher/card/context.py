@@ -3,7 +3,7 @@
 `context()` is a pure function (no model, no network) that fills a typed `CardContext` section by section, each by
 a small builder (setfit's model card is the model), rounding every number once; the Jinja template only lays it out
 and owns the fallbacks. The sampler, pruner, optimizer and loss lines are what the study and the trial recorded as
-they ran (searcher.strategy, searcher.distill.recipe), never parallel constants.
+they ran (searcher.search.strategy, searcher.train.distill.recipe), never parallel constants.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial
 
-from searcher import distill, hyperparams, records, strategy, tasks
+from searcher.train import distill
+from searcher import hyperparams, records, tasks
+from searcher.search import strategy
 from searcher.card.data import LEAD_METRICS, card_data, recipe_data
 from searcher.card.facts import (CardContext, DatasetFacts, Distillation, Efficiency, FormatRow, Latency,
                                  LossLine, MetricLine, ParetoRow, PublishedBaseline, Reproduce, ResultsTable,
@@ -25,8 +27,8 @@ from searcher.card.text import default_dataset_name, display_name, escape, fence
 from searcher.config.identity import distill_table
 from searcher.errors import StudyError
 from searcher.hyperparams import rounded
-from searcher.metrics import title
-from searcher.storage import (ATTR_CONFIG, ATTR_DATASET, ATTR_PRUNER, ATTR_RANGES, ATTR_SAMPLER, ATTR_STOPPED,
+from searcher.tasks.metrics import title
+from searcher.records.storage import (ATTR_CONFIG, ATTR_DATASET, ATTR_PRUNER, ATTR_RANGES, ATTR_SAMPLER, ATTR_STOPPED,
                               ATTR_STUDY_FILE, ATTR_STUDY_FILES, ATTR_TEACHER, ATTR_VERSIONS)
 
 FRAMEWORKS = (("transformers", "Transformers"), ("torch", "Pytorch"), ("datasets", "Datasets"),

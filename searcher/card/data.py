@@ -9,7 +9,7 @@ from typing import Optional
 
 from searcher.card.facts import Usage
 from searcher.card.text import hub_id
-from searcher.metrics import title
+from searcher.tasks.metrics import title
 
 # the final metrics a card lists and puts in the model-index, in this order; then the study's own metrics
 LEAD_METRICS = ("loss", "cross_entropy")

@@ -117,7 +117,7 @@ class ResultsTable:
 
 @dataclass(frozen=True)
 class FormatRow:
-    """One deployable form of the student, measured side by side with the others (searcher.export.measure)."""
+    """One deployable form of the student, measured side by side with the others (searcher.records.export.measure)."""
 
     name: str  # "PyTorch fp32", "ONNX fp32", "ONNX int8 (dynamic)"
     file: str

@@ -2,7 +2,7 @@
 
 Rendering uses a sandboxed Jinja environment with StrictUndefined: a typo fails loudly, and a template received with
 someone else's study file cannot run code. The card must load with huggingface_hub and its model-index must
-round-trip (`validate`). Writing the card folder is searcher.folders.
+round-trip (`validate`). Writing the card folder is searcher.card.folders.
 """
 
 from __future__ import annotations

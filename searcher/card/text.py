@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from searcher.repo_id import render as repo_id_for  # noqa: F401 - cards and pushes name repos through here
+from searcher.config.repo_id import render as repo_id_for  # noqa: F401 - cards and pushes name repos through here
 
 SPLIT_NAMES = {"train", "dev", "validation", "valid", "val", "test"}
 

@@ -1,6 +1,6 @@
 """What a study is: the resolved study file as stored data, and the settings that define its trials.
 
-A resumed study must still be defined as it was (searcher.optimize compares `defining` at every start); settings in
+A resumed study must still be defined as it was (searcher.run.optimize compares `defining` at every start); settings in
 FREE may change between runs. This module must not import torch, transformers or optuna.
 """
 
@@ -41,7 +41,7 @@ def resolved_dict(config: StudyConfig) -> dict:
 
 # Settings a study may change between runs: its budget, where things go, how they run and how results are shown.
 # Everything else defines what a trial is (search space, data, teacher, student, training), and must not change
-# under a study's existing trials (searcher.optimize compares these at every start).
+# under a study's existing trials (searcher.run.optimize compares these at every start).
 # Where the data and the teacher live is free too: their content is what counts (the caller adds the data's and the
 # teacher's content fingerprints), so a moved project folder is still the same study.
 FREE = {

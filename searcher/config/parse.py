@@ -18,7 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from searcher import hyperparams, metrics
+from searcher import hyperparams
+from searcher.tasks import metrics
 from searcher.config.rules import check
 from searcher.config.schema import (PRUNER_OPTIONS, SAMPLER_OPTIONS, SECTIONS, DistillSection, MetricsSection,
                                     PrunerConfig,

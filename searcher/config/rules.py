@@ -12,7 +12,9 @@ import math
 import re
 from pathlib import Path
 
-from searcher import hyperparams, metrics, redact, repo_id, tasks
+from searcher import hyperparams, redact, tasks
+from searcher.tasks import metrics
+from searcher.config import repo_id
 from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, TRACKERS, PrunerConfig,
                                     SamplerConfig, StopConfig, StudyConfig, StudySection, TeacherMember)
 from searcher.errors import ConfigError
@@ -147,7 +149,7 @@ def _check_pruner(p: Path, pruner: PrunerConfig, epochs: int) -> None:
             raise ConfigError(f"{where}.{key} must be >= {low}, got {v}")
     if pruner.min_delta < 0:
         raise ConfigError(f"{where}.min_delta must be >= 0, got {pruner.min_delta}")
-    # a trial is never pruned after its last epoch (searcher.objective), and PatientPruner needs patience + 2 reports
+    # a trial is never pruned after its last epoch (searcher.search.objective), and PatientPruner needs patience + 2 reports
     if pruner.type == "patient" and pruner.patience + 2 > epochs - 1:
         raise ConfigError(f"{where}: patience = {pruner.patience} can never stop a trial of {epochs} epochs (it needs "
                           f"patience + 2 epochs before the last); use patience = {max(epochs - 3, 0)} or more epochs"
@@ -221,7 +223,7 @@ def _check_data(config: StudyConfig) -> None:
 
 def _check_task(config: StudyConfig) -> None:
     """What only some task kinds take; with [data] task = "auto" the same is checked once the kind is inferred
-    (searcher.prepare, `check_task`)."""
+    (searcher.search.prepare, `check_task`)."""
     if config.data.task != "auto":
         check_task(config, config.data.task)
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from searcher import hyperparams, metrics
+from searcher import hyperparams
+from searcher.tasks import metrics
 from searcher.hyperparams import Dimension
 
 STORAGE_ENV = "SEARCHER_STORAGE"
@@ -26,7 +27,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # a study name is 
 
 
 # What each sampler and pruner type takes in the study file: Optuna's keyword arguments of the same names (see
-# searcher.strategy, which builds each one and describes it from the same settings). An option of another type is an
+# searcher.search.strategy, which builds each one and describes it from the same settings). An option of another type is an
 # error, not silently ignored.
 SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
     "tpe": ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar"),
@@ -46,7 +47,7 @@ PRUNER_OPTIONS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """[study] sampler: a type, or a table with a type and its options (None: the default searcher.strategy sets)."""
+    """[study] sampler: a type, or a table with a type and its options (None: the default searcher.search.strategy sets)."""
 
     type: Literal["tpe", "gp", "random", "cmaes", "nsga2"] = "tpe"
     n_startup_trials: Optional[int] = None
@@ -85,7 +86,7 @@ class PrunerConfig:
 
 @dataclass(frozen=True)
 class StopConfig:
-    """[study] stop: end the study before n_trials when it no longer improves (searcher.strategy.stop_reason).
+    """[study] stop: end the study before n_trials when it no longer improves (searcher.search.strategy.stop_reason).
 
     patience: stop when the best value has not improved by min_delta over the last `patience` finished (complete or
     pruned) trials. terminator: stop when Optuna's regret bound (a GP over the complete trials) says less than the
@@ -122,7 +123,7 @@ class StudySection:
 @dataclass(frozen=True)
 class AugmentConfig:
     """[data.augment]: Tang et al.'s operations, each word with one draw: masked (p_mask), swapped for another word of
-    the training vocabulary (p_swap); then, with p_ngram, only an n-gram of the result kept (searcher.augment).
+    the training vocabulary (p_swap); then, with p_ngram, only an n-gram of the result kept (searcher.data.augment).
     How many copies a trial uses is the hyperparameter [search] augment."""
 
     p_mask: float = 0.1
@@ -265,7 +266,7 @@ class HubSection:
 
 @dataclass(frozen=True)
 class ExportSection:
-    """[export]: the deployable forms each kept student is exported to and measured in (searcher.export).
+    """[export]: the deployable forms each kept student is exported to and measured in (searcher.records.export).
     `formats = []` turns export off. Objectives may name a format: "accuracy@onnx-int8", "latency_ms@onnx"."""
 
     formats: tuple[Literal["onnx", "onnx-int8"], ...] = EXPORT_FORMATS
@@ -274,7 +275,7 @@ class ExportSection:
 @dataclass(frozen=True)
 class MetricsSection:
     """[metrics]: `report = [...]` names metrics computed and recorded but not optimized; a `[metrics.NAME]`
-    table says how to load and call one `evaluate` metric (see searcher.metrics)."""
+    table says how to load and call one `evaluate` metric (see searcher.tasks.metrics)."""
 
     report: tuple[str, ...] = ()
     specs: tuple[metrics.MetricSpec, ...] = ()

@@ -5,7 +5,7 @@ kind = "mse" (TinyBERT): MSE between the pre-softmax scores Q K^T / sqrt(d), on 
 (TinyBERT zeroes the masked entries); kind = "kl": KL(teacher's attention || student's) for each real query token.
 Per example: summed over heads and real (query, key) entries, divided by (heads x its tokens^2) for "mse" and by
 (heads x its tokens) for "kl"; summed over the examples and the layer pairs. The scores are computed from each
-model's queries and keys (searcher.intermediate), which works under sdpa attention.
+model's queries and keys (searcher.teachers.hidden), which works under sdpa attention.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def _new_blocks(path: Path, old: bytes, text: str) -> str:
 def _check(path: Path, new: bytes) -> None:
     from searcher.config import parse_study
     from searcher.errors import ConfigError
-    from searcher.space import check_enqueued
+    from searcher.search.space import check_enqueued
 
     try:
         config = parse_study(tomllib.loads(new.decode("utf-8")), path.resolve())

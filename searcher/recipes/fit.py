@@ -32,7 +32,7 @@ def fit(recipe: Recipe, config=None) -> Fit:
     if config is None:
         return Fit(values=values, same=[], conflicts=[])
     from searcher.config import Choices, FloatRange, Fixed, IntRange, resolved_dict
-    from searcher.space import dimensions
+    from searcher.search.space import dimensions
 
     dims = dimensions(config)
     conflicts: list[str] = []
@@ -105,10 +105,10 @@ def fit(recipe: Recipe, config=None) -> Fit:
 
 
 def _builtin_defaults() -> dict:
-    """Values searcher trains with when a study file does not mention them (searcher.distill.Hyperparams)."""
+    """Values searcher trains with when a study file does not mention them (searcher.train.distill.Hyperparams)."""
     import dataclasses
 
-    from searcher.distill import Hyperparams
+    from searcher.train.distill import Hyperparams
 
     return {f.name: f.default for f in dataclasses.fields(Hyperparams)
             if f.name in PARAMETERS and f.default is not dataclasses.MISSING}

@@ -15,16 +15,17 @@ from searcher.recipes.recipe import (PublishedResult, Recipe, distill_table, fmt
 
 
 def open_study(source: str):
-    """searcher.storage.open_study, which this was (kept for recipes' callers). Imported when called: at the top of
+    """searcher.records.storage.open_study, which this was (kept for recipes' callers). Imported when called: at the top of
     this module it would load optuna with every import of the recipes package."""
-    from searcher.storage import open_study as storage_open_study
+    from searcher.records.storage import open_study as storage_open_study
 
     return storage_open_study(source)
 
 
 def read_study(source: str) -> list[Recipe]:
 
-    from searcher import records, storage
+    from searcher import records
+    from searcher.records import storage
 
     study, shown = open_study(source)
     trials = records.completed(study)  # a warm-started study's copies are another study's trials

@@ -23,7 +23,7 @@ def _bare_key(key: str) -> str:
 
 def _published_toml(published: list[PublishedResult]) -> str:
     """What the source reported, one inline table per evaluation (dataset, config, split), for the entry's
-    `_published` key (searcher.space reads it back; the card compares it with the student on the same data)."""
+    `_published` key (searcher.search.space reads it back; the card compares it with the student on the same data)."""
     groups: dict[tuple, dict[str, float]] = {}
     for p in published:
         where = (p.dataset_type or p.dataset_name, p.dataset_config, p.dataset_split)
@@ -38,7 +38,7 @@ def _published_toml(published: list[PublishedResult]) -> str:
 
 def to_toml(recipes: list[Recipe], config=None) -> str:
     """[[enqueue]] blocks, one per recipe, each after comments saying where it came from and what was left out.
-    Each block is marked with `_source` (and `_published`, what the source reported), which searcher.space turns
+    Each block is marked with `_source` (and `_published`, what the source reported), which searcher.search.space turns
     into the trial's user attrs. Floats are written with repr, so they read back exactly."""
     blocks = []
     for recipe in recipes:

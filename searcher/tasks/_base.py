@@ -73,7 +73,7 @@ class TaskKind(abc.ABC):
 
     def scores(self, logits: np.ndarray, labels: np.ndarray, extra: Sequence = (),
                threshold: Optional[float] = None) -> dict[str, float]:
-        """Every built-in metric and the study's own (searcher.metrics.Metric) on one split, plain floats."""
+        """Every built-in metric and the study's own (searcher.tasks.metrics.Metric) on one split, plain floats."""
         predictions = self.predict(logits, threshold)
         out = {name: float(fn(predictions, labels)) for name, fn in self.metrics.items()}
         for m in extra:

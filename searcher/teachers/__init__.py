@@ -6,14 +6,14 @@
 - `_ensemble`: several teachers' logits or probabilities averaged, with fixed weights or a trial's searched ones.
 
 `build(config, runtime)` makes it from the study file's teachers ([teacher], its seeds, or [[teachers]]); the
-preparation stage (searcher.prepare) readies it once and every later stage takes it.
+preparation stage (searcher.search.prepare) readies it once and every later stage takes it.
 """
 
 from __future__ import annotations
 
 from searcher.config import StudyConfig, teacher_members
-from searcher.runtime import Runtime
-from searcher.teacher import locate_source
+from searcher.train.runtime import Runtime
+from searcher.teachers.loading import locate_source
 from searcher.teachers._base import Teacher, Where
 from searcher.teachers._causal_lm import CausalLMTeacher
 from searcher.teachers._classifier import ClassifierTeacher

@@ -15,10 +15,10 @@ from typing import Optional
 
 import numpy as np
 
-from searcher import teacher
-from searcher.data import Split, Task
-from searcher.runtime import Runtime
-from searcher.teacher import TeacherLogits
+from searcher.teachers import logits
+from searcher.data.loading import Split, Task
+from searcher.train.runtime import Runtime
+from searcher.teachers.logits import TeacherLogits
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,12 @@ class Where:
 
     def logits_path(self, identity: str, fingerprint: str, *more) -> Path:
         """Where a teacher's logits of the task's splits are cached (keys as they were before teacher objects)."""
-        return teacher.logits_path(self.cache_dir, [identity, fingerprint, self.max_length,
-                                                    teacher.device_kind(self.runtime), self.runtime.amp, *more])
+        return logits.logits_path(self.cache_dir, [identity, fingerprint, self.max_length,
+                                                    logits.device_kind(self.runtime), self.runtime.amp, *more])
 
     def extra_path(self, name: str, identity: str, content: str) -> Path:
         """Where a teacher's logits of rows only it labels are cached."""
-        return teacher.extra_path(self.cache_dir, name, [identity, content, self.max_length,
+        return logits.extra_path(self.cache_dir, name, [identity, content, self.max_length,
                                                          "cuda" if self.runtime.is_cuda else "cpu", self.runtime.amp])
 
 

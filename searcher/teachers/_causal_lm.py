@@ -17,11 +17,13 @@ from typing import Optional
 
 import numpy as np
 
-from searcher import teacher
+from searcher.teachers import loading as teacher_loading, logits
+
+from searcher.train import models
 from searcher.config import TeacherMember
-from searcher.data import Split, Task
+from searcher.data.loading import Split, Task
 from searcher.errors import TeacherError, first_line
-from searcher.teacher import TeacherLogits
+from searcher.teachers.logits import TeacherLogits
 from searcher.teachers._base import Teacher, Where
 
 FIELD = re.compile(r"\{(text|text_pair)\}")
@@ -42,7 +44,7 @@ class CausalLMTeacher(Teacher):
 
     def model_config(self):
         if self._config is None:
-            self._config = teacher.load_config(self.source, self.member.revision, "the causal LM teacher's model")
+            self._config = teacher_loading.load_config(self.source, self.member.revision, "the causal LM teacher's model")
         return self._config
 
     def label_order(self) -> Optional[list[str]]:
@@ -62,7 +64,7 @@ class CausalLMTeacher(Teacher):
         self._order = list(task.label_names)
 
     def ready(self, task: Task) -> None:
-        content = teacher.identity(self.source, self.model_config(), self.member.revision)
+        content = teacher_loading.identity(self.source, self.model_config(), self.member.revision)
         words = [[name, self.verbalizers[name]] for name in self._order]
         self.identity = hashlib.sha256(json.dumps([content, self.prompt, words]).encode()).hexdigest()[:20]
 
@@ -155,13 +157,13 @@ class CausalLMTeacher(Teacher):
 
     def logits(self, task: Task) -> TeacherLogits:
         path = self.where.logits_path(self.identity, task.fingerprint, "causal_lm")
-        found = teacher.cached_logits(path, task, lambda name, split: self._label(split), self.source)
+        found = logits.cached_logits(path, task, lambda name, split: self._label(split), self.source)
         self.metrics = found.metrics
         return found
 
     def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
         path = self.where.extra_path(name, self.identity, content)
-        return teacher.cached_extra_logits(path, name, len(split), len(self._order),
+        return logits.cached_extra_logits(path, name, len(split), len(self._order),
                                            lambda start, stop: self._label(split, start, stop))
 
     def describe(self) -> dict:
@@ -175,7 +177,7 @@ class CausalLMTeacher(Teacher):
             "path": self.source,
             "prompt": self.prompt,
             "verbalizers": {name: self.verbalizers[name] for name in self._order},
-            **teacher.shape(model),
+            **models.shape(model),
             "size_mb": round(int(model.num_parameters()) * 4 / 1e6, 1),
             "metrics": self.metrics,
         }

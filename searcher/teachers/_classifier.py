@@ -11,12 +11,14 @@ from typing import Optional
 
 import numpy as np
 
-from searcher import finetune, teacher
+from searcher.teachers import finetune, loading as teacher_loading, logits
+
+from searcher.train import models
 from searcher.config import TeacherMember
-from searcher.data import Split, Task
-from searcher.teacher import TeacherLogits
+from searcher.data.loading import Split, Task
+from searcher.teachers.logits import TeacherLogits
 from searcher.teachers._base import Teacher, Where
-from searcher.tokens import encode
+from searcher.data.tokens import encode
 
 
 class ClassifierTeacher(Teacher):
@@ -44,24 +46,24 @@ class ClassifierTeacher(Teacher):
     def model_config(self):
         if self._config is None:
             where = f"{'[[teachers]]' if self.map_labels else '[teacher]'} model/base"
-            self._config = teacher.load_config(self.source, self.revision, where)
+            self._config = teacher_loading.load_config(self.source, self.revision, where)
         return self._config
 
     def label_order(self) -> Optional[list[str]]:
-        return None if self.fine_tuned else teacher.label_names(self.model_config())
+        return None if self.fine_tuned else teacher_loading.label_names(self.model_config())
 
     def check(self, task: Task) -> None:
         if self.fine_tuned:
             return  # a base gets a fresh head with the data's labels
-        names = teacher.label_names(self.model_config())
+        names = teacher_loading.label_names(self.model_config())
         if self.map_labels and names is not None and set(names) == set(task.label_names) \
                 and task.kind.name == "single_label":
             self._columns = np.array([names.index(n) for n in task.label_names])  # mapped by label name
             names = list(task.label_names)
             cfg = self.model_config()
             cfg = type(cfg).from_dict({**cfg.to_dict(), "id2label": dict(enumerate(names))})
-            return teacher.check_labels(self._called, cfg, task)
-        teacher.check_labels(self._called, self.model_config(), task)
+            return teacher_loading.check_labels(self._called, cfg, task)
+        teacher_loading.check_labels(self._called, self.model_config(), task)
 
     @property
     def _called(self) -> str:
@@ -70,19 +72,19 @@ class ClassifierTeacher(Teacher):
 
     def ready(self, task: Task) -> None:
         if self.fine_tuned:
-            base_identity = teacher.identity(self.source, self.model_config(), self.revision)
+            base_identity = teacher_loading.identity(self.source, self.model_config(), self.revision)
             self.directory = finetune.fine_tuned(self.source, self.revision, base_identity, self.member.fine_tune,
                                                  self.seed, task, self.where)
-            self.identity = teacher.identity(self.directory, self.model_config(), None)
+            self.identity = teacher_loading.identity(self.directory, self.model_config(), None)
         else:
             self.directory = self.source
-            self.identity = teacher.identity(self.directory, self.model_config(), self.revision)
+            self.identity = teacher_loading.identity(self.directory, self.model_config(), self.revision)
         self._task = task
 
     def model(self):
         """(model, tokenizer), loaded on first use."""
         if self._loaded is None:
-            self._loaded = teacher.load_model(self.directory, self._task, None if self.fine_tuned else self.revision)
+            self._loaded = teacher_loading.load_model(self.directory, self._task, None if self.fine_tuned else self.revision)
         return self._loaded
 
     def release(self) -> None:
@@ -94,12 +96,12 @@ class ClassifierTeacher(Teacher):
         return model, encode(split, tokenizer, self.where.max_length, self.where.cache_dir, key)
 
     def _label(self, model, enc) -> np.ndarray:
-        out = teacher.compute_logits(model, enc, self.where.runtime, self.where.inference_batch_size)
+        out = logits.compute_logits(model, enc, self.where.runtime, self.where.inference_batch_size)
         return out if self._columns is None else out[:, self._columns]
 
     def logits(self, task: Task) -> TeacherLogits:
         path = self.where.logits_path(self.identity, task.fingerprint)
-        found = teacher.cached_logits(path, task, lambda name, split: self._label(
+        found = logits.cached_logits(path, task, lambda name, split: self._label(
             *self._encode(split, f"{task.fingerprint}:{name}")), self.directory)
         self.metrics = found.metrics
         return found
@@ -114,7 +116,7 @@ class ClassifierTeacher(Teacher):
             model, enc = encoded
             return self._label(model, enc.rows(start, stop))
 
-        return teacher.cached_extra_logits(path, name, len(split), self._task.num_labels, label)
+        return logits.cached_extra_logits(path, name, len(split), self._task.num_labels, label)
 
     def describe(self) -> dict:
         model, _ = self.model()
@@ -126,7 +128,7 @@ class ClassifierTeacher(Teacher):
             "fine_tuned_by_searcher": self.fine_tuned,
             **({"seed": self.seed} if self.fine_tuned else {}),
             "path": self.directory,
-            **teacher.shape(model),
+            **models.shape(model),
             "metrics": self.metrics,
         }
         folder = Path(self.directory)

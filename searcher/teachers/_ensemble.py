@@ -14,9 +14,9 @@ from typing import Optional
 
 import numpy as np
 
-from searcher.data import Split, Task
+from searcher.data.loading import Split, Task
 from searcher.errors import TeacherError
-from searcher.teacher import TeacherLogits, split_metrics
+from searcher.teachers.logits import TeacherLogits, split_metrics
 from searcher.teachers._base import Teacher, Where
 
 EPS = 1e-7

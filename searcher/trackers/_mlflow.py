@@ -60,7 +60,7 @@ class MLflowTracker(Tracker):
             self.client.update_run(self.parent, status="RUNNING")
         else:
             run = self.client.create_run(self.experiment_id, run_name=study.name, tags={
-                "searcher.study_uid": study.uid, "searcher.level": "study", "searcher.storage": study.storage,
+                "searcher.study_uid": study.uid, "searcher.level": "study", "searcher.records.storage": study.storage,
                 "mlflow.note.content": f"searcher study {study.name!r} in {study.storage}: one nested run per trial"})
             self.parent = run.info.run_id
             self._params(self.parent, study.params)

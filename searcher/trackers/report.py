@@ -26,7 +26,8 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from searcher import files, records, storage as st
+from searcher import files, records
+from searcher.records import storage as st
 from searcher.errors import first_line
 from searcher.trackers._base import Known, StudyInfo, Tracker, TrialEnd, TrialStart, clean, metric_name
 
@@ -140,7 +141,7 @@ def trial_end(frozen: FrozenTrial, study: optuna.Study, config, note: str = "") 
     files_ = {}
     history = user.get(records.HISTORY)
     if history:
-        from searcher.artifacts import epochs_csv
+        from searcher.records.artifacts import epochs_csv
 
         files_["epochs.csv"] = epochs_csv(history)
     card = _card(study, config, frozen)
@@ -155,7 +156,7 @@ def _card(study: optuna.Study, config, frozen: FrozenTrial) -> Optional[str]:
     """The card the dashboard hook attached to a kept trial (rendered once, there), if any."""
     if frozen.state != TrialState.COMPLETE or records.is_warm_start(frozen):
         return None
-    from searcher.artifacts import card_artifact
+    from searcher.card.attached import card_artifact
 
     try:
         return card_artifact(study, config, frozen.number)

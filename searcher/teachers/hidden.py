@@ -1,0 +1,201 @@
+"""The teacher's intermediate outputs for the layer-wise losses: computed once and cached beside its logits, or,
+when the cache would exceed its disk budget, computed by the teacher running beside the student.
+
+What is stored is hidden states only: each needed teacher layer's states as float16, one row per token at the row's
+real length (no padding), memory-mapped and aligned with the token cache's offsets. Attention is not stored: a
+layer's queries, keys and values are its input hidden states through the layer's query/key/value projections, so
+they are recomputed from the cached states of the layer below (searcher.losses read them as `Outputs.attention`),
+and the cache grows with the tokens, never with their square. The student's side is read the same way from its
+`output_hidden_states`, which works under sdpa attention (whose `output_attentions` is empty).
+
+A cache file follows the logit cache's rules: keyed by the teacher's content, the rows' content, the tokenizer, the
+max length, the device kind and AMP; built under a file lock, written atomically, checked when read and rebuilt with
+one log line when damaged. This module knows nothing of Optuna or of the loss formulas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from searcher import files
+from searcher.losses import Outputs, Side
+from searcher.train.outputs import hidden_layers, outputs
+from searcher.train.runtime import Runtime
+from searcher.data.tokens import Encoded
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 256  # teacher rows per forward pass while caching
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """Rows the teacher's outputs are cached for: a name ("train", "transfer", "augmented"), their tokens (the
+    teacher's tokenization, the same as the student's for token-level losses) and what they are made of."""
+
+    name: str
+    encoded: Encoded
+    content: str
+
+
+def cache_key(teacher_identity: str, rows: RowSet, tokenizer_key: str, max_length: int, runtime: Runtime,
+              layer: int) -> str:
+    device = "cuda" if runtime.is_cuda else runtime.device.split(":")[0]
+    parts = [teacher_identity, rows.content, rows.name, tokenizer_key, max_length, device, runtime.amp, layer]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def size_bytes(row_sets: Sequence[RowSet], layers: Sequence[int], width: int) -> int:
+    """What caching these layers for these rows takes on disk (float16)."""
+    tokens = sum(int(r.encoded.offsets[-1]) for r in row_sets)
+    return tokens * width * 2 * len(layers)
+
+
+def _read(path: Path, tokens: int, width: int) -> Optional[np.ndarray]:
+    """The cached states if they are whole (shape, dtype); None means build them (a damaged file is said once)."""
+    if not path.is_file():
+        return None
+    try:
+        with files.reading_cache("teacher intermediate cache", path):
+            files.check_seal(path)
+            array = np.load(path, mmap_mode="r")
+            if array.shape != (tokens, width) or array.dtype != np.float16:
+                raise ValueError(f"shape {array.shape} {array.dtype}, expected ({tokens}, {width}) float16")
+        return array
+    except files.DamagedCache as e:
+        files.note_damaged(log, e)
+        return None
+
+
+def cached_states(cache_dir: Path, teacher, teacher_identity: str, tokenizer_key: str, max_length: int,
+                  rows: RowSet, layers: Sequence[int], width: int, runtime: Runtime,
+                  batch_size: int = CHUNK_ROWS) -> dict[int, np.ndarray]:
+    """{layer: (tokens, width) float16 memmap} of the teacher's hidden states over `rows`, computed once.
+
+    `teacher` is a callable giving the teacher model, called only when something must be computed."""
+    tokens = int(rows.encoded.offsets[-1])
+    paths = {layer: Path(cache_dir) / "intermediate" /
+             f"{rows.name}-L{layer}-{cache_key(teacher_identity, rows, tokenizer_key, max_length, runtime, layer)}.npy"
+             for layer in layers}
+    found = {layer: a for layer, path in paths.items() if (a := _read(path, tokens, width)) is not None}
+    missing = [layer for layer in layers if layer not in found]
+    if not missing:
+        return found
+    with files.lock(paths[missing[0]]):  # workers starting together compute once; the others wait and read
+        for layer in list(missing):  # another worker may have built them while this one waited
+            again = _read(paths[layer], tokens, width)
+            if again is not None:
+                found[layer] = again
+                missing.remove(layer)
+        if missing:
+            log.info("teacher intermediate outputs: computing hidden states of layers %s for %d %s rows once (%.0f "
+                     "MB); cached in %s", missing, len(rows.encoded), rows.name,
+                     size_bytes([rows], missing, width) / 1e6, paths[missing[0]].parent)
+            _compute(teacher(), rows.encoded, {layer: paths[layer] for layer in missing}, width, runtime, batch_size)
+            for layer in missing:
+                found[layer] = np.load(paths[layer], mmap_mode="r")
+    return found
+
+
+def _compute(model, enc: Encoded, paths: dict[int, Path], width: int, runtime: Runtime, batch_size: int) -> None:
+    """One teacher pass over the rows, each needed layer's states written at the rows' token offsets."""
+    import contextlib
+
+    import torch
+
+    from searcher.train.batching import collate
+
+    model.to(runtime.device).eval()
+    tokens = int(enc.offsets[-1])
+    order = np.argsort(enc.lengths, kind="stable")  # similar lengths together: little padding
+    with contextlib.ExitStack() as stack:
+        tmps = {layer: stack.enter_context(files.atomic_file(path)) for layer, path in paths.items()}
+        outs = {layer: np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(tokens, width))
+                for layer, tmp in tmps.items()}
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                inputs = {k: v.to(runtime.device) for k, v in collate(enc, idx).items()}
+                with runtime.autocast():
+                    states = model(**inputs, output_hidden_states=True).hidden_states
+                for layer, out in outs.items():
+                    h = states[layer].float().cpu().numpy()
+                    for row, i in enumerate(idx):
+                        a, b = int(enc.offsets[i]), int(enc.offsets[i + 1])
+                        out[a:b] = h[row, : b - a]
+        for out in outs.values():
+            out.flush()
+        del outs
+        for layer, tmp in tmps.items():
+            files.seal(tmp, paths[layer])
+
+
+class Rows:
+    """The cached states of several row sets as one, by training-set row (as searcher.data.rows.Stacked does for
+    logits): the train split, then teacher-labelled text, each with its token offsets."""
+
+    def __init__(self, parts: list[tuple[dict[int, np.ndarray], np.ndarray, int]]):
+        # (states by layer, token offsets, rows used) per part
+        self.parts = [p for p in parts if p[2]]
+        self.ends = np.cumsum([p[2] for p in self.parts])
+
+    def padded(self, rows: np.ndarray, layer: int, width: int) -> np.ndarray:
+        """(len(rows), width, hidden) float32, each row's states at its tokens and zeros after."""
+        which = np.searchsorted(self.ends, rows, side="right")
+        first = self.parts[0][0][layer]
+        out = np.zeros((len(rows), width, first.shape[1]), dtype=np.float32)
+        for j, (r, part) in enumerate(zip(rows, which)):
+            states, offsets, _ = self.parts[part]
+            local = int(r - (self.ends[part - 1] if part else 0))
+            a, b = int(offsets[local]), int(offsets[local + 1])
+            out[j, : b - a] = states[layer][a:b]
+        return out
+
+
+class CachedTeacher:
+    """The teacher's intermediate outputs from the cache: hidden states as stored, Q/K/V through the teacher's own
+    attention projections (kept on the device, a few small matrices)."""
+
+    def __init__(self, rows: Rows, needs: Side, projections_by_layer: dict, heads: int):
+        self.rows, self.needs, self.projections, self.heads = rows, needs, projections_by_layer, heads
+
+    def outputs(self, part: np.ndarray, inputs: dict, to_device) -> Outputs:
+        import torch
+
+        width = int(inputs["input_ids"].shape[1])
+        hidden = {layer: to_device(torch.from_numpy(self.rows.padded(part, layer, width)))
+                  for layer in hidden_layers(self.needs)}
+        out = Outputs(logits=None, mask=inputs["attention_mask"], heads=self.heads)
+        out.hidden = {layer: hidden[layer] for layer in self.needs.hidden}
+        with torch.no_grad():
+            for layer in self.needs.attention:
+                q, k, v = self.projections[layer]
+                x = hidden[layer - 1]
+                out.attention[layer] = (q(x).float(), k(x).float(), v(x).float())
+        return out
+
+
+class OnlineTeacher:
+    """The teacher running beside the student on each batch (what TextBrewer does every step): for studies whose
+    cache would exceed its budget."""
+
+    def __init__(self, model, needs: Side, runtime: Runtime):
+        self.model, self.needs, self.runtime = model.to(runtime.device).eval(), needs, runtime
+
+    def outputs(self, part: np.ndarray, inputs: dict, to_device) -> Outputs:
+        import torch
+
+        with torch.inference_mode(), self.runtime.autocast():
+            states = self.model(**inputs, output_hidden_states=True).hidden_states
+            out = outputs(self.model, states, None, inputs["attention_mask"], self.needs)
+        # inference tensors cannot enter autograd as constants of the student's graph otherwise
+        out.hidden = {k: v.clone() for k, v in out.hidden.items()}
+        out.attention = {k: tuple(t.clone() for t in v) for k, v in out.attention.items()}
+        return out

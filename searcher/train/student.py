@@ -1,0 +1,159 @@
+"""Student stage: build one student from the BERT-miniatures grid or a checkpoint list.
+
+init = "pretrained": the grid's Hub checkpoint (google/bert_uncased_L-{layers}_H-{hidden}_A-{heads}) or a listed one;
+init = "teacher": the teacher's embeddings and evenly spread layers (DistilBERT's recipe; needs the teacher's hidden);
+init = "random": a fresh BERT of that shape. "teacher" and "random" use the teacher's tokenizer and download nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from searcher.config import StudyConfig
+from searcher.data.loading import Task
+from searcher.errors import StudentError, first_line
+from searcher.train.models import load_classifier, shape
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """Which student a trial trains. For a checkpoint list, layers/hidden/heads are read from its config."""
+
+    init: str  # pretrained | teacher | random
+    layers: Optional[int] = None
+    hidden: Optional[int] = None
+    checkpoint: Optional[str] = None
+
+
+def grid_checkpoint(config: StudyConfig, layers: int, hidden: int) -> str:
+    return config.student.checkpoint.format(layers=layers, hidden=hidden, heads=hidden // 64)
+
+
+def spec_for(config: StudyConfig, layers: Optional[int] = None, hidden: Optional[int] = None,
+             checkpoint: Optional[str] = None, init: Optional[str] = None) -> StudentSpec:
+    st = config.student
+    if st.checkpoints is not None:
+        return StudentSpec(init="pretrained", checkpoint=checkpoint)
+    init = init or st.init[0]
+    if init == "pretrained":
+        return StudentSpec("pretrained", layers, hidden, config.resolve_model(grid_checkpoint(config, layers, hidden)))
+    if init == "teacher":
+        return StudentSpec("teacher", layers, None)  # the teacher's hidden size
+    return StudentSpec(init, layers, hidden)
+
+
+def evenly_spread(teacher_layers: int, student_layers: int) -> list[int]:
+    """Which teacher layers a student of `student_layers` copies: spread evenly, always ending at the top layer
+    (12 -> 6 gives 1, 3, 5, 7, 9, 11: DistilBERT's every-other-layer choice)."""
+    if student_layers > teacher_layers:
+        raise StudentError(f"a student of {student_layers} layers cannot be initialised from a teacher of "
+                           f"{teacher_layers} layers; use layers <= {teacher_layers} or init = \"random\"")
+    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+LAYER_KEY = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
+
+
+def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, seed: int = 0,
+          hidden_dropout: Optional[float] = None):
+    """(model, tokenizer) for a spec. `teacher` and `teacher_tokenizer` are needed for init teacher/random.
+    `hidden_dropout` sets the student's dropout on hidden states (None keeps the checkpoint's or teacher's)."""
+    import torch
+
+    labels = {"num_labels": task.num_labels, "id2label": task.id2label, "label2id": task.label2id,
+              "problem_type": task.kind.problem_type}
+    torch.manual_seed(seed)  # the new classifier head (and a random student) start the same for the same seed
+    if spec.init == "pretrained":
+        try:
+            model, tokenizer = load_classifier(spec.checkpoint, ignore_mismatched_sizes=True, **labels)
+        except Exception as e:
+            raise StudentError(f"cannot load student checkpoint {spec.checkpoint!r}: {first_line(e)}; check the id "
+                               f"(and network or HF_HUB_OFFLINE cache) or use init = \"teacher\"/\"random\"") from e
+    else:
+        if teacher is None or teacher_tokenizer is None:
+            raise StudentError(f"init = {spec.init!r} needs the teacher and its tokenizer")
+        build_from = _random if spec.init == "random" else _from_teacher
+        model, tokenizer = build_from(spec, teacher, teacher_tokenizer, labels), teacher_tokenizer
+    if hidden_dropout is not None:
+        set_dropout(model, hidden_dropout)
+    return model, tokenizer
+
+
+def set_dropout(model, p: float) -> None:
+    """The student's dropout on hidden states, in its config (so a saved student keeps it) and in its modules.
+    BERT-like configs call it hidden_dropout_prob, DistilBERT's `dropout`."""
+    import torch
+
+    key = "hidden_dropout_prob" if hasattr(model.config, "hidden_dropout_prob") else "dropout"
+    if not hasattr(model.config, key):
+        raise StudentError(f"{type(model).__name__} has no hidden dropout setting; remove [search] hidden_dropout")
+    setattr(model.config, key, float(p))
+    for name, module in model.named_modules():
+        # attention dropout has its own setting (attention_probs_dropout_prob) and stays as it is
+        attention = "attention.self" in name or name.endswith(("attention.dropout", "attn.dropout"))
+        if isinstance(module, torch.nn.Dropout) and not attention:
+            module.p = float(p)
+
+
+def _random(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    tcfg = teacher.config
+    cfg = BertConfig(
+        vocab_size=int(len(teacher_tokenizer)),
+        hidden_size=int(spec.hidden),
+        num_hidden_layers=int(spec.layers),
+        num_attention_heads=int(spec.hidden // 64),
+        intermediate_size=int(4 * spec.hidden),
+        max_position_embeddings=int(getattr(tcfg, "max_position_embeddings", 512)),
+        type_vocab_size=int(getattr(tcfg, "type_vocab_size", 2)),
+        pad_token_id=int(teacher_tokenizer.pad_token_id or 0),
+        **labels,
+    )
+    return AutoModelForSequenceClassification.from_config(cfg)
+
+
+def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
+    """Same shape per layer, fewer layers, weights copied from the teacher's evenly spread layers."""
+    from transformers import AutoModelForSequenceClassification
+
+    tcfg = teacher.config
+    t_layers = int(getattr(tcfg, "num_hidden_layers", 0))
+    t_hidden = int(getattr(tcfg, "hidden_size", 0))
+    if spec.hidden is not None and spec.hidden != t_hidden:
+        raise StudentError(f"init = \"teacher\" copies the teacher's layers, so hidden must be the teacher's "
+                           f"{t_hidden}, got {spec.hidden}; set [student] hidden = [{t_hidden}] or init = \"random\"")
+    keep = evenly_spread(t_layers, int(spec.layers))
+    cfg = copy.deepcopy(tcfg)
+    cfg.num_hidden_layers = int(spec.layers)
+    for k, v in labels.items():
+        setattr(cfg, k, v)
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    remap = {old: new for new, old in enumerate(keep)}
+    state = {}
+    for name, tensor in teacher.state_dict().items():
+        m = LAYER_KEY.match(name)
+        if m:
+            old = int(m.group(2))
+            if old not in remap:
+                continue
+            name = f"{m.group(1)}{remap[old]}{m.group(3)}"
+        state[name] = tensor
+    target = model.state_dict()
+    state = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
+    missing = [k for k in target if k not in state and not k.startswith("classifier")]
+    if missing:
+        raise StudentError(f"cannot copy the teacher's layers into the student: {len(missing)} weights have no "
+                           f"counterpart (e.g. {missing[0]}); init = \"teacher\" supports BERT-like teachers")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def describe(model, spec: StudentSpec) -> dict:
+    """L/H/A, parameters and origin of a built student (JSON-safe)."""
+    return {**shape(model), "init": spec.init, "checkpoint": spec.checkpoint,
+            "model_type": str(getattr(model.config, "model_type", ""))}
+
