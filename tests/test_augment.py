@@ -176,7 +176,7 @@ def test_copies_are_deterministic_and_depend_on_the_seed():
 
 
 def test_copies_do_not_depend_on_the_process_hash_seed():
-    code = ("import hashlib; from searcher import augment as a; "
+    code = ("import hashlib; from searcher.data import augment as a; "
             "rows = a.copies((tuple(f'w{i} x{i % 7} y z{i % 3} v' for i in range(40)),), 2, "
             "a.AugmentSettings(seed=3, p_mask=.2, p_swap=.3, p_ngram=.5)); "
             "print(hashlib.sha256(repr(rows).encode()).hexdigest())")
