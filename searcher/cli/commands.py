@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -28,33 +29,26 @@ def _quiet_libraries() -> None:
 
 
 def optimize(args) -> int:
+    if args.devices is not None or args.workers_per_device is not None:
+        return _optimize_with_workers(args)
     from searcher.run import optimize as engine
     from searcher.train import runtime
     from searcher.records import storage
-    from searcher import trackers
-    from searcher.search import warmstart
     from searcher.search.prepare import prepare
     from searcher.cli.progress import Progress
     from searcher.records.trial import own_trials
+    import torch
 
     began = time.monotonic()
     timing.reset()
-    config = load_study(args.study)
-    trackers.check_installed(config)  # a missing tracker package must not surface after the teacher's fine-tune
-    _quiet_libraries()
-    if config.hub.push != "none":
-        from searcher import hub
-
-        hub.check_before_study(config)  # a missing token must not surface after hours of training
-    storage.check_writable(config.storage_url(args.storage))  # before the data and the teacher are prepared
-    warmstart.check(config, config.storage_url(args.storage))  # so are the warm_start sources
-    run = runtime.from_config(config.train)
+    config = _checked_study(args)
+    run = runtime.from_config(config.train, args.num_threads)
     # every input check happens here, before the study is touched; changed data before the teacher works on it
     prepared = prepare(config, run, check_data=lambda c, task: engine.check_data(c, task, args.storage))
     study = engine.open_study(prepared, args.storage)
     url = config.storage_url(args.storage)
-    log.info("study %r in %s: %d trials so far; device %s, AMP %s", config.study.name, storage.redact(url),
-             len(own_trials(study)), run.device, run.amp)
+    log.info("study %r in %s: %d trials so far; device %s, AMP %s, %d torch threads", config.study.name,
+             storage.redact(url), len(own_trials(study)), run.device, run.amp, torch.get_num_threads())
     progress = Progress(config, enabled=not args.no_progress and sys.stderr.isatty(),
                         total=args.n_trials or config.study.n_trials)
     report = _reporter(config, study, url)
@@ -72,11 +66,87 @@ def optimize(args) -> int:
              time.monotonic() - started)
     log.info("time by phase (this run, %d trial(s), %.0fs in all): %s", len(summary.ran), time.monotonic() - began,
              timing.summary(time.monotonic() - began))
-    _after_study(prepared, study)
+    if args.worker:
+        return 0  # one of several workers: their supervisor shows the leaderboard and publishes, once
+    _after_study(config, study)
     print()
     print_leaderboard(study, config, top=5)
     _report_best(study, config)
     return 0
+
+
+def _checked_study(args):
+    """The study file, and every check that needs neither the data nor the teacher: nothing is written yet."""
+    from searcher import trackers
+    from searcher.records import storage
+    from searcher.search import warmstart
+
+    config = load_study(args.study)
+    trackers.check_installed(config)  # a missing tracker package must not surface after the teacher's fine-tune
+    _quiet_libraries()
+    if config.hub.push != "none":
+        from searcher import hub
+
+        hub.check_before_study(config)  # a missing token must not surface after hours of training
+    storage.check_writable(config.storage_url(args.storage))  # before the data and the teacher are prepared
+    warmstart.check(config, config.storage_url(args.storage))  # so are the warm_start sources
+    return config
+
+
+def _optimize_with_workers(args) -> int:
+    """`--devices` / `--workers-per-device`: start the workers (each a `searcher optimize --worker` of its own,
+    with the guarantees of a worker started by hand), show their lines as one, and show the leaderboard and publish
+    once they have all ended."""
+    from searcher.errors import ConfigError, SearcherError, StudyError
+    from searcher.records import storage
+    from searcher.run import devices, supervise
+
+    if args.n_trials is not None:
+        raise ConfigError("--n-trials counts one process's trials; the workers of --devices/--workers-per-device run "
+                          "the study's [study] n_trials together: drop --n-trials")
+    config = load_study(args.study)
+    workers = devices.plan(config, args.devices, args.workers_per_device)
+    _checked_study(args)
+    began = time.monotonic()
+    outcome = supervise.run([supervise.Spec(w.label, _worker_argv(args, w), {**os.environ, **w.env})
+                             for w in workers])
+    if outcome.interrupted:
+        print("searcher: interrupted; the workers' running trials were marked failed and queued again: run the same "
+              "command to resume", file=sys.stderr)
+        return 130
+    ended = {w.label: outcome.codes[w.label] for w in workers}  # in the order they were started
+    failed = {label: code for label, code in ended.items() if code}
+    log.info("workers ended in %.0fs: %s", time.monotonic() - began,
+             ", ".join(f"{label} {supervise.describe(code) if code else 'done'}" for label, code in ended.items()))
+    if len(failed) < len(workers):  # the study ran: its leaderboard, and what the study file asks after it
+        study = storage.load(config, args.storage)
+        _after_study(config, study)
+        print()
+        print_leaderboard(study, config, top=5)
+        _report_best(study, config)
+    if not failed:
+        return 0
+    what = "; ".join(f"{label} {supervise.describe(code)}" for label, code in failed.items())
+    if all(code == 2 for code in failed.values()):
+        raise StudyError(f"{len(failed)} of {len(workers)} workers stopped on bad input ({what}); see their lines "
+                         f"above")
+    raise SearcherError(f"{len(failed)} of {len(workers)} workers failed ({what}); see their lines above, and run "
+                        f"the same command to finish the study")
+
+
+def _worker_argv(args, worker) -> list[str]:
+    """One worker's command line: the user's optimize flags that apply to each worker, and its threads."""
+    argv = [sys.executable, "-m", "searcher.cli"] + (["-q"] if args.quiet else []) + [
+        "optimize", args.study, "--no-progress", "--worker"]
+    if args.storage:
+        argv += ["--storage", args.storage]
+    if args.timeout:
+        argv += ["--timeout", repr(args.timeout)]
+    if args.no_wait:
+        argv.append("--no-wait")
+    if worker.num_threads:
+        argv += ["--num-threads", str(worker.num_threads)]
+    return argv
 
 
 def _report_best(study, config) -> None:
@@ -115,13 +185,13 @@ def _both(first, second):
     return call
 
 
-def _after_study(prepared, study) -> None:
+def _after_study(config, study) -> None:
     """Publishing after the study, when the study file asks for it ([hub] push)."""
-    if prepared.config.hub.push == "none":
+    if config.hub.push == "none":
         return
     from searcher import hub
 
-    hub.push_after_study(prepared.config, study)
+    hub.push_after_study(config, study)
 
 
 def best(args) -> int:

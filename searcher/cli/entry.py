@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="exit as soon as the study's n_trials are taken, without "
                                                          "waiting for other workers' running trials")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per trial)")
+    p.add_argument("--devices", metavar="all|0,2,3", help="start and supervise one worker per GPU named (all: every "
+                                                         "visible GPU), each on its own device")
+    p.add_argument("--workers-per-device", type=int, metavar="N", help="N workers on each device of --devices; "
+                                                                      "without --devices, N workers on the study's "
+                                                                      "device; each gets cores / workers threads")
+    p.add_argument("--num-threads", type=_positive, metavar="N", help="torch threads of this process, where the "
+                                                                      "study sets no [train] num_threads")
+    # one of the workers --devices starts: no leaderboard and no publishing at its end (the supervisor does them once)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("best", help="print the leaderboard")
     _study_arg(p)

@@ -8,6 +8,7 @@ has no heartbeat: there a killed worker's trial stays RUNNING).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -16,7 +17,7 @@ import time
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
 import optuna
@@ -110,16 +111,47 @@ class RetryAndSay(RetryHeartbeatStaleTrialCallback):
 
 
 def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: dict, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """RDBStorage, retried when workers starting at the same instant race to create the schema of a new database
-    (PostgreSQL answers the loser with a unique violation on its catalog)."""
+    """RDBStorage, safe when workers starting at the same instant create the schema of a new database. Optuna checks
+    for each table, then creates the missing ones, then writes its version rows: two processes interleaving there
+    fail. SQLite answers the loser with "table ... already exists" (an OperationalError, which is also how SQLite says
+    a file cannot be opened, so it is not retried blindly): its workers create the schema one at a time under a file
+    lock beside the database. PostgreSQL answers with a unique violation on its catalog: that is retried."""
     import sqlalchemy.exc
 
-    for attempt in range(attempts - 1):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            time.sleep(0.5 + random.random() * (attempt + 1))
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    with _schema_lock(url):
+        for attempt in range(attempts - 1):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                time.sleep(0.5 + random.random() * (attempt + 1))
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
+
+SCHEMA_LOCK_WAIT_S = 120.0  # creating a schema takes well under a second; a holder stuck longer is not waited for
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Hold `NAME.db.schema.lock` beside a SQLite database while its storage opens, so that its schema is created
+    once. No lock where there is no file to guard (in-memory SQLite, servers) or where the folder is missing or
+    read-only (nobody can create the database there: `searcher best` on a read-only copy only reads)."""
+    file = storage_file(url) if url.startswith("sqlite") else None
+    folder = Path(file).parent if file is not None else None
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(file + ".schema.lock")
+    try:
+        lock.acquire(timeout=SCHEMA_LOCK_WAIT_S)
+    except (Timeout, OSError) as e:
+        log.warning("storage: opening %s without its schema lock (%s)", file, first_line(e) or type(e).__name__)
+    try:
+        yield
+    finally:
+        if lock.is_locked:
+            lock.release()
 
 
 redact = redact_text = secrets.text  # URLs in messages and texts (study files) lose their passwords
