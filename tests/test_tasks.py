@@ -164,7 +164,8 @@ def task_study(world, tmp_path, kind: str, **over):
         "teacher": {"model": None, "base": str(world.base), "fine_tune": {"epochs": 4, "learning_rate": 3e-3,
                                                                           "batch_size": 16}},
         "study": {"n_trials": 2, "pruner": {"type": "median", "n_startup_trials": 1}},
-        "search": {"epochs": 3, **({"temperature": 1.0} if kind == "regression" else {})},
+        # a regression study file names no temperature (the tiny world's study has one: removed)
+        "search": {"epochs": 3, **({"temperature": None} if kind == "regression" else {})},
         "export": {"formats": ["onnx"]},
     }
     for key, value in over.items():
@@ -295,3 +296,36 @@ temperature = 1.0
     assert recipes.conflicts([r], config) == []
     (entry,) = [e for e in __import__("tomllib").loads(recipes.to_toml([r], config))["enqueue"]]
     assert entry["_published"][0]["metrics"]["pearson"] == 0.8473 and entry["learning_rate"] == 0.0001
+
+
+def test_a_study_file_that_does_not_name_temperature_works_for_every_task_kind(tmp_path):
+    """Issue 28: a regression study without a temperature was refused for the registry's default range, which the
+    user never wrote. A kind without a temperature does not search it; one the user searched is still refused."""
+    from searcher.config import Fixed, FloatRange, load_study
+    from searcher.errors import ConfigError
+    from searcher.search import space
+    from searcher.search.prepare import with_task
+
+    def study(name, task=None, temperature=None):
+        lines = ["[study]", f'name = "{name}"', "[data]", 'train = "t.csv"', 'validation = "v.csv"',
+                 *([f'task = "{task}"'] if task else []), "[teacher]", 'model = "some/teacher"', "[student]",
+                 "layers = [2]", "hidden = [128]",
+                 *(["[search]", f"temperature = {temperature}"] if temperature else [])]
+        path = tmp_path / f"{name}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    for kind in tasks.KINDS:
+        config = load_study(study(kind.replace("_", "-"), task=kind))  # [data] task given: checked when read
+        searched = space.searched_names(config)
+        if tasks.KINDS[kind].uses_temperature:
+            assert isinstance(config.search.temperature, FloatRange) and "temperature" in searched
+        else:
+            assert isinstance(config.search.temperature, Fixed) and "temperature" not in searched
+        inferred = with_task(load_study(study(f"auto-{kind}".replace("_", "-"))), kind)  # inferred from the data
+        assert ("temperature" in space.searched_names(inferred)) == tasks.KINDS[kind].uses_temperature
+    with pytest.raises(ConfigError, match=r"\[search\] temperature does not apply to text regression"):
+        load_study(study("searched", task="regression", temperature="[1.0, 4.0]"))
+    with pytest.raises(ConfigError, match=r"\[search\] temperature does not apply to text regression"):
+        with_task(load_study(study("searched-auto", temperature="[1.0, 4.0]")), "regression")
+    assert isinstance(load_study(study("fixed", task="regression", temperature="2.0")).search.temperature, Fixed)

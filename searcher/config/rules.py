@@ -34,7 +34,8 @@ def check(config: StudyConfig) -> StudyConfig:
     _check_hub(config)
     _check_distill(config)
     _check_report(config)
-    return dataclasses.replace(config, study=study)
+    config = dataclasses.replace(config, study=study)
+    return _resolve_task(config, config.data.task) if config.data.task != "auto" else config  # checked above
 
 
 def _check_study(config: StudyConfig) -> StudySection:
@@ -223,7 +224,7 @@ def _check_data(config: StudyConfig) -> None:
 
 def _check_task(config: StudyConfig) -> None:
     """What only some task kinds take; with [data] task = "auto" the same is checked once the kind is inferred
-    (searcher.search.prepare, `check_task`)."""
+    (searcher.search.prepare, `for_task`)."""
     if config.data.task != "auto":
         check_task(config, config.data.task)
 
@@ -233,7 +234,8 @@ def check_task(config: StudyConfig, kind: str) -> None:
     if kind != "multi_label" and d.threshold != 0.5:
         raise ConfigError(f"{p}: [data] threshold is the decision threshold of multi-label classification, and this "
                           f"study is {tasks.KINDS[kind].title}; remove it")
-    if not tasks.KINDS[kind].uses_temperature and not isinstance(config.search.temperature, Fixed):
+    named = "temperature" in config.raw.get("search", {})  # else the registry's default range, which a kind may lack
+    if not tasks.KINDS[kind].uses_temperature and named and not isinstance(config.search.temperature, Fixed):
         raise ConfigError(f"{p}: [search] temperature does not apply to {tasks.KINDS[kind].title}: its student "
                           f"learns the teacher's outputs by squared error, with nothing to soften; give temperature "
                           f"one value (it is ignored) or remove it")
@@ -245,6 +247,20 @@ def check_task(config: StudyConfig, kind: str) -> None:
     if lm is not None and kind != "single_label":
         raise ConfigError(f"{p}: teacher {lm.name!r} is a causal LM that picks one verbalizer per example, and this "
                           f"study is {tasks.KINDS[kind].title}; use a classifier teacher for it")
+
+
+def for_task(config: StudyConfig, kind: str) -> StudyConfig:
+    """The config of a study of this task kind (inferred from the data): checked for it, and resolved for it."""
+    check_task(config, kind)
+    return _resolve_task(config, kind)
+
+
+def _resolve_task(config: StudyConfig, kind: str) -> StudyConfig:
+    """Without the default temperature range when the kind has no temperature (a study file that does not name it
+    must work for every kind; searching it would only add a parameter that changes nothing)."""
+    if tasks.KINDS[kind].uses_temperature or isinstance(config.search.temperature, Fixed):
+        return config
+    return dataclasses.replace(config, search=dataclasses.replace(config.search, temperature=Fixed(1.0)))
 
 
 # what [teacher] may hold beside [[teachers]]

@@ -126,10 +126,10 @@ def with_task(config: StudyConfig, kind: str) -> StudyConfig:
     kind, and the kind's default objective where the study file names none."""
     if config.data.task != "auto":
         return config
-    from searcher.config.rules import check_task
+    from searcher.config.rules import for_task
     from searcher.tasks import DEFAULT, KINDS
 
-    check_task(config, kind)
+    config = for_task(config, kind)
     named = "objectives" in config.raw.get("study", {})  # else the objective is the default, replaced below
     for name in (list(config.study.objectives) if named else []) + list(config.metrics.report):
         metrics.check_name(metrics.split_objective(name)[0], f"{config.path}: [study] objectives", kind)
