@@ -186,6 +186,11 @@ def test_a_regression_study_runs_prunes_exports_cards_and_imports(world, tmp_pat
     assert code == 0, err
     assert "text regression (one score per row) inferred (the labels are numbers that are not all whole" in err
     assert "the objective is pearson" in err
+    # issue 28: the trial lines and the last line named "accuracy" for the Pearson correlation
+    (last,) = [line for line in out.splitlines() if line.startswith("best student:")]
+    assert ", pearson " in last and "accuracy" not in last, last
+    trial_lines = [line for line in out.splitlines() if line.startswith("trial ") and " complete " in line]
+    assert trial_lines and all(" pearson " in line and "accuracy" not in line for line in trial_lines), out
     config = load_study(path)
     study = optuna.load_study(study_name="regression", storage=config.storage_url())
     assert study.metric_names == ["pearson"] and study.user_attrs["dataset"]["task"] == "regression"
