@@ -267,13 +267,14 @@ def _plan_layerwise(p: Prepared) -> None:
     if not p.config.distill.layer_wise:
         return
     model, tokenizer = p.teacher_model()
-    needs = layerwise.check(p.config, p.teacher_config, model, tokenizer)
+    needs, settings = layerwise.check(p.config, p.teacher_config, model, tokenizer)
     encoded = p.encoded(tokenizer)
     row_sets = [teacher_hidden.RowSet("train", encoded["train"], f"{p.task.fingerprint}:train")]
     row_sets += [teacher_hidden.RowSet(e.name, encoded[e.name], e.content) for e in p.extras]
     p.layerwise = layerwise.plan(p.config, needs, row_sets, lambda: p.teacher_model()[0], p.primary.identity,
                                  tokens.tokenizer_fingerprint(tokenizer), int(p.teacher_config.hidden_size),
                                  p.runtime)
+    p.layerwise.settings = settings
     # the cached path recomputes the teacher's queries, keys and values from its states: keep those projections
     # (a few small matrices), so the teacher itself can leave memory
     import copy
