@@ -334,3 +334,37 @@ def test_a_study_file_that_does_not_name_temperature_works_for_every_task_kind(t
     with pytest.raises(ConfigError, match=r"\[search\] temperature does not apply to text regression"):
         with_task(load_study(study("searched-auto", temperature="[1.0, 4.0]")), "regression")
     assert isinstance(load_study(study("fixed", task="regression", temperature="2.0")).search.temperature, Fixed)
+
+
+def test_absurdly_large_scores_are_refused_when_the_data_is_read():
+    """Issue 28: a score of 1e308 became inf in float32 and the trial was pruned blaming the learning rate."""
+    kind = tasks.kind("regression")
+    for value in (1e308, -3.5e38, 1e16):
+        with pytest.raises(DataError, match=r"holds .*, too large for a score .*rescale the scores"):
+            kind.read_labels({"train": [1.0, 2.5], "validation": [0.5, value]}, DATA, None, None)
+    names, labels = kind.read_labels({"train": [1.0, -2e14, 3.0]}, DATA, None, None)
+    assert np.isfinite(labels["train"]).all()
+    with pytest.raises(DataError, match="holds 'inf'; drop that row"):
+        kind.read_labels({"train": [1.0, "inf"]}, DATA, None, None)
+
+
+def test_a_threshold_tuned_on_a_small_validation_split_is_said_to_be_unreliable(world, tmp_path, caplog):
+    """Issue 28: threshold = "tuned" on a handful of validation rows said nothing."""
+    import logging
+
+    from searcher import data
+    from searcher.config import load_study
+
+    path = task_study(world, tmp_path, "multi_label", data={"task": "multi_label", "threshold": "tuned"})
+    with caplog.at_level(logging.INFO, logger="searcher"):
+        task = data.load_task(load_study(path))
+    assert len(task.validation) == 48
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "tuned on 48 validation rows" in
+              r.getMessage()]
+    assert len(warned) == 1 and "set [data] threshold to a number" in warned[0].getMessage()
+    caplog.clear()
+    (tmp_path / "fixed").mkdir()
+    path = task_study(world, tmp_path / "fixed", "multi_label", data={"task": "multi_label", "threshold": 0.4})
+    with caplog.at_level(logging.INFO, logger="searcher"):
+        data.load_task(load_study(path))
+    assert not [r for r in caplog.records if "validation rows" in r.getMessage()]

@@ -71,6 +71,10 @@ class TaskKind(abc.ABC):
         """The decision threshold chosen on these rows (multi-label with a tuned threshold); None otherwise."""
         return None
 
+    def tuning_warning(self, rows: int) -> Optional[str]:
+        """What to warn of when `tune` will choose on a validation split of `rows` rows (None: nothing)."""
+        return None
+
     def scores(self, logits: np.ndarray, labels: np.ndarray, extra: Sequence = (),
                threshold: Optional[float] = None) -> dict[str, float]:
         """Every built-in metric and the study's own (searcher.tasks.metrics.Metric) on one split, plain floats."""

@@ -13,6 +13,8 @@ from searcher.errors import DataError
 from searcher.tasks._base import TaskKind
 
 THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)  # what a tuned threshold is chosen among
+# below this many validation rows, the threshold that scores best on them mostly fits their noise
+MIN_TUNING_ROWS = 200
 
 
 def _counts(p: np.ndarray, r: np.ndarray):
@@ -98,6 +100,13 @@ class MultiLabel(TaskKind):
             return None
         best = max(THRESHOLDS, key=lambda t: (_micro_f1(self.predict(logits, t), labels), -abs(t - 0.5)))
         return float(best)
+
+    def tuning_warning(self, rows: int) -> Optional[str]:
+        if self.threshold is not None or rows >= MIN_TUNING_ROWS:
+            return None
+        return (f"a decision threshold tuned on {rows} validation rows is unreliable (the best of {len(THRESHOLDS)} "
+                f"thresholds on so few rows mostly fits their noise; {MIN_TUNING_ROWS} or more are advised): set "
+                f"[data] threshold to a number, or give a larger validation split")
 
     def kd(self, student, teacher, labels, alpha: float, temperature: float):
         """Per example the mean over labels of alpha * BCE(student, gold) + (1 - alpha) * T^2 * BCE(sigmoid(student / T),

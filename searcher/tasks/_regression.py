@@ -12,6 +12,10 @@ import numpy as np
 from searcher.errors import DataError
 from searcher.tasks._base import TaskKind
 
+# the largest score searcher trains on: a model learns it in float32, where squared errors beyond ~1e19 overflow
+# (summed over a batch, earlier), and the loss then goes non-finite whatever the learning rate
+MAX_SCORE = 1e15
+
 
 def _pearson(p: np.ndarray, r: np.ndarray) -> float:
     p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
@@ -68,6 +72,10 @@ class Regression(TaskKind):
                 if not math.isfinite(x):
                     raise DataError(f"the label column {data.label_column!r} of the {split} split holds {v!r}; "
                                     f"drop that row or fix the file")
+                if abs(x) > MAX_SCORE:
+                    raise DataError(f"the label column {data.label_column!r} of the {split} split holds {v!r}, too "
+                                    f"large for a score searcher can train on (|score| <= {MAX_SCORE:.0e}: float32 "
+                                    f"squared errors overflow beyond); rescale the scores, or drop or fix that row")
                 scores.append(x)
             out[split] = np.asarray(scores, np.float32)
         names = tuple(data.label_names or (data.label_column,))
