@@ -96,6 +96,8 @@ def test_minimal_file_gets_defaults(tmp_path):
     ("[hub]\nrepo_id = \"acme/{study.nope}\"", "[hub] repo_id 'acme/{study.nope}' uses {study.nope}; it may use"),
     ("[hub]\nrepo_id = \"acme/{trial:>50000000}\"", "{trial:>50000000} is not allowed"),
     ("[hub]\nrepo_id = \"acme/{trial[0]}\"", "uses {trial[0]}"),
+    # issue 28: an empty delimiter was told to "set label_delimiter"
+    ("[data]\nlabel_delimiter = \"\"", "[data] label_delimiter must not be empty"),
     ("[hub]\nrepo_id = \"acme/{study}-\" \n[card]\nlicense = \"mit\"", None),  # fine: checked below
 ])
 def test_bad_input_names_the_key_and_the_fix(tmp_path, snippet, message):

@@ -280,6 +280,13 @@ def test_logit_kd_works_across_families_and_tokenizers(world, tmp_path, cli):
      "the verbalizer of 'pos' (\"good qwop\") holds the tokenizer's unknown token [UNK]"),
     ({"teacher": {"model": None, "base": "WORLD_BASE", "seeds": [1, 2], "seed": 3}},
      "give seed (one fine-tune) or seeds (one per seed), not both"),
+    # issue 28: a repeated seed (an ensemble of one teacher twice) and {text_pair} without a second column
+    ({"teacher": {"model": None, "base": "WORLD_BASE", "seeds": [1, 1]}},
+     "[teacher] seeds names seed 1 twice"),
+    ({"teacher": {"model": "WORLD_LM", "prompt": "premise: {text} hypothesis: {text_pair} answer:",
+                  "verbalizers": VERBALIZERS},
+      "student": {"init": "pretrained", "checkpoints": ["WORLD_BASE"], "layers": None, "hidden": None}},
+     "uses {text_pair}, the second text of a pair, and the data has one text column (text_columns = ['text'])"),
     ({"teachers": [{"name": "a", "model": "WORLD_TEACHER", "weight": -1.0}, {"name": "b", "model": "WORLD_TEACHER"}]},
      "weight must be a positive number"),
     ({"teachers": [{"name": "a", "model": "WORLD_TEACHER"}, {"name": "b", "model": "WORLD_TWO_LABEL_OTHER"}]},

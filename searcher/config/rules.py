@@ -183,6 +183,9 @@ def _check_data(config: StudyConfig) -> None:
                           f"(a fraction or a row count of train to evaluate on)")
     if not 1 <= len(d.text_columns) <= 2:
         raise ConfigError(f"{p}: [data] text_columns takes one column or two (sentence pairs), got {list(d.text_columns)}")
+    if d.label_delimiter is not None and not d.label_delimiter:
+        raise ConfigError(f"{p}: [data] label_delimiter must not be empty: give the text between a row's labels "
+                          f"(e.g. \",\"), or remove it for labels given as lists")
     if d.holdout is not None and not (0 < d.holdout < 1 or (d.holdout >= 1 and float(d.holdout).is_integer())):
         raise ConfigError(f"{p}: [data] holdout must be a fraction in (0, 1) or a whole row count, got {d.holdout}")
     for key in ("max_train_samples", "max_eval_samples"):
@@ -314,6 +317,12 @@ def _check_teacher(config: StudyConfig) -> None:
                 raise ConfigError(f"{p}: [teacher] give seed (one fine-tune) or seeds (one per seed), not both")
             if not t.seeds:
                 raise ConfigError(f"{p}: [teacher] seeds must name at least one seed")
+            given = config.raw.get("teacher", {}).get("seeds")  # the parsed tuple has lost its repeats
+            repeated = next((x for i, x in enumerate(given) if x in given[:i]), None) \
+                if isinstance(given, list) else None
+            if repeated is not None:
+                raise ConfigError(f"{p}: [teacher] seeds names seed {repeated} twice, and one seed fine-tunes the "
+                                  f"same teacher again; give each member of the seed ensemble its own seed")
     members = teacher_members(config)
     names = [m.name for m in members]
     for name in names:
@@ -336,6 +345,11 @@ def _check_teacher(config: StudyConfig) -> None:
                           f"study has {len(members)}; set [teacher] layer_wise = one of "
                           f"{', '.join(repr(n) for n in names)}")
     _check_search_weights(config, members)
+    pair = next((m for m in members if m.causal_lm and "{text_pair}" in m.prompt), None)
+    if pair is not None and len(config.data.text_columns) < 2:
+        raise ConfigError(f"{p}: teacher {pair.name!r} prompt uses {{text_pair}}, the second text of a pair, and the "
+                          f"data has one text column (text_columns = {list(config.data.text_columns)}); remove "
+                          f"{{text_pair}} from the prompt, or name both columns in [data] text_columns")
     classifiers = [m for m in members if not m.causal_lm]
     if not classifiers and (config.student.needs_teacher_model or config.distill.layer_wise):
         what = "[student] init \"teacher\"/\"random\"" if config.student.needs_teacher_model else \
