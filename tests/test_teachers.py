@@ -413,3 +413,51 @@ def test_bad_searched_weights_are_one_line(world, tmp_path, cli, teacher, member
     code, _, err = cli("optimize", path)
     assert code == 2 and message in err, err
     assert "Traceback" not in err
+
+
+def test_a_teacher_whose_numbered_labels_are_in_another_order_is_mapped_by_name(world, tmp_path, caplog):
+    """Issue 28: a teacher whose label names are digits in another order than its outputs ("1", "0") was used by
+    position, silently. Its outputs are now mapped to the data's labels by name, and one log line says so."""
+    import csv
+    import logging
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from searcher.config import load_study
+    from searcher.search.prepare import prepare
+    from searcher.train import runtime
+
+    for split in ("train", "validation"):  # the tiny world's data with class ids 0 (neg) and 1 (pos)
+        rows = list(csv.reader(open(world.data / f"{split}.csv")))[1:]
+        with open(tmp_path / f"{split}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["text", "label"]] + [[t, int(label == "pos")] for t, label in rows])
+    swapped = tmp_path / "swapped-teacher"
+    model = AutoModelForSequenceClassification.from_pretrained(world.teacher)
+    with torch.no_grad():  # the same teacher with its two outputs swapped, and named so: output 0 is class "1"
+        model.classifier.weight.copy_(model.classifier.weight[[1, 0]].clone())
+        model.classifier.bias.copy_(model.classifier.bias[[1, 0]].clone())
+    model.config.id2label, model.config.label2id = {0: "1", 1: "0"}, {"1": 0, "0": 1}
+    model.save_pretrained(swapped)
+    make_tokenizer().save_pretrained(swapped)
+    data = {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "validation.csv")}
+    run = runtime.resolve("cpu", "off")
+    found = {}
+    for name, teacher, names in (("swapped", swapped, None), ("plain", world.teacher, None),
+                                 ("named", swapped, ["neg", "pos"])):
+        path = world.study(tmp_path / name, name=name, data={**data, "label_names": names},
+                           teacher={"model": str(teacher)}, train={"latency": False})
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="searcher"):
+            p = prepare(load_study(path), run)
+        found[name] = (p.logits.splits["validation"], p.teacher.metrics["validation"]["accuracy"],
+                       [r.getMessage() for r in caplog.records if "numbers in another order" in r.getMessage()])
+    assert np.allclose(found["swapped"][0], found["plain"][0], atol=1e-5)
+    assert found["swapped"][1] == found["plain"][1] > 0.8
+    assert found["swapped"][2] == ["teacher 'swapped-teacher': its outputs are named 1, 0 (numbers in another order "
+                                   "than its outputs): mapped to the data's labels 0, 1 by name"]
+    assert found["plain"][2] == []
+    # numbers that are not the data's label names: used by position, as before, and said
+    assert found["named"][2] == ["teacher 'swapped-teacher': its outputs are named 1, 0 (numbers in another order "
+                                 "than its outputs), which are not the data's labels neg, pos: used by position; set "
+                                 "[data] label_names if that is wrong"]
