@@ -205,3 +205,16 @@ stop = { patience = 8, min_delta = 0.002, terminator = true, min_trials = 12 }''
     multi = load_study(write(tmp_path, BASE.replace('name = "x"', 'name = "x"\ndirections = ["maximize", '
                                                                   '"minimize"]\nsampler = "nsga2"')))
     assert multi.study.sampler.type == "nsga2" and multi.study.pruner.type == "none"
+
+
+def test_allow_baseline_does_not_define_the_study(tmp_path):
+    """[teacher.fine_tune] allow_baseline says whether to go on with a teacher that learned nothing, not how it is
+    made: a study created without the key (or before it existed) is the same study with it."""
+    from searcher.config.identity import changed_settings, defining
+
+    text = BASE.replace('model = "some/teacher"', 'base = "some/base"')
+    plain = load_study(write(tmp_path, text))
+    allowed = load_study(write(tmp_path, text + "[teacher.fine_tune]\nallow_baseline = true\n"))
+    assert allowed.teacher.fine_tune.allow_baseline and not plain.teacher.fine_tune.allow_baseline
+    assert changed_settings(defining(plain), defining(allowed)) == []
+    assert "allow_baseline" not in defining(allowed)["[teacher] fine_tune"]

@@ -57,6 +57,12 @@ def test_every_task_kind_keeps_the_shared_promises(name):
     assert kind.parity(s.numpy(), s.numpy().copy(), 1e-4)["ok"]
     assert not kind.parity(s.numpy(), s.numpy() + 1.0, 1e-4)["ok"]
 
+    # the constant baseline a teacher must beat: every built-in metric, a plain float, no better than a model's own
+    # predictions can be (the best constant is among what `predict` can give)
+    base = kind.baseline(labels["train"], labels["validation"])
+    assert set(base) == set(kind.metrics) and all(type(v) is float and math.isfinite(v) for v in base.values())
+    assert kind.baseline_title
+
 
 def test_a_score_is_never_truncated_to_a_class():
     """STS-B's 3.8 used to become class 3 ("the data has 6 labels"): now it is regression, or refused."""

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from searcher import data, files, teachers
-from searcher.teachers import hidden as teacher_hidden
+from searcher.teachers import baseline as teacher_baseline, hidden as teacher_hidden
 from searcher.train import outputs as model_outputs
 from searcher.search import layerwise
 from searcher.tasks import metrics
@@ -240,6 +240,10 @@ def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
         log.info("teacher: %s of %s (%s)", _ensemble_line(study_teacher), ", ".join(
             f"{m.name} {_primary_score(m.metrics, task)}" for m in study_teacher.members),
             f"ensemble {_primary_score(study_teacher.metrics, task)}")
+    verdict = teacher_baseline.compare(study_teacher, task, config.study.objectives)
+    if verdict["no_better"]:  # a teacher that learned nothing: stop for searcher's own fine-tunes, else say so
+        teacher_baseline.refuse(study_teacher, verdict, listed=bool(config.teachers))
+        log.warning("%s", teacher_baseline.line(verdict))
     extras = transfer.prepare(config, task, study_teacher, _mask_token(config, primary))
     if extras:
         removed = task.description.get("transfer", {}).get("removed_overlap", 0)
@@ -248,7 +252,7 @@ def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
         task.description["teacher_labeled"] = {e.name: len(e.split) for e in extras}
     prepared = Prepared(config, task, runtime, study_teacher, logits, {}, study_metrics, formats, extras)
     _plan_layerwise(prepared)
-    prepared.teacher_info = _teacher_info(prepared)
+    prepared.teacher_info = {**_teacher_info(prepared), "baseline": verdict}
     return prepared
 
 

@@ -47,6 +47,7 @@ class MultiLabel(TaskKind):
     directions = {name: "maximize" for name in metrics}
     default_objective = "micro_f1"
     label_loss_title = "BCE"
+    baseline_title = "always predicting the most frequent label set (or none)"
     pipeline_kwargs = ', top_k=None, function_to_apply="sigmoid"'
 
     def label_shape(self, width: int) -> tuple:
@@ -100,6 +101,15 @@ class MultiLabel(TaskKind):
             return None
         best = max(THRESHOLDS, key=lambda t: (_micro_f1(self.predict(logits, t), labels), -abs(t - 0.5)))
         return float(best)
+
+    def constants(self, train_labels: np.ndarray, eval_labels: np.ndarray) -> list[np.ndarray]:
+        """The training split's most frequent label set for every row, and no label at all."""
+        rows = train_labels[self.labeled(train_labels)].astype(np.int64)
+        none = np.zeros(eval_labels.shape, np.int64)
+        if not len(rows):
+            return [none]
+        sets, counts = np.unique(rows, axis=0, return_counts=True)
+        return [np.tile(sets[counts.argmax()], (len(eval_labels), 1)), none]
 
     def tuning_warning(self, rows: int) -> Optional[str]:
         if self.threshold is not None or rows >= MIN_TUNING_ROWS:

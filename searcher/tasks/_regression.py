@@ -56,6 +56,7 @@ class Regression(TaskKind):
     directions = {"pearson": "maximize", "spearmanr": "maximize", "mse": "minimize", "combined_score": "maximize"}
     default_objective = "pearson"
     label_loss_title = "MSE"
+    baseline_title = "always predicting the training mean"
     uses_temperature = False
     pipeline_kwargs = ', function_to_apply="none"'
 
@@ -93,6 +94,10 @@ class Regression(TaskKind):
 
     def predict(self, logits: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
         return logits[:, 0]
+
+    def constants(self, train_labels: np.ndarray, eval_labels: np.ndarray) -> list[np.ndarray]:
+        """The training split's mean score for every row (correlation 0, the MSE of the mean)."""
+        return [np.full(len(eval_labels), float(np.nanmean(train_labels)), np.float64)]
 
     def kd(self, student, teacher, labels, alpha: float, temperature: float):
         """alpha * squared error to the gold score + (1 - alpha) * squared error to the teacher's, summed."""
