@@ -54,8 +54,11 @@ def study_file(world, directory, cache, small):
     return world.study(directory, name="caches", study={"cache_dir": str(cache)},
                        data={"train": str(small / "train.csv"), "validation": str(small / "validation.csv"),
                              "transfer": str(small / "transfer.csv"), "augment": {"p_mask": 0.3, "p_swap": 0.2}},
+                       # on these few rows one epoch leaves the teacher at the majority class: it only has to
+                       # build its caches here
                        teacher={"model": None, "base": str(world.base),
-                                "fine_tune": {"epochs": 1, "batch_size": 16, "learning_rate": 2e-3}},
+                                "fine_tune": {"epochs": 1, "batch_size": 16, "learning_rate": 2e-3,
+                                              "allow_baseline": True}},
                        student={"layers": [1], "hidden": None, "init": "teacher"},
                        search={"augment": 1, "hidden_weight": 1.0},
                        distill={"losses": ["logits", "hidden_mse"]})
@@ -90,7 +93,8 @@ def test_a_damaged_cache_is_rebuilt_with_one_log_line(world, built, tmp_path, ca
     config = load_study(study_file(world, tmp_path, cache, small))
     with caplog.at_level(logging.INFO):
         prepare(config, runtime.resolve("cpu", "off"))
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and not r.getMessage().startswith("teacher: no better than")]  # this teacher's, allowed above
     said = target.parent if kind == "fine-tuned teacher" else target
     assert len(warnings) == 1 and "is damaged" in warnings[0] and str(said) in warnings[0], warnings
     assert "rebuilding it" in warnings[0] and "\n" not in warnings[0] and len(warnings[0]) < 500

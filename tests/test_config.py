@@ -96,6 +96,8 @@ def test_minimal_file_gets_defaults(tmp_path):
     ("[hub]\nrepo_id = \"acme/{study.nope}\"", "[hub] repo_id 'acme/{study.nope}' uses {study.nope}; it may use"),
     ("[hub]\nrepo_id = \"acme/{trial:>50000000}\"", "{trial:>50000000} is not allowed"),
     ("[hub]\nrepo_id = \"acme/{trial[0]}\"", "uses {trial[0]}"),
+    # issue 28: an empty delimiter was told to "set label_delimiter"
+    ("[data]\nlabel_delimiter = \"\"", "[data] label_delimiter must not be empty"),
     ("[hub]\nrepo_id = \"acme/{study}-\" \n[card]\nlicense = \"mit\"", None),  # fine: checked below
 ])
 def test_bad_input_names_the_key_and_the_fix(tmp_path, snippet, message):
@@ -203,3 +205,16 @@ stop = { patience = 8, min_delta = 0.002, terminator = true, min_trials = 12 }''
     multi = load_study(write(tmp_path, BASE.replace('name = "x"', 'name = "x"\ndirections = ["maximize", '
                                                                   '"minimize"]\nsampler = "nsga2"')))
     assert multi.study.sampler.type == "nsga2" and multi.study.pruner.type == "none"
+
+
+def test_allow_baseline_does_not_define_the_study(tmp_path):
+    """[teacher.fine_tune] allow_baseline says whether to go on with a teacher that learned nothing, not how it is
+    made: a study created without the key (or before it existed) is the same study with it."""
+    from searcher.config.identity import changed_settings, defining
+
+    text = BASE.replace('model = "some/teacher"', 'base = "some/base"')
+    plain = load_study(write(tmp_path, text))
+    allowed = load_study(write(tmp_path, text + "[teacher.fine_tune]\nallow_baseline = true\n"))
+    assert allowed.teacher.fine_tune.allow_baseline and not plain.teacher.fine_tune.allow_baseline
+    assert changed_settings(defining(plain), defining(allowed)) == []
+    assert "allow_baseline" not in defining(allowed)["[teacher] fine_tune"]

@@ -382,6 +382,11 @@ def test_the_cached_and_the_online_teacher_give_the_same_loss(world, tmp_path):
      "intermediate_epochs = 2 leaves no epoch for the predictions in a trial of 2 epochs"),
     ({"distill": {"losses": ["logits"], "minilm": {"relation_heads": 2}}},
      "[distill.minilm] sets options of the 'minilm' loss, which is not in [distill] losses"),
+    # issue 28: 0 silently became the teacher's head count (2), while -2 was refused
+    ({"distill": {"losses": ["logits", "minilm"], "minilm": {"relation_heads": 0}}},
+     "relation_heads must be positive, got 0"),
+    ({"distill": {"losses": ["logits", "minilm"], "minilm": {"relation_heads": -2}}},
+     "relation_heads must be positive, got -2"),
 ])
 def test_bad_layerwise_settings_are_one_line_before_training(world, tmp_path, cli, change, message):
     sections = {"student": {"layers": [1], "hidden": [64], "init": "teacher"}, "search": {"epochs": 2}}
@@ -391,6 +396,49 @@ def test_bad_layerwise_settings_are_one_line_before_training(world, tmp_path, cl
     code, _, err = cli("optimize", path)
     assert code == 2 and message in err, err
     assert "Traceback" not in err and not (tmp_path / "bad.db").exists()
+
+
+def test_minilm_relation_heads_default_to_a_count_that_fits_the_teacher_and_every_student(world, tmp_path, cli):
+    """Issue 28: a 12-head teacher with students of hidden 64 and 128 was refused ("does not split into
+    relation_heads = 12"). The default is the largest count up to the teacher's heads dividing every hidden size
+    (96, 64, 128: 8), said in the log; a count the study file sets stays as given."""
+    import optuna
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from conftest import VOCAB, make_tokenizer
+    from searcher.config import load_study
+
+    teacher = tmp_path / "twelve-heads"
+    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=96, num_hidden_layers=2, num_attention_heads=12,
+                     intermediate_size=192, max_position_embeddings=64, num_labels=2,
+                     id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(teacher)
+    make_tokenizer().save_pretrained(teacher)
+    sections = {"teacher": {"model": str(teacher)}, "study": {"n_trials": 2},
+                "student": {"layers": [1], "hidden": [64, 128], "init": "random"},
+                "search": {"epochs": 1}, "distill": {"losses": ["logits", "minilm"]},
+                "enqueue": [{"hidden": 64}, {"hidden": 128}]}
+    path = world.study(tmp_path / "default", name="heads", **sections)
+    code, _, err = cli("optimize", path)
+    assert code == 0, err
+    assert ("[distill.minilm] relation_heads = 8, the largest count up to the teacher's 12 heads that divides "
+            "every hidden size (128, 96, 64)") in err
+    study = optuna.load_study(study_name="heads", storage=load_study(path).storage_url())
+    trials = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["student"]["hidden"] for t in trials) == [64, 128]
+    assert all(t.user_attrs["loss_terms"][1]["settings"]["relation_heads"] == 8 for t in trials)
+    # one the study file sets is used as given (and checked against every student)
+    path = world.study(tmp_path / "set", name="set", **{**sections, "distill": {**sections["distill"],
+                                                                               "minilm": {"relation_heads": 12}}})
+    code, _, err = cli("optimize", path)
+    assert code == 2 and "hidden size 64 does not split into relation_heads = 12" in err, err
+    # a teacher whose head count fits every student keeps it
+    fits = world.study(tmp_path / "fits", name="fits", **{**sections, "student": {**sections["student"],
+                                                                                  "hidden": [192]},
+                                                          "enqueue": None, "study": {"n_trials": 1}})
+    code, _, err = cli("optimize", fits)
+    assert code == 0 and "[distill.minilm] relation_heads = 12, the teacher's head count" in err, err
 
 
 def test_token_level_losses_need_the_teachers_tokenizer(world, tmp_path, cli):

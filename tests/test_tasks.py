@@ -57,6 +57,12 @@ def test_every_task_kind_keeps_the_shared_promises(name):
     assert kind.parity(s.numpy(), s.numpy().copy(), 1e-4)["ok"]
     assert not kind.parity(s.numpy(), s.numpy() + 1.0, 1e-4)["ok"]
 
+    # the constant baseline a teacher must beat: every built-in metric, a plain float, no better than a model's own
+    # predictions can be (the best constant is among what `predict` can give)
+    base = kind.baseline(labels["train"], labels["validation"])
+    assert set(base) == set(kind.metrics) and all(type(v) is float and math.isfinite(v) for v in base.values())
+    assert kind.baseline_title
+
 
 def test_a_score_is_never_truncated_to_a_class():
     """STS-B's 3.8 used to become class 3 ("the data has 6 labels"): now it is regression, or refused."""
@@ -164,7 +170,8 @@ def task_study(world, tmp_path, kind: str, **over):
         "teacher": {"model": None, "base": str(world.base), "fine_tune": {"epochs": 4, "learning_rate": 3e-3,
                                                                           "batch_size": 16}},
         "study": {"n_trials": 2, "pruner": {"type": "median", "n_startup_trials": 1}},
-        "search": {"epochs": 3, **({"temperature": 1.0} if kind == "regression" else {})},
+        # a regression study file names no temperature (the tiny world's study has one: removed)
+        "search": {"epochs": 3, **({"temperature": None} if kind == "regression" else {})},
         "export": {"formats": ["onnx"]},
     }
     for key, value in over.items():
@@ -185,6 +192,11 @@ def test_a_regression_study_runs_prunes_exports_cards_and_imports(world, tmp_pat
     assert code == 0, err
     assert "text regression (one score per row) inferred (the labels are numbers that are not all whole" in err
     assert "the objective is pearson" in err
+    # issue 28: the trial lines and the last line named "accuracy" for the Pearson correlation
+    (last,) = [line for line in out.splitlines() if line.startswith("best student:")]
+    assert ", pearson " in last and "accuracy" not in last, last
+    trial_lines = [line for line in out.splitlines() if line.startswith("trial ") and " complete " in line]
+    assert trial_lines and all(" pearson " in line and "accuracy" not in line for line in trial_lines), out
     config = load_study(path)
     study = optuna.load_study(study_name="regression", storage=config.storage_url())
     assert study.metric_names == ["pearson"] and study.user_attrs["dataset"]["task"] == "regression"
@@ -295,3 +307,70 @@ temperature = 1.0
     assert recipes.conflicts([r], config) == []
     (entry,) = [e for e in __import__("tomllib").loads(recipes.to_toml([r], config))["enqueue"]]
     assert entry["_published"][0]["metrics"]["pearson"] == 0.8473 and entry["learning_rate"] == 0.0001
+
+
+def test_a_study_file_that_does_not_name_temperature_works_for_every_task_kind(tmp_path):
+    """Issue 28: a regression study without a temperature was refused for the registry's default range, which the
+    user never wrote. A kind without a temperature does not search it; one the user searched is still refused."""
+    from searcher.config import Fixed, FloatRange, load_study
+    from searcher.errors import ConfigError
+    from searcher.search import space
+    from searcher.search.prepare import with_task
+
+    def study(name, task=None, temperature=None):
+        lines = ["[study]", f'name = "{name}"', "[data]", 'train = "t.csv"', 'validation = "v.csv"',
+                 *([f'task = "{task}"'] if task else []), "[teacher]", 'model = "some/teacher"', "[student]",
+                 "layers = [2]", "hidden = [128]",
+                 *(["[search]", f"temperature = {temperature}"] if temperature else [])]
+        path = tmp_path / f"{name}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    for kind in tasks.KINDS:
+        config = load_study(study(kind.replace("_", "-"), task=kind))  # [data] task given: checked when read
+        searched = space.searched_names(config)
+        if tasks.KINDS[kind].uses_temperature:
+            assert isinstance(config.search.temperature, FloatRange) and "temperature" in searched
+        else:
+            assert isinstance(config.search.temperature, Fixed) and "temperature" not in searched
+        inferred = with_task(load_study(study(f"auto-{kind}".replace("_", "-"))), kind)  # inferred from the data
+        assert ("temperature" in space.searched_names(inferred)) == tasks.KINDS[kind].uses_temperature
+    with pytest.raises(ConfigError, match=r"\[search\] temperature does not apply to text regression"):
+        load_study(study("searched", task="regression", temperature="[1.0, 4.0]"))
+    with pytest.raises(ConfigError, match=r"\[search\] temperature does not apply to text regression"):
+        with_task(load_study(study("searched-auto", temperature="[1.0, 4.0]")), "regression")
+    assert isinstance(load_study(study("fixed", task="regression", temperature="2.0")).search.temperature, Fixed)
+
+
+def test_absurdly_large_scores_are_refused_when_the_data_is_read():
+    """Issue 28: a score of 1e308 became inf in float32 and the trial was pruned blaming the learning rate."""
+    kind = tasks.kind("regression")
+    for value in (1e308, -3.5e38, 1e16):
+        with pytest.raises(DataError, match=r"holds .*, too large for a score .*rescale the scores"):
+            kind.read_labels({"train": [1.0, 2.5], "validation": [0.5, value]}, DATA, None, None)
+    names, labels = kind.read_labels({"train": [1.0, -2e14, 3.0]}, DATA, None, None)
+    assert np.isfinite(labels["train"]).all()
+    with pytest.raises(DataError, match="holds 'inf'; drop that row"):
+        kind.read_labels({"train": [1.0, "inf"]}, DATA, None, None)
+
+
+def test_a_threshold_tuned_on_a_small_validation_split_is_said_to_be_unreliable(world, tmp_path, caplog):
+    """Issue 28: threshold = "tuned" on a handful of validation rows said nothing."""
+    import logging
+
+    from searcher import data
+    from searcher.config import load_study
+
+    path = task_study(world, tmp_path, "multi_label", data={"task": "multi_label", "threshold": "tuned"})
+    with caplog.at_level(logging.INFO, logger="searcher"):
+        task = data.load_task(load_study(path))
+    assert len(task.validation) == 48
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "tuned on 48 validation rows" in
+              r.getMessage()]
+    assert len(warned) == 1 and "set [data] threshold to a number" in warned[0].getMessage()
+    caplog.clear()
+    (tmp_path / "fixed").mkdir()
+    path = task_study(world, tmp_path / "fixed", "multi_label", data={"task": "multi_label", "threshold": 0.4})
+    with caplog.at_level(logging.INFO, logger="searcher"):
+        data.load_task(load_study(path))
+    assert not [r for r in caplog.records if "validation rows" in r.getMessage()]

@@ -186,7 +186,7 @@ def test_a_seed_ensemble_fine_tunes_once_per_seed_and_its_card_names_every_teach
 
     path = world.study(tmp_path, name="seeds", teacher={
         "model": None, "base": str(world.base), "seeds": [11, 12, 13],
-        "fine_tune": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16}},
+        "fine_tune": {"epochs": 4, "learning_rate": 3e-3, "batch_size": 16}},  # 2: seed 12 learns nothing
         study={"n_trials": 1}, search={"epochs": 1})
     code, out, err = cli("optimize", path)
     assert code == 0, err
@@ -268,8 +268,25 @@ def test_logit_kd_works_across_families_and_tokenizers(world, tmp_path, cli):
      "verbalizers name ['neg', 'positive'] but the data's labels are ['neg', 'pos'] (missing: pos)"),
     ({"teacher": {"model": "WORLD_LM", "prompt": PROMPT, "verbalizers": VERBALIZERS}},
      "needs a classifier teacher's layers and tokenizer"),
+    # issue 28: verbalizers that cannot tell the labels apart taught a uniform target with exit 0
+    ({"teacher": {"model": "WORLD_LM", "prompt": PROMPT, "verbalizers": {"neg": " bad", "pos": "bad"}},
+      "student": {"init": "pretrained", "checkpoints": ["WORLD_BASE"], "layers": None, "hidden": None}},
+     "teacher 'causal-lm': the verbalizers of 'neg' (\" bad\") and 'pos' (\"bad\") are the same tokens"),
+    ({"teacher": {"model": "WORLD_LM", "prompt": PROMPT, "verbalizers": {"neg": "zzyzx", "pos": "qwop"}},
+      "student": {"init": "pretrained", "checkpoints": ["WORLD_BASE"], "layers": None, "hidden": None}},
+     "teacher 'causal-lm': the verbalizer of 'neg' (\"zzyzx\") holds the tokenizer's unknown token [UNK]"),
+    ({"teacher": {"model": "WORLD_LM", "prompt": PROMPT, "verbalizers": {"neg": "bad", "pos": "good qwop"}},
+      "student": {"init": "pretrained", "checkpoints": ["WORLD_BASE"], "layers": None, "hidden": None}},
+     "the verbalizer of 'pos' (\"good qwop\") holds the tokenizer's unknown token [UNK]"),
     ({"teacher": {"model": None, "base": "WORLD_BASE", "seeds": [1, 2], "seed": 3}},
      "give seed (one fine-tune) or seeds (one per seed), not both"),
+    # issue 28: a repeated seed (an ensemble of one teacher twice) and {text_pair} without a second column
+    ({"teacher": {"model": None, "base": "WORLD_BASE", "seeds": [1, 1]}},
+     "[teacher] seeds names seed 1 twice"),
+    ({"teacher": {"model": "WORLD_LM", "prompt": "premise: {text} hypothesis: {text_pair} answer:",
+                  "verbalizers": VERBALIZERS},
+      "student": {"init": "pretrained", "checkpoints": ["WORLD_BASE"], "layers": None, "hidden": None}},
+     "uses {text_pair}, the second text of a pair, and the data has one text column (text_columns = ['text'])"),
     ({"teachers": [{"name": "a", "model": "WORLD_TEACHER", "weight": -1.0}, {"name": "b", "model": "WORLD_TEACHER"}]},
      "weight must be a positive number"),
     ({"teachers": [{"name": "a", "model": "WORLD_TEACHER"}, {"name": "b", "model": "WORLD_TWO_LABEL_OTHER"}]},
@@ -396,3 +413,124 @@ def test_bad_searched_weights_are_one_line(world, tmp_path, cli, teacher, member
     code, _, err = cli("optimize", path)
     assert code == 2 and message in err, err
     assert "Traceback" not in err
+
+
+def test_a_teacher_whose_numbered_labels_are_in_another_order_is_mapped_by_name(world, tmp_path, caplog):
+    """Issue 28: a teacher whose label names are digits in another order than its outputs ("1", "0") was used by
+    position, silently. Its outputs are now mapped to the data's labels by name, and one log line says so."""
+    import csv
+    import logging
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from searcher.config import load_study
+    from searcher.search.prepare import prepare
+    from searcher.train import runtime
+
+    for split in ("train", "validation"):  # the tiny world's data with class ids 0 (neg) and 1 (pos)
+        rows = list(csv.reader(open(world.data / f"{split}.csv")))[1:]
+        with open(tmp_path / f"{split}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["text", "label"]] + [[t, int(label == "pos")] for t, label in rows])
+    swapped = tmp_path / "swapped-teacher"
+    model = AutoModelForSequenceClassification.from_pretrained(world.teacher)
+    with torch.no_grad():  # the same teacher with its two outputs swapped, and named so: output 0 is class "1"
+        model.classifier.weight.copy_(model.classifier.weight[[1, 0]].clone())
+        model.classifier.bias.copy_(model.classifier.bias[[1, 0]].clone())
+    model.config.id2label, model.config.label2id = {0: "1", 1: "0"}, {"1": 0, "0": 1}
+    model.save_pretrained(swapped)
+    make_tokenizer().save_pretrained(swapped)
+    data = {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "validation.csv")}
+    run = runtime.resolve("cpu", "off")
+    found = {}
+    for name, teacher, names in (("swapped", swapped, None), ("plain", world.teacher, None),
+                                 ("named", swapped, ["neg", "pos"])):
+        path = world.study(tmp_path / name, name=name, data={**data, "label_names": names},
+                           teacher={"model": str(teacher)}, train={"latency": False})
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="searcher"):
+            p = prepare(load_study(path), run)
+        found[name] = (p.logits.splits["validation"], p.teacher.metrics["validation"]["accuracy"],
+                       [r.getMessage() for r in caplog.records if "numbers in another order" in r.getMessage()])
+    assert np.allclose(found["swapped"][0], found["plain"][0], atol=1e-5)
+    assert found["swapped"][1] == found["plain"][1] > 0.8
+    assert found["swapped"][2] == ["teacher 'swapped-teacher': its outputs are named 1, 0 (numbers in another order "
+                                   "than its outputs): mapped to the data's labels 0, 1 by name"]
+    assert found["plain"][2] == []
+    # numbers that are not the data's label names: used by position, as before, and said
+    assert found["named"][2] == ["teacher 'swapped-teacher': its outputs are named 1, 0 (numbers in another order "
+                                 "than its outputs), which are not the data's labels neg, pos: used by position; set "
+                                 "[data] label_names if that is wrong"]
+
+
+COLLAPSE = {"epochs": 2, "learning_rate": 0.3, "batch_size": 16}  # a fine-tune this steep ends at one class
+
+
+def test_a_teacher_no_better_than_the_majority_class_stops_its_fine_tune_or_is_said(world, tmp_path, cli):
+    """Issue 28: a teacher that learned nothing (the majority-class rate) was used silently. A fine-tune of
+    searcher's own stops the study before the search (exit 2, nothing written) with the advice, unless its
+    fine_tune allows it; any other teacher, and an allowed one, is one warning line, a card line and a note line."""
+    import re
+
+    import optuna
+
+    from searcher.card import dashboard
+    from searcher.config import load_study
+    from searcher.records.storage import ATTR_TEACHER
+
+    base = {"model": None, "base": str(world.base), "fine_tune": COLLAPSE}
+    path = world.study(tmp_path / "stop", name="stop", teacher=base, study={"n_trials": 1})
+    code, out, err = cli("optimize", path)
+    assert code == 2, err
+    (refusal,) = [line for line in err.splitlines() if line.startswith("searcher: error:")]
+    assert "teacher 'base', fine-tuned by searcher from" in refusal and "(learning_rate 0.3, 2 epochs)" in refusal
+    assert "no better than always predicting the majority class (0.6094): its fine-tune learned nothing" in refusal
+    assert "try a lower learning_rate" in refusal and "[teacher.fine_tune], or set allow_baseline = true" in refusal
+    assert not (tmp_path / "stop" / "stop.db").exists() and not (tmp_path / "stop" / "stop").exists()
+    collapsed = re.search(r"cached in (\S+)", err).group(1)  # the fine-tuned teacher, kept in the cache
+
+    # a seed ensemble of such fine-tunes that allows it: one warning line naming every member and the ensemble
+    path = world.study(tmp_path / "go", name="go", study={"n_trials": 1}, search={"epochs": 1},
+                       teacher={**base, "seeds": [1, 2], "fine_tune": {**COLLAPSE, "allow_baseline": True}})
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    (warning,) = [line for line in err.splitlines() if "no better than always predicting" in line]
+    assert warning.startswith("teacher: no better than always predicting the majority class (accuracy 0.6094 on "
+                              "the validation split): base-seed1 (")
+    assert "base-seed2 (" in warning and "the ensemble (" in warning
+
+    # a fine-tuned classifier given as `model` (not searcher's fine-tune): said, and the study goes on
+    path = world.study(tmp_path / "model", name="model", teacher={"model": collapsed}, study={"n_trials": 1},
+                       search={"epochs": 1})
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    assert len([line for line in err.splitlines() if "no better than always predicting" in line]) == 1
+    config = load_study(path)
+    study = optuna.load_study(study_name="model", storage=config.storage_url())
+    verdict = study.user_attrs[ATTR_TEACHER]["baseline"]
+    assert verdict["metric"] == "accuracy" and verdict["value"] == pytest.approx(39 / 64)
+    assert [t["fine_tuned_by_searcher"] for t in verdict["no_better"]] == [False]
+    code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
+    assert code == 0, err
+    card = (Path(out.split()[0]) / "README.md").read_text()
+    assert re.search(r"\n- Warning: no better than always predicting the majority class \(accuracy 0\.6094 on the "
+                     r"validation split\): \S+ \(0\.\d+\)\. A teacher at that baseline learned nothing", card), card
+    assert "**Warning**: no better than always predicting the majority class" in \
+        dashboard.note_markdown(study, config)
+
+
+def test_the_constant_baseline_of_each_task_kind():
+    """What a model that learned nothing scores: the majority class (its rate), the most frequent label set or none,
+    the training mean (correlation 0, the MSE of the mean)."""
+    from searcher import tasks
+
+    single = tasks.kind("single_label").baseline(np.array([0, 1, 1, 1]), np.array([2, 0, 2, 1, 2]))
+    assert single["accuracy"] == pytest.approx(3 / 5)  # class 2 on every row: the validation's majority
+    multi = tasks.kind("multi_label")
+    train = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1]], np.float32)
+    scores = multi.baseline(train, np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0]], np.float32))
+    assert scores["micro_f1"] == pytest.approx(2 * 1 / (2 * 1 + 2 + 1))  # [1, 0, 0] everywhere: tp 1, fp 2, fn 1
+    assert scores["subset_accuracy"] == pytest.approx(1 / 3)  # the best of [1, 0, 0] and no label: 1 of 3 rows
+    regression = tasks.kind("regression").baseline(np.array([1.0, 2.0, 6.0]), np.array([0.0, 3.0, 4.0]))
+    assert regression["pearson"] == regression["spearmanr"] == regression["combined_score"] == 0.0
+    assert regression["mse"] == pytest.approx(np.mean((3.0 - np.array([0.0, 3.0, 4.0])) ** 2))

@@ -372,6 +372,9 @@ def test_a_study_naming_a_missing_tracker_stops_before_training_with_the_pip_com
 
 @pytest.mark.parametrize("table, message", [
     ({"to": ["mlflow"], "mlflow": {"tracking_uri": "http://me:pw123456@mlflow.example"}}, "MLFLOW_TRACKING"),
+    # issue 28: a token in the query was accepted, printed and stored
+    ({"to": ["mlflow"], "mlflow": {"tracking_uri": "http://mlflow.example/?access_token=pw123456"}}, "MLFLOW_TRACKING"),
+    ({"to": ["mlflow"], "mlflow": {"tracking_uri": "http://mlflow.example/#api%5Fkey=pw123456"}}, "MLFLOW_TRACKING"),
     ({"to": ["tensorboard"], "wandb": {"project": "p"}}, "not in [report] to"),
     ({"to": ["comet"]}, "[report] to must be one of"),
     ({"to": ["wandb"], "wandb": {"mode": "ofline"}}, "[report.wandb] mode must be one of"),
@@ -384,6 +387,35 @@ def test_report_settings_are_checked_and_never_hold_a_secret(world, tmp_path, ta
     with pytest.raises(ConfigError) as e:
         load_study(world.study(tmp_path, report=table))
     assert message in str(e.value) and "pw123456" not in str(e.value)
+
+
+def test_a_token_in_mlflow_tracking_uri_from_the_environment_is_never_printed_or_stored(world, tmp_path, cli,
+                                                                                        monkeypatch):
+    """Issue 28: MLFLOW_TRACKING_URI=http://host/?access_token=... (a tracker that is down) printed the token in the
+    tracker's warning. Nothing the study prints, logs or stores holds it."""
+    need("mlflow")
+    token = "tok3n-0f-the-tracker-0123456789"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}/?access_token={token}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    path = world.study(tmp_path / "s", report={"to": ["mlflow"]}, study={"n_trials": 1}, search={"epochs": 1},
+                       train={"latency": False})
+    code, out, err = cli("optimize", path, "--no-progress")
+    assert code == 0, err
+    assert "report: mlflow" in err and "access_token=***" in err, err  # the warning, with the token hidden
+    assert token not in out + err
+    stored = sqlite_text(tmp_path / "s" / "tiny.db") + "".join(
+        f.read_text(errors="replace") for f in (tmp_path / "s").rglob("*") if f.is_file() and f.suffix != ".db"
+        and f.stat().st_size < 2_000_000)
+    assert token not in stored
+
+
+def sqlite_text(path: Path) -> str:
+    """Every text value in a SQLite database (the study's records)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type = 'table'")]
+        return "\n".join(str(v) for t in tables for row in db.execute(f"select * from {t}") for v in row)
 
 
 # --- MLflow's own promises ---

@@ -20,7 +20,7 @@ from searcher.train import distill
 from searcher import hyperparams, records, tasks
 from searcher.search import strategy
 from searcher.card.data import LEAD_METRICS, card_data, recipe_data
-from searcher.card.facts import (CardContext, DatasetFacts, Distillation, Efficiency, FormatRow, Latency,
+from searcher.card.facts import (BaselineFacts, CardContext, DatasetFacts, Distillation, Efficiency, FormatRow, Latency,
                                  LossLine, MetricLine, ParetoRow, PublishedBaseline, Reproduce, ResultsTable,
                                  SearchFacts, TaskFacts, TeacherFacts, Usage, MemberFacts)
 from searcher.card.text import default_dataset_name, display_name, escape, fence, hub_id
@@ -305,7 +305,26 @@ def _teacher_facts(teacher: dict, source: Optional[str], override: Optional[str]
         latency=_latency(teacher.get("latency_ms")),
         members=members, combine=teacher.get("combine") if members else None,
         layer_wise=teacher.get("layer_wise") if members else None, causal_lm=single_lm,
-        search_weights=tuple(teacher["search_weights"]) if members and teacher.get("search_weights") else None)
+        search_weights=tuple(teacher["search_weights"]) if members and teacher.get("search_weights") else None,
+        baseline=_baseline_facts(teacher))
+
+
+def _baseline_facts(teacher: dict) -> Optional[BaselineFacts]:
+    """The teachers no better than the task's constant baseline (searcher.teachers.baseline's verdict, recorded with
+    the teacher); an ensemble judged under this trial's weights when they were searched. None: all beat it."""
+    from searcher.teachers.baseline import ENSEMBLE, no_better
+
+    verdict = teacher.get("baseline")
+    if not verdict:
+        return None  # studies recorded before the check
+    below = [(t["name"], t["value"]) for t in verdict["no_better"] if t["name"] != ENSEMBLE]
+    ensemble = ((teacher.get("metrics") or {}).get("validation") or {}).get(verdict["metric"])
+    if teacher.get("members") and ensemble is not None and no_better(ensemble, verdict):
+        below.append((ENSEMBLE, ensemble))
+    if not below:
+        return None
+    return BaselineFacts(verdict["metric"], rounded(float(verdict["value"])), verdict["constant"],
+                         [MetricLine(escape(str(name)), rounded(float(value))) for name, value in below])
 
 
 def _member_facts(m: dict, titles: Optional[dict]) -> MemberFacts:

@@ -48,6 +48,7 @@ def note_markdown(study: optuna.Study, config: StudyConfig) -> str:
         + ", ".join(f"{k} {v:.4f}" for k, v in t_metrics.items() if k not in ("loss", "cross_entropy"))
         + (f"; CPU latency {t_lat['single_median']:.1f} ms" if t_lat else ""),
         "",
+        *_baseline_lines(teacher),
         f"**Data**: {source}" + (f" ({data['subset']})" if data.get("subset") else "")
         + f"; sizes {data.get('sizes', {})}; labels {', '.join(data.get('label_names', [])[:12])}"
         + ("..." if len(data.get("label_names", [])) > 12 else ""),
@@ -79,6 +80,16 @@ def note_markdown(study: optuna.Study, config: StudyConfig) -> str:
             lines.append(f"- trial {key.split('-')[-1]}: [{p['repo_id']}]({p['url']}) commit {p['commit'][:12]} "
                          f"({'private' if p.get('private') else 'public'}, {p.get('time')})")
     return "\n".join(lines) + "\n"
+
+
+def _baseline_lines(teacher: dict) -> list[str]:
+    """The warning for teachers no better than the task's constant baseline (searcher.teachers.baseline), if any."""
+    verdict = teacher.get("baseline") or {}
+    if not verdict.get("no_better"):
+        return []
+    named = ", ".join(f"{t['name']} ({t['value']:.4f})" for t in verdict["no_better"])
+    return [f"**Warning**: no better than {verdict['constant']} ({verdict['metric']} {verdict['value']:.4f} on the "
+            f"validation split): {named}. A teacher at that baseline learned nothing of the task to teach.", ""]
 
 
 def update_note(study: optuna.Study, config: StudyConfig) -> None:

@@ -45,6 +45,16 @@ class MemberFacts:
 
 
 @dataclass(frozen=True)
+class BaselineFacts:
+    """The task's constant baseline on the validation split, and the teachers that scored no better (a warning)."""
+
+    metric: str
+    value: str
+    constant: str  # "always predicting the majority class"
+    no_better: list[MetricLine]  # each such teacher's name and score
+
+
+@dataclass(frozen=True)
 class TeacherFacts:
     id: Optional[str]
     link: Optional[str]
@@ -61,6 +71,7 @@ class TeacherFacts:
     layer_wise: Optional[str] = None  # the member layer-wise losses and teacher-initialised students read
     causal_lm: Optional[MemberFacts] = None  # a single causal LM teacher's prompt facts
     search_weights: Optional[tuple[float, float]] = None  # the range each member's weight was searched in
+    baseline: Optional[BaselineFacts] = None  # set only when a teacher is no better than the constant baseline
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ def optimize(args) -> int:
     url = config.storage_url(args.storage)
     log.info("study %r in %s: %d trials so far; device %s, AMP %s, %d torch threads", config.study.name,
              storage.redact(url), len(own_trials(study)), run.device, run.amp, torch.get_num_threads())
-    progress = Progress(config, enabled=not args.no_progress and sys.stderr.isatty(),
+    # the objectives as prepared resolved them (a regression study's default is pearson, not accuracy)
+    progress = Progress(prepared.config, enabled=not args.no_progress and sys.stderr.isatty(),
                         total=args.n_trials or config.study.n_trials)
     report = _reporter(config, study, url)
     hooks = [progress.trial_done] + _after_trial_hooks(prepared) + ([report.trial_done] if report else [])
@@ -71,7 +72,7 @@ def optimize(args) -> int:
     _after_study(config, study)
     print()
     print_leaderboard(study, config, top=5)
-    _report_best(study, config)
+    _report_best(study, prepared.config)
     return 0
 
 
@@ -156,7 +157,8 @@ def _report_best(study, config) -> None:
     best = records.best(study)
     record = records.TrialRecord.from_trial(best) if best is not None else None
     if record is not None and record.kept:
-        values = ", ".join(f"{name} {value:.4f}" for name, value in zip(config.study.objectives, record.values))
+        names = study.metric_names or config.study.objectives  # what the study records, as the leaderboard reads
+        values = ", ".join(f"{name} {value:.4f}" for name, value in zip(names, record.values))
         print(f"\nbest student: trial {record.number}, {values}: {record.model_dir}")
 
 
@@ -267,7 +269,7 @@ def run_trial(args) -> int:
             report.close()
     from searcher.cli.progress import trial_line
 
-    print(trial_line(frozen, config))
+    print(trial_line(frozen, prepared.config))
     return 0 if frozen.state.name != "FAIL" else 1
 
 

@@ -53,6 +53,7 @@ FREE = {
     "distill": {"cache_budget_gb"},  # the cached and the online teacher give the same loss (to float16)
 }
 FREE_SECTIONS = {"path", "enqueue", "card", "hub", "export", "report"}
+FREE_FINE_TUNE = {"allow_baseline"}  # [teacher.fine_tune] keys that say whether to go on, not how a teacher is made
 
 
 def defining(config: StudyConfig) -> dict[str, Any]:
@@ -62,6 +63,8 @@ def defining(config: StudyConfig) -> dict[str, Any]:
         if section in FREE_SECTIONS or not isinstance(values, dict):
             continue
         for key, value in values.items():
+            if key == "fine_tune" and isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k not in FREE_FINE_TUNE}
             if key not in FREE.get(section, ()):
                 out[f"[{section}] {key}"] = value
     return out

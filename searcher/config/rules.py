@@ -34,7 +34,8 @@ def check(config: StudyConfig) -> StudyConfig:
     _check_hub(config)
     _check_distill(config)
     _check_report(config)
-    return dataclasses.replace(config, study=study)
+    config = dataclasses.replace(config, study=study)
+    return _resolve_task(config, config.data.task) if config.data.task != "auto" else config  # checked above
 
 
 def _check_study(config: StudyConfig) -> StudySection:
@@ -182,6 +183,9 @@ def _check_data(config: StudyConfig) -> None:
                           f"(a fraction or a row count of train to evaluate on)")
     if not 1 <= len(d.text_columns) <= 2:
         raise ConfigError(f"{p}: [data] text_columns takes one column or two (sentence pairs), got {list(d.text_columns)}")
+    if d.label_delimiter is not None and not d.label_delimiter:
+        raise ConfigError(f"{p}: [data] label_delimiter must not be empty: give the text between a row's labels "
+                          f"(e.g. \",\"), or remove it for labels given as lists")
     if d.holdout is not None and not (0 < d.holdout < 1 or (d.holdout >= 1 and float(d.holdout).is_integer())):
         raise ConfigError(f"{p}: [data] holdout must be a fraction in (0, 1) or a whole row count, got {d.holdout}")
     for key in ("max_train_samples", "max_eval_samples"):
@@ -223,7 +227,7 @@ def _check_data(config: StudyConfig) -> None:
 
 def _check_task(config: StudyConfig) -> None:
     """What only some task kinds take; with [data] task = "auto" the same is checked once the kind is inferred
-    (searcher.search.prepare, `check_task`)."""
+    (searcher.search.prepare, `for_task`)."""
     if config.data.task != "auto":
         check_task(config, config.data.task)
 
@@ -233,7 +237,8 @@ def check_task(config: StudyConfig, kind: str) -> None:
     if kind != "multi_label" and d.threshold != 0.5:
         raise ConfigError(f"{p}: [data] threshold is the decision threshold of multi-label classification, and this "
                           f"study is {tasks.KINDS[kind].title}; remove it")
-    if not tasks.KINDS[kind].uses_temperature and not isinstance(config.search.temperature, Fixed):
+    named = "temperature" in config.raw.get("search", {})  # else the registry's default range, which a kind may lack
+    if not tasks.KINDS[kind].uses_temperature and named and not isinstance(config.search.temperature, Fixed):
         raise ConfigError(f"{p}: [search] temperature does not apply to {tasks.KINDS[kind].title}: its student "
                           f"learns the teacher's outputs by squared error, with nothing to soften; give temperature "
                           f"one value (it is ignored) or remove it")
@@ -245,6 +250,20 @@ def check_task(config: StudyConfig, kind: str) -> None:
     if lm is not None and kind != "single_label":
         raise ConfigError(f"{p}: teacher {lm.name!r} is a causal LM that picks one verbalizer per example, and this "
                           f"study is {tasks.KINDS[kind].title}; use a classifier teacher for it")
+
+
+def for_task(config: StudyConfig, kind: str) -> StudyConfig:
+    """The config of a study of this task kind (inferred from the data): checked for it, and resolved for it."""
+    check_task(config, kind)
+    return _resolve_task(config, kind)
+
+
+def _resolve_task(config: StudyConfig, kind: str) -> StudyConfig:
+    """Without the default temperature range when the kind has no temperature (a study file that does not name it
+    must work for every kind; searching it would only add a parameter that changes nothing)."""
+    if tasks.KINDS[kind].uses_temperature or isinstance(config.search.temperature, Fixed):
+        return config
+    return dataclasses.replace(config, search=dataclasses.replace(config.search, temperature=Fixed(1.0)))
 
 
 # what [teacher] may hold beside [[teachers]]
@@ -298,6 +317,12 @@ def _check_teacher(config: StudyConfig) -> None:
                 raise ConfigError(f"{p}: [teacher] give seed (one fine-tune) or seeds (one per seed), not both")
             if not t.seeds:
                 raise ConfigError(f"{p}: [teacher] seeds must name at least one seed")
+            given = config.raw.get("teacher", {}).get("seeds")  # the parsed tuple has lost its repeats
+            repeated = next((x for i, x in enumerate(given) if x in given[:i]), None) \
+                if isinstance(given, list) else None
+            if repeated is not None:
+                raise ConfigError(f"{p}: [teacher] seeds names seed {repeated} twice, and one seed fine-tunes the "
+                                  f"same teacher again; give each member of the seed ensemble its own seed")
     members = teacher_members(config)
     names = [m.name for m in members]
     for name in names:
@@ -320,6 +345,11 @@ def _check_teacher(config: StudyConfig) -> None:
                           f"study has {len(members)}; set [teacher] layer_wise = one of "
                           f"{', '.join(repr(n) for n in names)}")
     _check_search_weights(config, members)
+    pair = next((m for m in members if m.causal_lm and "{text_pair}" in m.prompt), None)
+    if pair is not None and len(config.data.text_columns) < 2:
+        raise ConfigError(f"{p}: teacher {pair.name!r} prompt uses {{text_pair}}, the second text of a pair, and the "
+                          f"data has one text column (text_columns = {list(config.data.text_columns)}); remove "
+                          f"{{text_pair}} from the prompt, or name both columns in [data] text_columns")
     classifiers = [m for m in members if not m.causal_lm]
     if not classifiers and (config.student.needs_teacher_model or config.distill.layer_wise):
         what = "[student] init \"teacher\"/\"random\"" if config.student.needs_teacher_model else \

@@ -177,6 +177,9 @@ class FineTuneConfig:
     batch_size: int = 32
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    # go on with a fine-tuned teacher that scores no better than the task's constant baseline (else the study stops
+    # before the search: searcher.teachers.baseline)
+    allow_baseline: bool = False
 
 
 @dataclass(frozen=True)

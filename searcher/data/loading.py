@@ -243,6 +243,9 @@ def load_task(config: StudyConfig, label_order: Optional[Sequence[str]] = None) 
     splits = {name: _split(name, texts, labels[name], d.deduplicate) for name, (texts, _) in columns.items()}
     splits = _carve(splits, config, description)
     kind.check_train(splits["train"].labels, label_names)
+    warning = kind.tuning_warning(len(splits["validation"]))
+    if warning:
+        log.warning("data: %s", warning)
     fingerprint = _fingerprint(splits, label_names, d.text_columns)
     description.update({
         "task": kind.name,

@@ -135,6 +135,12 @@ class DistillationLoss(abc.ABC):
     def modules(self) -> list:
         return self._modules
 
+    def fitted(self, teacher_config, student_configs: list) -> tuple[Any, Optional[str]]:
+        """Its settings with the defaults that depend on the study's models chosen to fit the teacher and every
+        student the study can build (the same for all trials), and a line for the log saying what was chosen (None:
+        nothing was). Called once, before the study starts and before `check`."""
+        return self.settings, None
+
     def check(self, student_config, teacher_config) -> None:
         """Raise ConfigError (one line, the fix) when this loss cannot compare such a student with such a teacher
         (head counts, sizes). Called for every student the study can build, before the study starts."""

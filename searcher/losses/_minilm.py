@@ -10,7 +10,7 @@ the relation types; summed over the examples (and layer pairs: "last" by default
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from searcher.dimensions import INF, Fixed, Hyperparam
@@ -23,7 +23,8 @@ RELATIONS = {"qq": 0, "kk": 1, "vv": 2}  # which of (queries, keys, values)
 
 @dataclass(frozen=True)
 class MiniLMSettings(LayerSettings):
-    """[distill.minilm]: layer_map ("last" by default), relation_heads (default: the teacher's heads), relations."""
+    """[distill.minilm]: layer_map ("last" by default), relation_heads (default: the teacher's heads when they divide
+    every hidden size of the study, else the largest count below them that does), relations."""
 
     layer_map: LayerMap = field(default="last", metadata={"parse": "layer_map"})
     relation_heads: Optional[int] = None
@@ -40,7 +41,23 @@ class MiniLMRelations(DistillationLoss):
     reads = "attention"
 
     def relation_heads(self, teacher_config) -> int:
-        return int(self.settings.relation_heads or teacher_config.num_attention_heads)
+        given = self.settings.relation_heads  # 0 is a value (refused by check), not "unset"
+        return int(given if given is not None else teacher_config.num_attention_heads)
+
+    def fitted(self, teacher_config, student_configs: list):
+        """relation_heads unset: the teacher's head count when it divides every hidden size of the study (the
+        teacher's and each student's), else the largest count below it that does (each model's Q/K/V is re-split
+        into that many heads, so it must divide them all; 1 always does)."""
+        if self.settings.relation_heads is not None:
+            return self.settings, None
+        heads = int(teacher_config.num_attention_heads)
+        sizes = sorted({int(teacher_config.hidden_size), *(int(c.hidden_size) for c in student_configs)},
+                       reverse=True)
+        chosen = max(a for a in range(1, heads + 1) if all(h % a == 0 for h in sizes))
+        why = "the teacher's head count" if chosen == heads else \
+            f"the largest count up to the teacher's {heads} heads that divides every hidden size"
+        return replace(self.settings, relation_heads=chosen), \
+            f"relation_heads = {chosen}, {why} ({', '.join(map(str, sizes))})"
 
     def check(self, student_config, teacher_config) -> None:
         unknown = [r for r in self.settings.relations if r not in RELATIONS]

@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 GB = 1e9
 
 
-def build_losses(config: StudyConfig) -> list[DistillationLoss]:
-    """Fresh loss objects for one trial (a projection is trained per trial), in [distill] losses order."""
-    return [LOSSES[name](config.distill.settings_of(name)) for name in config.distill.losses]
+def build_losses(config: StudyConfig, fitted: Optional[dict] = None) -> list[DistillationLoss]:
+    """Fresh loss objects for one trial (a projection is trained per trial), in [distill] losses order; `fitted`:
+    the settings `check` chose for this study's models (Plan.settings), by loss name."""
+    fitted = fitted or {}
+    return [LOSSES[name](fitted.get(name) or config.distill.settings_of(name)) for name in config.distill.losses]
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Plan:
     cache_mb: float = 0.0  # what the cache takes (or would have taken) on disk
     reason: str = ""
     checked: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # loss name -> its settings, defaults fitted to the study's models
 
     @property
     def active(self) -> bool:
@@ -107,12 +110,13 @@ def _tokenizer_problem(config: StudyConfig, teacher_tokenizer) -> Optional[str]:
     return None
 
 
-def check(config: StudyConfig, teacher_config, teacher_model, teacher_tokenizer) -> Side:
+def check(config: StudyConfig, teacher_config, teacher_model, teacher_tokenizer) -> tuple[Side, dict]:
     """Every student the study can build against the teacher, for every layer-wise loss; returns the teacher
-    outputs they read (union over the students). Raises ConfigError (one line) on the first problem."""
+    outputs they read (union over the students) and the losses' settings with the defaults that depend on the
+    models fitted to all of them (one log line each). Raises ConfigError (one line) on the first problem."""
     losses = [loss for loss in build_losses(config) if loss.reads != "logits"]
     if not losses:
-        return Side()
+        return Side(), {}
     p = config.path
     token_level = [loss.name for loss in losses if loss.token_level]
     if token_level:
@@ -123,8 +127,15 @@ def check(config: StudyConfig, teacher_config, teacher_model, teacher_tokenizer)
                               f"a checkpoint with the teacher's tokenizer, or the \"logits\" loss alone (which works "
                               f"across tokenizers)")
     t_layers = int(teacher_config.num_hidden_layers)
+    students = candidates(config, teacher_config)
+    settings = {}
+    for i, loss in enumerate(losses):
+        settings[loss.name], chosen = loss.fitted(teacher_config, [shape for _, shape in students])
+        if chosen:
+            log.info("layer-wise losses: [distill.%s] %s; set it there to choose another", loss.name, chosen)
+        losses[i] = LOSSES[loss.name](settings[loss.name])
     needs = Side()
-    for what, shape in candidates(config, teacher_config):
+    for what, shape in students:
         s_layers = int(shape.num_hidden_layers)
         for loss in losses:
             try:
@@ -139,7 +150,7 @@ def check(config: StudyConfig, teacher_config, teacher_model, teacher_tokenizer)
                               f"read; the attention and MiniLM losses need one of "
                               f"{', '.join(model_outputs.ATTENTION_MODELS)}: remove them from [distill] losses")
     model_outputs.check_attention(teacher_model, sorted(needs.attention), "the teacher")
-    return needs
+    return needs, settings
 
 
 def plan(config: StudyConfig, needs: Side, row_sets: list, teacher, teacher_identity: str, tokenizer_key: str,

@@ -174,7 +174,7 @@ class Objective:
 
         train, train_logits, sizes = p.training_set(enc, hp.augment, plan.teacher_weights)
         trial.set_user_attr(records.TRAINING_ROWS, sizes)
-        losses = layerwise.build_losses(c)
+        losses = layerwise.build_losses(c, p.layerwise.settings)
         distill.prepare_losses(losses, model, p.teacher_config, run.device)
         trial.set_user_attr(records.RECIPE, distill.recipe(losses))
         trial.set_user_attr(records.LOSS_TERMS, records.plain([loss.describe(hp, loss.pairs_in_use)

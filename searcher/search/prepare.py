@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from searcher import data, files, teachers
-from searcher.teachers import hidden as teacher_hidden
+from searcher.teachers import baseline as teacher_baseline, hidden as teacher_hidden
 from searcher.train import outputs as model_outputs
 from searcher.search import layerwise
 from searcher.tasks import metrics
@@ -126,10 +126,10 @@ def with_task(config: StudyConfig, kind: str) -> StudyConfig:
     kind, and the kind's default objective where the study file names none."""
     if config.data.task != "auto":
         return config
-    from searcher.config.rules import check_task
+    from searcher.config.rules import for_task
     from searcher.tasks import DEFAULT, KINDS
 
-    check_task(config, kind)
+    config = for_task(config, kind)
     named = "objectives" in config.raw.get("study", {})  # else the objective is the default, replaced below
     for name in (list(config.study.objectives) if named else []) + list(config.metrics.report):
         metrics.check_name(metrics.split_objective(name)[0], f"{config.path}: [study] objectives", kind)
@@ -240,6 +240,10 @@ def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
         log.info("teacher: %s of %s (%s)", _ensemble_line(study_teacher), ", ".join(
             f"{m.name} {_primary_score(m.metrics, task)}" for m in study_teacher.members),
             f"ensemble {_primary_score(study_teacher.metrics, task)}")
+    verdict = teacher_baseline.compare(study_teacher, task, config.study.objectives)
+    if verdict["no_better"]:  # a teacher that learned nothing: stop for searcher's own fine-tunes, else say so
+        teacher_baseline.refuse(study_teacher, verdict, listed=bool(config.teachers))
+        log.warning("%s", teacher_baseline.line(verdict))
     extras = transfer.prepare(config, task, study_teacher, _mask_token(config, primary))
     if extras:
         removed = task.description.get("transfer", {}).get("removed_overlap", 0)
@@ -248,7 +252,7 @@ def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
         task.description["teacher_labeled"] = {e.name: len(e.split) for e in extras}
     prepared = Prepared(config, task, runtime, study_teacher, logits, {}, study_metrics, formats, extras)
     _plan_layerwise(prepared)
-    prepared.teacher_info = _teacher_info(prepared)
+    prepared.teacher_info = {**_teacher_info(prepared), "baseline": verdict}
     return prepared
 
 
@@ -267,13 +271,14 @@ def _plan_layerwise(p: Prepared) -> None:
     if not p.config.distill.layer_wise:
         return
     model, tokenizer = p.teacher_model()
-    needs = layerwise.check(p.config, p.teacher_config, model, tokenizer)
+    needs, settings = layerwise.check(p.config, p.teacher_config, model, tokenizer)
     encoded = p.encoded(tokenizer)
     row_sets = [teacher_hidden.RowSet("train", encoded["train"], f"{p.task.fingerprint}:train")]
     row_sets += [teacher_hidden.RowSet(e.name, encoded[e.name], e.content) for e in p.extras]
     p.layerwise = layerwise.plan(p.config, needs, row_sets, lambda: p.teacher_model()[0], p.primary.identity,
                                  tokens.tokenizer_fingerprint(tokenizer), int(p.teacher_config.hidden_size),
                                  p.runtime)
+    p.layerwise.settings = settings
     # the cached path recomputes the teacher's queries, keys and values from its states: keep those projections
     # (a few small matrices), so the teacher itself can leave memory
     import copy

@@ -28,6 +28,7 @@ class TaskKind(abc.ABC):
     directions: ClassVar[dict[str, str]]  # the direction each built-in metric must be optimized in
     default_objective: ClassVar[str]
     label_loss_title: ClassVar[str]  # what the card calls the plain label loss on the validation split
+    baseline_title: ClassVar[str]  # the constant prediction `baseline` scores, for the log and the card
     uses_temperature: ClassVar[bool] = True  # whether [search] temperature means anything for this kind
     pipeline_kwargs: ClassVar[str] = ""  # extra arguments the card's pipeline() call needs, e.g. function_to_apply
 
@@ -70,6 +71,26 @@ class TaskKind(abc.ABC):
     def tune(self, logits: np.ndarray, labels: np.ndarray) -> Optional[float]:
         """The decision threshold chosen on these rows (multi-label with a tuned threshold); None otherwise."""
         return None
+
+    def tuning_warning(self, rows: int) -> Optional[str]:
+        """What to warn of when `tune` will choose on a validation split of `rows` rows (None: nothing)."""
+        return None
+
+    def baseline(self, train_labels: np.ndarray, eval_labels: np.ndarray) -> dict[str, float]:
+        """Every built-in metric on `eval_labels` of the best constant prediction (`constants`): what a model that
+        learned nothing of the task scores, and so what a teacher must beat to have anything to teach."""
+        out: dict[str, float] = {}
+        for predictions in self.constants(train_labels, eval_labels):
+            for name, fn in self.metrics.items():
+                value = float(fn(predictions, eval_labels))
+                better = max if self.directions[name] == "maximize" else min
+                out[name] = better(out[name], value) if name in out else value
+        return out
+
+    @abc.abstractmethod
+    def constants(self, train_labels: np.ndarray, eval_labels: np.ndarray) -> list[np.ndarray]:
+        """The constant predictions (as `predict` gives them, one per row of `eval_labels`) a model that learned
+        nothing could make: the majority class, the most frequent label set, the mean score."""
 
     def scores(self, logits: np.ndarray, labels: np.ndarray, extra: Sequence = (),
                threshold: Optional[float] = None) -> dict[str, float]:

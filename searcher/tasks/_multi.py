@@ -13,6 +13,8 @@ from searcher.errors import DataError
 from searcher.tasks._base import TaskKind
 
 THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)  # what a tuned threshold is chosen among
+# below this many validation rows, the threshold that scores best on them mostly fits their noise
+MIN_TUNING_ROWS = 200
 
 
 def _counts(p: np.ndarray, r: np.ndarray):
@@ -45,6 +47,7 @@ class MultiLabel(TaskKind):
     directions = {name: "maximize" for name in metrics}
     default_objective = "micro_f1"
     label_loss_title = "BCE"
+    baseline_title = "always predicting the most frequent label set (or none)"
     pipeline_kwargs = ', top_k=None, function_to_apply="sigmoid"'
 
     def label_shape(self, width: int) -> tuple:
@@ -98,6 +101,22 @@ class MultiLabel(TaskKind):
             return None
         best = max(THRESHOLDS, key=lambda t: (_micro_f1(self.predict(logits, t), labels), -abs(t - 0.5)))
         return float(best)
+
+    def constants(self, train_labels: np.ndarray, eval_labels: np.ndarray) -> list[np.ndarray]:
+        """The training split's most frequent label set for every row, and no label at all."""
+        rows = train_labels[self.labeled(train_labels)].astype(np.int64)
+        none = np.zeros(eval_labels.shape, np.int64)
+        if not len(rows):
+            return [none]
+        sets, counts = np.unique(rows, axis=0, return_counts=True)
+        return [np.tile(sets[counts.argmax()], (len(eval_labels), 1)), none]
+
+    def tuning_warning(self, rows: int) -> Optional[str]:
+        if self.threshold is not None or rows >= MIN_TUNING_ROWS:
+            return None
+        return (f"a decision threshold tuned on {rows} validation rows is unreliable (the best of {len(THRESHOLDS)} "
+                f"thresholds on so few rows mostly fits their noise; {MIN_TUNING_ROWS} or more are advised): set "
+                f"[data] threshold to a number, or give a larger validation split")
 
     def kd(self, student, teacher, labels, alpha: float, temperature: float):
         """Per example the mean over labels of alpha * BCE(student, gold) + (1 - alpha) * T^2 * BCE(sigmoid(student / T),

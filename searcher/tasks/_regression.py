@@ -12,6 +12,10 @@ import numpy as np
 from searcher.errors import DataError
 from searcher.tasks._base import TaskKind
 
+# the largest score searcher trains on: a model learns it in float32, where squared errors beyond ~1e19 overflow
+# (summed over a batch, earlier), and the loss then goes non-finite whatever the learning rate
+MAX_SCORE = 1e15
+
 
 def _pearson(p: np.ndarray, r: np.ndarray) -> float:
     p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
@@ -52,6 +56,7 @@ class Regression(TaskKind):
     directions = {"pearson": "maximize", "spearmanr": "maximize", "mse": "minimize", "combined_score": "maximize"}
     default_objective = "pearson"
     label_loss_title = "MSE"
+    baseline_title = "always predicting the training mean"
     uses_temperature = False
     pipeline_kwargs = ', function_to_apply="none"'
 
@@ -68,6 +73,10 @@ class Regression(TaskKind):
                 if not math.isfinite(x):
                     raise DataError(f"the label column {data.label_column!r} of the {split} split holds {v!r}; "
                                     f"drop that row or fix the file")
+                if abs(x) > MAX_SCORE:
+                    raise DataError(f"the label column {data.label_column!r} of the {split} split holds {v!r}, too "
+                                    f"large for a score searcher can train on (|score| <= {MAX_SCORE:.0e}: float32 "
+                                    f"squared errors overflow beyond); rescale the scores, or drop or fix that row")
                 scores.append(x)
             out[split] = np.asarray(scores, np.float32)
         names = tuple(data.label_names or (data.label_column,))
@@ -85,6 +94,10 @@ class Regression(TaskKind):
 
     def predict(self, logits: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
         return logits[:, 0]
+
+    def constants(self, train_labels: np.ndarray, eval_labels: np.ndarray) -> list[np.ndarray]:
+        """The training split's mean score for every row (correlation 0, the MSE of the mean)."""
+        return [np.full(len(eval_labels), float(np.nanmean(train_labels)), np.float64)]
 
     def kd(self, student, teacher, labels, alpha: float, temperature: float):
         """alpha * squared error to the gold score + (1 - alpha) * squared error to the teacher's, summed."""

@@ -53,6 +53,7 @@ class SingleLabel(TaskKind):
     directions = {name: "maximize" for name in metrics}
     default_objective = "accuracy"
     label_loss_title = "Cross-entropy"
+    baseline_title = "always predicting the majority class"
 
     def unlabeled(self, n: int, width: int) -> np.ndarray:
         return np.full(n, UNLABELED, np.int64)
@@ -111,6 +112,12 @@ class SingleLabel(TaskKind):
 
     def predict(self, logits: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
         return logits.argmax(axis=-1)
+
+    def constants(self, train_labels: np.ndarray, eval_labels: np.ndarray) -> list[np.ndarray]:
+        """One class for every row, for each class of the data (the best of them by accuracy is the majority
+        class of the evaluated rows: its rate)."""
+        classes = np.unique(np.concatenate([train_labels[self.labeled(train_labels)], eval_labels]))
+        return [np.full(len(eval_labels), c, np.int64) for c in classes]
 
     def kd(self, student, teacher, labels, alpha: float, temperature: float):
         from searcher.losses import _logits  # looked up at each call: the loss is the one place it is defined

@@ -62,24 +62,51 @@ class CausalLMTeacher(Teacher):
                                + (f" (not labels: {', '.join(extra[:6])})" if extra else "")
                                + "; give one verbalizer per label name")
         self._order = list(task.label_names)
+        self._check_verbalizers(self._tokenizer())
+
+    def _check_verbalizers(self, tokenizer) -> None:
+        """Verbalizers that tokenize alike, or to the unknown token, cannot tell the labels apart: the teacher would
+        give those labels the same logit and teach a uniform target. Refused before it runs."""
+        ids = dict(zip(self._order, self._verbalizer_ids(tokenizer)))
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        for name, tokens in ids.items():
+            if unknown is not None and unknown in tokens:
+                raise TeacherError(f"teacher {self.name!r}: the verbalizer of {name!r} (\"{self.verbalizers[name]}\") "
+                                   f"holds the tokenizer's unknown token {tokenizer.unk_token}, which stands for any "
+                                   f"word it does not know; give each label words the tokenizer knows")
+        seen: dict[tuple, str] = {}
+        for name, tokens in ids.items():
+            other = seen.setdefault(tuple(tokens), name)
+            if other != name:
+                raise TeacherError(f"teacher {self.name!r}: the verbalizers of {other!r} (\"{self.verbalizers[other]}\") "
+                                   f"and {name!r} (\"{self.verbalizers[name]}\") are the same tokens {tokens}, so the "
+                                   f"teacher cannot tell those labels apart; give each label a verbalizer of its own")
 
     def ready(self, task: Task) -> None:
         content = teacher_loading.identity(self.source, self.model_config(), self.member.revision)
         words = [[name, self.verbalizers[name]] for name in self._order]
         self.identity = hashlib.sha256(json.dumps([content, self.prompt, words]).encode()).hexdigest()[:20]
 
+    def _tokenizer(self):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(self.source, revision=self.member.revision)
+        except Exception as e:
+            raise TeacherError(f"cannot load causal LM teacher {self.source!r}'s tokenizer: {first_line(e)}; it must "
+                               f"be an AutoModelForCausalLM with a tokenizer") from e
+
     def model(self):
         """(model, tokenizer) of the causal LM, loaded on first use."""
         if self._loaded is None:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM
 
             try:
                 model = AutoModelForCausalLM.from_pretrained(self.source, revision=self.member.revision)
-                tokenizer = AutoTokenizer.from_pretrained(self.source, revision=self.member.revision)
             except Exception as e:
                 raise TeacherError(f"cannot load causal LM teacher {self.source!r}: {first_line(e)}; it must be an "
                                    f"AutoModelForCausalLM with a tokenizer") from e
-            self._loaded = (model.eval(), tokenizer)
+            self._loaded = (model.eval(), self._tokenizer())
         return self._loaded
 
     def release(self) -> None:

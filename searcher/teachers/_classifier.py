@@ -6,6 +6,7 @@ it per example (logit KD needs only the same rows in the same order).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,8 @@ from searcher.data.loading import Split, Task
 from searcher.teachers.logits import TeacherLogits
 from searcher.teachers._base import Teacher, Where
 from searcher.data.tokens import encode
+
+log = logging.getLogger(__name__)
 
 
 class ClassifierTeacher(Teacher):
@@ -55,6 +58,7 @@ class ClassifierTeacher(Teacher):
     def check(self, task: Task) -> None:
         if self.fine_tuned:
             return  # a base gets a fresh head with the data's labels
+        self._map_numbered(task)
         names = teacher_loading.label_names(self.model_config())
         if self.map_labels and names is not None and set(names) == set(task.label_names) \
                 and task.kind.name == "single_label":
@@ -64,6 +68,23 @@ class ClassifierTeacher(Teacher):
             cfg = type(cfg).from_dict({**cfg.to_dict(), "id2label": dict(enumerate(names))})
             return teacher_loading.check_labels(self._called, cfg, task)
         teacher_loading.check_labels(self._called, self.model_config(), task)
+
+    def _map_numbered(self, task: Task) -> None:
+        """A teacher that numbers its outputs in another order than they come ("1", "0") says which output is which
+        class: when the numbers are the data's label names, its outputs are mapped to them by name; otherwise
+        they are used by position, which one log line says."""
+        numbers = teacher_loading.numbered_labels(self.model_config())
+        if numbers is None or task.kind.name != "single_label" or len(numbers) != task.num_labels:
+            return
+        shown = ", ".join(numbers)
+        if sorted(numbers) == sorted(task.label_names):
+            self._columns = np.array([numbers.index(n) for n in task.label_names])
+            log.info("teacher %r: its outputs are named %s (numbers in another order than its outputs): mapped to "
+                     "the data's labels %s by name", self.name, shown, ", ".join(task.label_names))
+        else:
+            log.info("teacher %r: its outputs are named %s (numbers in another order than its outputs), which are not "
+                     "the data's labels %s: used by position; set [data] label_names if that is wrong", self.name,
+                     shown, ", ".join(task.label_names))
 
     @property
     def _called(self) -> str:

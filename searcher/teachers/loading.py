@@ -48,6 +48,17 @@ def label_names(teacher_config) -> Optional[list[str]]:
     return [str(n) for n in names]
 
 
+def numbered_labels(teacher_config) -> Optional[list[str]]:
+    """The numbers a teacher names its outputs by ("1", "0" from id2label {0: "1", 1: "0"}, or LABEL_1, LABEL_0), in
+    output order, when they are not simply 0, 1, 2, ... (None: real names, or numbers in output order)."""
+    id2label = getattr(teacher_config, "id2label", None) or {}
+    names = [str(id2label[i]) for i in sorted(id2label)]
+    if not names or not all(GENERIC_LABEL.match(n) for n in names):
+        return None
+    numbers = [str(int(n.removeprefix("LABEL_"))) for n in names]
+    return None if numbers == [str(i) for i in range(len(numbers))] else numbers
+
+
 def check_labels(name: str, teacher_config, task: Task) -> None:
     """A fine-tuned teacher (`name`, as the study file gives it) must predict exactly the data's labels, in the same
     order, with a head of the study's task kind."""
