@@ -49,7 +49,10 @@ def small_study(tmp_path: Path, name: str, data: dict, **extra) -> Path:
     doc = {
         "study": {"name": name, "n_trials": 2, "seed": 1, "pruner": "none", "cache_dir": str(tmp_path / "cache")},
         "data": {"max_length": 48, **data},
-        "teacher": {"base": MINILM, "fine_tune": {"epochs": 1, "learning_rate": 1e-4, "batch_size": 16}},
+        "teacher": {"base": MINILM, "fine_tune": {"epochs": 1, "learning_rate": 1e-4, "batch_size": 16,
+                                                    # slices this small may teach the teacher nothing (RTE: measured
+                                                    # 0.487 vs a majority of 0.527): these tests are plumbing
+                                                    "allow_baseline": True}},
         "student": {"init": "teacher", "layers": [1]},
         "search": {"learning_rate": [1e-4, 5e-4], "batch_size": 16, "temperature": [1.0, 4.0], "alpha": 0.5,
                    "epochs": 1},
@@ -147,6 +150,7 @@ def test_rte_slice_sentence_pairs(shared_data, minilm, tmp_path, cli):
     study = optuna.load_study(study_name="rte", storage=load_study(path).storage_url())
     assert study.user_attrs["dataset"]["label_names"] == ["entailment", "not_entailment"]
     assert study.user_attrs["dataset"]["sizes"] == {"train": 200, "validation": 277}
+    assert "no better than" in err  # the teacher that learned nothing is said (the study goes on: allow_baseline)
     # plumbing only: this budget does not learn RTE (measured: teacher 0.495, students 0.545 and 0.534, majority
     # class 0.527), so no accuracy floor is claimed here
 
@@ -157,6 +161,7 @@ def test_quickstart_study_with_a_reduced_budget(minilm, snippets, tmp_path, cli)
     doc["data"].update({"max_train_samples": 300, "holdout": 100, "max_eval_samples": 100})
     doc["search"]["epochs"] = 1
     doc["student"]["layers"] = [1, 2]
+    doc["teacher"]["fine_tune"]["allow_baseline"] = True  # 300 rows and one epoch teach the teacher nothing (0.54 = majority)
     doc["study"]["cache_dir"] = str(tmp_path / "cache")
     path = tmp_path / "quickstart.toml"
     path.write_text(to_toml(doc))
