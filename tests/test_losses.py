@@ -301,7 +301,7 @@ def test_a_study_distills_hidden_states_and_attention(world, tmp_path, cli):
         history = t.user_attrs["history"]
         for name in ("logits", "hidden_mse", "attention", "minilm"):
             assert len(history[TERM + name]) == 2 and all(v > 0 for v in history[TERM + name])
-        assert "hidden_mse_weight" in t.user_attrs["recipe"]["loss"]
+        assert "hidden_weight * " in t.user_attrs["recipe"]["loss"]  # the parameter's name, not an alias
     # the card names every term with its weight and layer map, and shows each term per epoch
     code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
     assert code == 0, err
@@ -356,9 +356,9 @@ def test_the_cached_and_the_online_teacher_give_the_same_loss(world, tmp_path):
             run, 10, losses, p.teacher_outputs(enc, 0))
         model.eval()  # no dropout: both paths see the same student
         terms: dict = {}
-        batch = np.arange(16)
-        step(enc["train"], torch.from_numpy(enc["train"].labels), torch.from_numpy(p.logits.splits["train"]), batch,
-             16, terms)
+        data = distill.Batches(enc["train"], p.logits.splits["train"], run)
+        data.epoch([np.arange(16)], 16)
+        step(data, 0, terms)
         results[budget] = {k: float(v) for k, v in terms.items()}
     for name, value in results[8.0].items():
         assert results[0.0][name] == pytest.approx(value, rel=2e-3, abs=1e-4), name

@@ -1,7 +1,9 @@
 """Batches from tokenized splits: which rows go together, and padded tensors for them.
 
-Dynamic padding (each batch padded to its own longest row) and length grouping keep the padding small: SST-2
-sentences are ~13 tokens, so fixed padding to 64 would waste most of the compute. Knows nothing of models or Optuna.
+Dynamic padding (each batch padded to its own longest row, rounded up to a bucketed width) and length grouping keep
+the padding small: SST-2 sentences are ~13 tokens, so fixed padding to 64 would waste most of the compute. Training
+batches are gathered on the device from a split moved there once (`TokenRows`), as airbench keeps its data on the
+GPU. Knows nothing of models or Optuna.
 """
 
 from __future__ import annotations
@@ -13,30 +15,85 @@ import numpy as np
 from searcher.data.tokens import Encoded
 
 
+def width_for(longest: int) -> int:
+    """The padded width of a batch whose longest row has `longest` tokens: rounded up to a bucket (a multiple of 8 up
+    to 64, of 32 up to 256, then of 64), so a study's batches take a handful of shapes (what torch.compile and CUDA
+    graphs need to reuse their work) for at most a few padding tokens more per row."""
+    step = 8 if longest <= 64 else 32 if longest <= 256 else 64
+    return max(step, -(-int(longest) // step) * step)
+
+
+def _gather(offsets: np.ndarray, lengths: np.ndarray, width: int, sentinel: int):
+    """Token positions of each row padded to `width` (the sentinel position where a row has ended), and its mask."""
+    columns = np.arange(width)
+    mask = columns[None, :] < lengths[:, None]
+    return np.where(mask, offsets[:, None] + columns[None, :], sentinel), mask
+
+
 def collate(enc: Encoded, indices: np.ndarray, pin_memory: bool = False) -> dict:
-    """Pad the chosen examples to their own longest length (dynamic padding) and return torch tensors.
+    """Pad the chosen examples to their own longest length (dynamic padding) and return torch tensors: one vectorised
+    gather on the host (export, latency and inference read exact widths; training batches come from `TokenRows`).
 
     `pin_memory` (CUDA only) lets the copy to the GPU run asynchronously with `non_blocking=True`.
     """
     import torch
 
+    indices = np.asarray(indices, dtype=np.int64)
     lengths = enc.lengths[indices]
-    width = int(lengths.max())
-    ids = np.full((len(indices), width), enc.pad_token_id, dtype=np.int64)
-    mask = np.zeros((len(indices), width), dtype=np.int64)
-    tti = np.zeros((len(indices), width), dtype=np.int64) if enc.token_type_ids is not None else None
-    for row, (i, n) in enumerate(zip(indices, lengths)):
-        start = enc.offsets[i]
-        ids[row, :n] = enc.input_ids[start:start + n]
-        mask[row, :n] = 1
-        if tti is not None:
-            tti[row, :n] = enc.token_type_ids[start:start + n]
-    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-    if tti is not None:
-        batch["token_type_ids"] = torch.from_numpy(tti)
+    positions, mask = _gather(enc.offsets[indices], lengths, int(lengths.max()), len(enc.input_ids))
+    ids = np.append(enc.input_ids, enc.pad_token_id)[positions].astype(np.int64)
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+    if enc.token_type_ids is not None:
+        batch["token_type_ids"] = torch.from_numpy(np.append(enc.token_type_ids, 0)[positions].astype(np.int64))
     if pin_memory:
         batch = {k: v.pin_memory() for k, v in batch.items()}
     return batch
+
+
+class TokenRows:
+    """A tokenized split moved once to the training device: a batch is one gather and pad there (a few kernels, no
+    Python loop over rows, no copy from the host but the batch's row numbers), padded to a bucketed width."""
+
+    def __init__(self, enc: Encoded, device: str):
+        import torch
+
+        self.enc, self.device = enc, device
+        self.lengths = enc.lengths  # on the host: a batch's width is known without reading the device
+        self.sentinel = len(enc.input_ids)  # the position every padding token is read from
+        self._offsets = torch.from_numpy(enc.offsets[:-1].astype(np.int64)).to(device)
+        self._lengths = torch.from_numpy(self.lengths.astype(np.int64)).to(device)
+        self._ids = torch.from_numpy(np.append(enc.input_ids, enc.pad_token_id).astype(np.int64)).to(device)
+        self._types = (torch.from_numpy(np.append(enc.token_type_ids, 0).astype(np.int64)).to(device)
+                       if enc.token_type_ids is not None else None)
+
+    def width(self, rows: np.ndarray) -> int:
+        return min(width_for(int(self.lengths[rows].max())), width_for(int(self.lengths.max())))
+
+    def batch(self, rows, width: int) -> dict:
+        """The model inputs of `rows` (a device tensor of row numbers) padded to `width` tokens."""
+        import torch
+
+        columns = torch.arange(width, device=self.device)
+        mask = columns[None, :] < self._lengths[rows][:, None]
+        positions = torch.where(mask, self._offsets[rows][:, None] + columns[None, :], self.sentinel)
+        out = {"input_ids": self._ids[positions], "attention_mask": mask.long()}
+        if self._types is not None:
+            out["token_type_ids"] = self._types[positions]
+        return out
+
+
+def epoch_parts(batches: list[np.ndarray], lengths: np.ndarray, micro: int) -> tuple[np.ndarray, list[list[tuple]]]:
+    """One epoch's row order as one array (copied to the device once per epoch) and, per effective batch, its
+    micro-batches as (start, stop) slices of that array."""
+    order, parts, at = [], [], 0
+    for batch in batches:
+        slices = []
+        for part in micro_batches(batch, lengths, micro):
+            order.append(part)
+            slices.append((at, at + len(part)))
+            at += len(part)
+        parts.append(slices)
+    return (np.concatenate(order) if order else np.zeros(0, np.int64)), parts
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,

@@ -14,12 +14,14 @@ batch, so the gradient equals one big batch (up to float rounding): every loss t
 The teacher's logits arrive as an array, computed once per (teacher, data, max_length) by searcher.teachers.loading; its
 intermediate outputs, for layer-wise losses, from searcher.teachers.hidden (cached, or the teacher beside the student).
 
-Ready for a GPU as nanoGPT is: the loss is accumulated on the device and read once per SYNC_EVERY steps (and at the
-end of each epoch), batches are pinned and copied without blocking, and fp16 runs through one
-`GradScaler(enabled=...)` path (a step the scaler skips does not advance the schedule).
+Shaped for a GPU: the split's tokens, labels and teacher logits are moved to the device once and each batch is a
+gather there (`Batches`); padded widths are bucketed so shapes repeat (`[train] compile` compiles the forward and
+loss per width); the loss is accumulated on the device and read once per SYNC_EVERY steps (and at the end of each
+epoch); the learning rate is a device tensor; fp16 runs through one `GradScaler(enabled=...)` path (a step the
+scaler skips does not advance the schedule). Many trials of one shape train together in searcher.train.cohort.
 
-This module knows nothing of Optuna: it reports each epoch to an optional `on_epoch` callback, which may raise
-to stop training (that is how the objective prunes).
+This module knows nothing of Optuna: `epochs` yields each epoch's result and the caller stops the iteration to
+stop training (that is how the objective prunes).
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from searcher import timing
 from searcher.data.rows import Stacked
-from searcher.train.batching import collate, epoch_batches, micro_batches
+from searcher.train.batching import TokenRows, epoch_batches, epoch_parts
 from searcher.errors import NonFiniteLossError
 from searcher.hyperparams import Hyperparams
 from searcher.train.inference import logits_of
@@ -53,7 +55,7 @@ SYNC_EVERY = 50  # optimizer steps between reads of the loss on the host (one de
 
 def recipe(losses: Optional[list[DistillationLoss]] = None) -> dict:
     """What the loop does, as the card and the trial record state it."""
-    formula = " + ".join(loss.formula() if isinstance(loss, LogitKD) else f"{loss.name}_weight * {loss.formula()}"
+    formula = " + ".join(f"{loss.hyperparams[0].name} * {loss.formula()}" if loss.hyperparams else loss.formula()
                          for loss in losses) if losses else LOSS
     return {"optimizer": f"AdamW with betas=({ADAMW['betas'][0]},{ADAMW['betas'][1]}) and epsilon={ADAMW['eps']:g}",
             "lr_scheduler_type": SCHEDULE, "loss": formula, "kl_reduction": "batchmean"}
@@ -101,7 +103,7 @@ class _Step:
     """One optimizer step over an effective batch: backward per micro-batch, clip, step, schedule."""
 
     def __init__(self, model, hp: Hyperparams, runtime: Runtime, steps_total: int, losses: list[DistillationLoss],
-                 teacher=None, task=None):
+                 teacher=None, task=None, compile=False):
         self.model, self.hp, self.runtime = model, hp, runtime
         self.task = task  # searcher.tasks.TaskKind: what the labels are (its terms make the logit loss)
         self.teacher = teacher  # the teacher's intermediate outputs (searcher.teachers.hidden), for layer-wise losses
@@ -112,18 +114,15 @@ class _Step:
             groups.append({"params": extra, "weight_decay": 0.0})
         # the fused kernel, as the Trainer's default optimizer (adamw_torch_fused): the same update, one kernel for all
         # parameters; on a CPU about 8x faster than the per-tensor loop for a student whose 30,522-row embedding
-        # dominates its parameters
+        # dominates its parameters. The learning rate is a tensor, so the schedule changes a value on the device
+        # and a compiled step never bakes a Python float in.
         fused = runtime.device.split(":")[0] in ("cpu", "cuda")
-        self.optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, fused=fused, **ADAMW)
+        lr = torch.tensor(hp.learning_rate, device=runtime.device) if fused else hp.learning_rate
+        self.optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused, **ADAMW)
         self.scheduler = _linear_schedule(self.optimizer, warmup_steps(hp.warmup_ratio, steps_total), steps_total)
         self.scaler = runtime.grad_scaler()
         self.scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # before the first step: no sync
-
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        # only a copy from pinned memory runs asynchronously (non_blocking); from pageable memory it is synchronous
-        if self.runtime.is_cuda:
-            tensor = tensor.pin_memory()
-        return tensor.to(self.runtime.device, non_blocking=True)
+        self.forward = compiled(self._forward, compile)
 
     def set_losses(self, losses: list[DistillationLoss]) -> None:
         """The losses of the current stage, and the outputs they read from each model."""
@@ -132,37 +131,38 @@ class _Step:
         for loss in losses:
             self.needs = self.needs | loss.needs(loss.pairs_in_use)
 
-    def __call__(self, data: Encoded, labels: torch.Tensor, targets: Optional[torch.Tensor], batch: np.ndarray,
-                 micro: int, terms: dict) -> torch.Tensor:
-        """Train on one effective batch; returns its loss as a device tensor (no host sync, except fp16's below).
-        Each term's share is added to `terms` (device tensors, read once per epoch)."""
-        device, hp, n = self.runtime.device, self.hp, len(batch)
-        total = torch.zeros((), device=device)
+    def _forward(self, inputs: dict, y, t, teacher: Optional[Outputs]) -> tuple:
+        """The student's loss on one micro-batch: its named terms, each summed over the examples."""
         student_needs = self.needs.student
-        for part in micro_batches(batch, data.lengths, micro):
-            inputs = {k: v.to(device, non_blocking=True)
-                      for k, v in collate(data, part, pin_memory=self.runtime.is_cuda).items()}
-            y = self._to_device(labels[part])
-            t = self._to_device(_rows(targets, part)) if targets is not None else None
-            with self.runtime.autocast():
-                out = self.model(**inputs, output_hidden_states=bool(hidden_layers(student_needs)))
-                student = model_outputs(self.model, out.hidden_states, out.logits.float(), inputs["attention_mask"],
-                                        student_needs) if not student_needs.empty else Outputs(out.logits.float())
-            teacher = Outputs(logits=t)
+        with self.runtime.autocast():
+            out = self.model(**inputs, output_hidden_states=bool(hidden_layers(student_needs)))
+            student = model_outputs(self.model, out.hidden_states, out.logits.float(), inputs["attention_mask"],
+                                    student_needs) if not student_needs.empty else Outputs(out.logits.float())
+        teacher = teacher if teacher is not None else Outputs(logits=t)
+        teacher.logits = t
+        named = {}
+        for loss in self.losses:  # in float32, as the logits above: autocast covers the forward only
+            named.update(loss.terms(student, teacher, Batch(y, self.hp, self.task)))
+        return named
+
+    def __call__(self, batch: "Batches", index: int, terms: dict) -> torch.Tensor:
+        """Train on effective batch `index` of the epoch; returns its loss as a device tensor (no host sync, except
+        fp16's below). Each term's share is added to `terms` (device tensors, read once per epoch)."""
+        total = torch.zeros((), device=self.runtime.device)
+        n = batch.size(index)
+        for inputs, y, t, part in batch.parts(index):
+            teacher = None
             if not self.needs.teacher.empty:
-                teacher = self.teacher.outputs(part, inputs, self._to_device)
-                teacher.logits = t
-            named = {}
-            for loss in self.losses:  # in float32, as the logits above: autocast covers the forward only
-                named.update(loss.terms(student, teacher, Batch(y, hp, self.task)))
+                teacher = self.teacher.outputs(part, inputs, batch.to_device)
+            named = self.forward(inputs, y, t, teacher)
             loss = sum(v.float() for v in named.values()) / n
             self.scaler.scale(loss).backward()
             total += loss.detach()
             for name, value in named.items():
                 terms[name] = terms.get(name, 0.0) + value.detach().float() / n
         self.scaler.unscale_(self.optimizer)
-        if hp.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+        if self.hp.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hp.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self._stepped():
@@ -180,16 +180,63 @@ class _Step:
         return self.scale >= before
 
 
-def _targets(teacher_logits):
-    """The teacher's logits as the loop reads them: an in-memory array becomes one float32 tensor; a Stacked view
-    (memory-mapped teacher-labelled text) is read batch by batch."""
-    if teacher_logits is None or isinstance(teacher_logits, Stacked):
-        return teacher_logits
-    return torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
+def compiled(fn, how):
+    """`fn` through torch.compile when the study asks ([train] compile: true for the default backend, or a backend's
+    name), else as it is. Widths are bucketed (searcher.train.batching.width_for), so a study compiles a handful of
+    shapes; `dynamic=False` keeps each one specialised."""
+    if not how:
+        return fn
+    return torch.compile(fn, backend="inductor" if how is True else how, dynamic=False)
 
 
-def _rows(targets, part: np.ndarray) -> torch.Tensor:
-    return targets[part] if isinstance(targets, torch.Tensor) else torch.from_numpy(targets[part])
+# Teacher logits larger than this stay on the host and are gathered there batch by batch (a memory-mapped transfer
+# set can be many GB); below it they are moved to the training device once.
+DEVICE_TARGETS_BYTES = 4 * 2 ** 30
+
+
+class Batches:
+    """One epoch's batches on the training device: the split's tokens, labels and teacher logits are moved there once
+    (searcher.train.batching.TokenRows); each epoch copies only its row order, and a micro-batch is a gather there."""
+
+    def __init__(self, data: Encoded, teacher_logits, runtime: Runtime):
+        self.runtime, self.device = runtime, runtime.device
+        self.rows = TokenRows(data, self.device)
+        self.labels = torch.from_numpy(np.ascontiguousarray(data.labels)).to(self.device)
+        self.targets = teacher_logits  # None, or host rows read batch by batch (Stacked, or too large)
+        if teacher_logits is not None and not isinstance(teacher_logits, Stacked):
+            array = np.asarray(teacher_logits, dtype=np.float32)
+            if array.nbytes <= DEVICE_TARGETS_BYTES:
+                self.targets = torch.from_numpy(array).to(self.device)
+        self.order = self.order_host = None
+        self.slices: list = []
+
+    def epoch(self, batches: list[np.ndarray], micro: int) -> int:
+        self.order_host, self.slices = epoch_parts(batches, self.rows.lengths, micro)
+        self.order = self.to_device(torch.from_numpy(self.order_host))
+        return len(batches)
+
+    def size(self, index: int) -> int:
+        return self.slices[index][-1][1] - self.slices[index][0][0]
+
+    def parts(self, index: int) -> Iterator[tuple]:
+        """(model inputs, labels, teacher logits, row numbers on the host) of each micro-batch of batch `index`."""
+        for start, stop in self.slices[index]:
+            part, rows = self.order_host[start:stop], self.order[start:stop]
+            inputs = self.rows.batch(rows, self.rows.width(part))
+            yield inputs, self.labels[rows], self._targets(part, rows), part
+
+    def _targets(self, part: np.ndarray, rows):
+        if self.targets is None:
+            return None
+        if isinstance(self.targets, torch.Tensor):
+            return self.targets[rows]
+        return self.to_device(torch.from_numpy(np.ascontiguousarray(self.targets[part], dtype=np.float32)))
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        # only a copy from pinned memory runs asynchronously (non_blocking); from pageable memory it is synchronous
+        if self.runtime.is_cuda:
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
 
 
 def prepare_losses(losses: list[DistillationLoss], model, teacher_config, device: str) -> None:
@@ -211,10 +258,23 @@ def stage_losses(losses: list[DistillationLoss], epoch: int, intermediate_epochs
 
 def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[np.ndarray],
           validation: Encoded, validation_teacher_logits: Optional[np.ndarray], hp: Hyperparams, runtime: Runtime,
-          on_epoch: Optional[Callable[[EpochResult], None]] = None,
-          metrics: Callable = BUILTIN_SET, losses: Optional[list[DistillationLoss]] = None, teacher=None,
-          teacher_config=None, intermediate_epochs: int = 0) -> list[EpochResult]:
-    """Distill into `model` in place; returns one EpochResult per finished epoch.
+          on_epoch: Optional[Callable[[EpochResult], None]] = None, **options) -> list[EpochResult]:
+    """Distill into `model` in place for all of `hp.epochs`; returns one EpochResult per epoch (see `epochs`)."""
+    results = []
+    for result in epochs(model, train_data, teacher_logits, validation, validation_teacher_logits, hp, runtime,
+                         **options):
+        results.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+    return results
+
+
+def epochs(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[np.ndarray],
+           validation: Encoded, validation_teacher_logits: Optional[np.ndarray], hp: Hyperparams, runtime: Runtime,
+           metrics: Callable = BUILTIN_SET, losses: Optional[list[DistillationLoss]] = None, teacher=None,
+           teacher_config=None, intermediate_epochs: int = 0, compile=False) -> Iterator[EpochResult]:
+    """Distill into `model` in place, yielding each epoch's result; the caller stops training by stopping the
+    iteration (that is how the objective prunes). Raises NonFiniteLossError when the loss stops being finite.
 
     `losses` default to the logit loss alone; layer-wise ones read the teacher's intermediate outputs from
     `teacher` (searcher.teachers.hidden.CachedTeacher or OnlineTeacher), matched by layer to `teacher_config`."""
@@ -226,13 +286,11 @@ def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[
     if runtime.is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     steps_per_epoch = math.ceil(len(train_data) / hp.batch_size)
-    step_fn = _Step(model, hp, runtime, steps_per_epoch * hp.epochs, losses, teacher, metrics.kind)
+    step_fn = _Step(model, hp, runtime, steps_per_epoch * hp.epochs, losses, teacher, metrics.kind, compile)
     micro = runtime.micro_for(hp.batch_size)
-    labels = torch.from_numpy(train_data.labels)
-    targets = _targets(teacher_logits)
+    data = Batches(train_data, teacher_logits, runtime)
     rng = np.random.default_rng(hp.seed)
 
-    results: list[EpochResult] = []
     step = 0
     for epoch in range(1, hp.epochs + 1):
         started = time.perf_counter()
@@ -242,26 +300,29 @@ def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[
         step_fn.set_losses(stage_losses(losses, epoch, intermediate_epochs))
         epoch_loss = torch.zeros((), device=device)
         terms: dict = {}
-        batches = epoch_batches(train_data.lengths, hp.batch_size, rng, runtime.group_by_length)
+        n = data.epoch(epoch_batches(train_data.lengths, hp.batch_size, rng, runtime.group_by_length), micro)
         with timing.phase("training"):
-            for i, batch in enumerate(batches, start=1):
-                epoch_loss += step_fn(train_data, labels, targets, batch, micro, terms)
+            for i in range(n):
+                epoch_loss += step_fn(data, i, terms)
                 step += 1
-                if i % SYNC_EVERY == 0 or i == len(batches):
+                if (i + 1) % SYNC_EVERY == 0 or i + 1 == n:
                     _check_finite(float(epoch_loss), epoch, step, hp)
         scores = evaluate(model, validation, validation_teacher_logits, hp, runtime, metrics)
-        threshold = scores.pop("threshold", None)
-        peak = torch.cuda.max_memory_allocated(runtime.device) / 2 ** 20 if runtime.is_cuda else None
-        per_term = {name: float(value) / len(batches) for name, value in terms.items()} if len(losses) > 1 else None
-        if per_term is not None:  # every loss has its column, zero in the epochs its stage does not train it
-            per_term = {loss.name: per_term.get(loss.name, 0.0) for loss in losses} | per_term
-        results.append(EpochResult(epoch=epoch, step=step, train_loss=float(epoch_loss) / len(batches),
-                                   eval_loss=scores.pop("loss"), cross_entropy=scores.pop("cross_entropy"),
-                                   metrics=scores, seconds=time.perf_counter() - started, peak_memory_mb=peak,
-                                   terms=per_term, threshold=threshold))
-        if on_epoch is not None:
-            on_epoch(results[-1])
-    return results
+        yield epoch_result(epoch, step, float(epoch_loss) / n, {k: float(v) / n for k, v in terms.items()}, scores,
+                           losses, started, runtime)
+
+
+def epoch_result(epoch: int, step: int, train_loss: float, terms: dict, scores: dict, losses: list,
+                 started: float, runtime: Runtime) -> EpochResult:
+    """An epoch's result from its training loss and terms (means over its steps) and its evaluation scores."""
+    threshold = scores.pop("threshold", None)
+    peak = torch.cuda.max_memory_allocated(runtime.device) / 2 ** 20 if runtime.is_cuda else None
+    per_term = None
+    if len(losses) > 1:  # every loss has its column, zero in the epochs its stage does not train it
+        per_term = {loss.name: terms.get(loss.name, 0.0) for loss in losses} | terms
+    return EpochResult(epoch=epoch, step=step, train_loss=train_loss, eval_loss=scores.pop("loss"),
+                       cross_entropy=scores.pop("cross_entropy"), metrics=scores,
+                       seconds=time.perf_counter() - started, peak_memory_mb=peak, terms=per_term, threshold=threshold)
 
 
 def _check_finite(value: float, epoch: int, step: int, hp: Hyperparams) -> None:
