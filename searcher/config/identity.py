@@ -49,7 +49,7 @@ FREE = {
               "grace_period", "max_retry", "sampler", "pruner", "stop", "warm_start"},
     "data": {"train", "validation", "test"},
     "teacher": {"model", "base", "revision", "inference_batch_size", "name"},  # content counts: "[teacher] content"
-    "train": {"device", "amp", "micro_batch_size", "eval_batch_size", "latency", "num_threads"},
+    "train": {"device", "amp", "micro_batch_size", "eval_batch_size", "latency", "num_threads", "cohort", "compile"},
     "distill": {"cache_budget_gb"},  # the cached and the online teacher give the same loss (to float16)
 }
 FREE_SECTIONS = {"path", "enqueue", "card", "hub", "export", "report"}

@@ -192,7 +192,13 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _typed(value, args[0], where)
+        errors = []
+        for arg in args:  # the first alternative that takes the value
+            try:
+                return _typed(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e).removeprefix(f"{where} must be "))
+        raise ConfigError(f"{where} must be " + " or ".join(e.split(", got ")[0] for e in errors) + f", got {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:

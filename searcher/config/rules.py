@@ -455,6 +455,11 @@ def _check_train(config: StudyConfig) -> None:
         v = getattr(tr, key)
         if v is not None and v < 1:
             raise ConfigError(f"{p}: [train] {key} must be a positive integer, got {v}")
+    if tr.cohort != "auto" and tr.cohort < 1:
+        raise ConfigError(f"{p}: [train] cohort must be a positive integer or \"auto\", got {tr.cohort}; 1 trains one "
+                          f"trial at a time")
+    if tr.compile == "":
+        raise ConfigError(f"{p}: [train] compile must be true, false or a torch.compile backend's name, got \"\"")
     if tr.device not in ("auto", "cpu") and not tr.device.startswith(("cuda", "mps")):
         raise ConfigError(f"{p}: [train] device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {tr.device!r}")
 

@@ -248,6 +248,11 @@ class TrainSection:
     group_by_length: bool = True
     latency: bool = True
     num_threads: Optional[int] = None
+    # trials of one student shape and batch size trained together in one step (searcher.train.cohort): a number, or
+    # "auto" (as many as the device's memory allows: an out-of-memory halves the cohort); 1 trains one at a time
+    cohort: Union[int, Literal["auto"]] = 1
+    # torch.compile the forward and loss of each step: true (the default backend, inductor) or a backend's name
+    compile: Union[bool, str] = False
 
 
 @dataclass(frozen=True)

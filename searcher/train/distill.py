@@ -103,7 +103,7 @@ class _Step:
     """One optimizer step over an effective batch: backward per micro-batch, clip, step, schedule."""
 
     def __init__(self, model, hp: Hyperparams, runtime: Runtime, steps_total: int, losses: list[DistillationLoss],
-                 teacher=None, task=None, compile=False):
+                 teacher=None, task=None):
         self.model, self.hp, self.runtime = model, hp, runtime
         self.task = task  # searcher.tasks.TaskKind: what the labels are (its terms make the logit loss)
         self.teacher = teacher  # the teacher's intermediate outputs (searcher.teachers.hidden), for layer-wise losses
@@ -122,7 +122,7 @@ class _Step:
         self.scheduler = _linear_schedule(self.optimizer, warmup_steps(hp.warmup_ratio, steps_total), steps_total)
         self.scaler = runtime.grad_scaler()
         self.scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # before the first step: no sync
-        self.forward = compiled(self._forward, compile)
+        self.forward = compiled(self._forward, runtime.compile)
 
     def set_losses(self, losses: list[DistillationLoss]) -> None:
         """The losses of the current stage, and the outputs they read from each model."""
@@ -272,7 +272,7 @@ def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[
 def epochs(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[np.ndarray],
            validation: Encoded, validation_teacher_logits: Optional[np.ndarray], hp: Hyperparams, runtime: Runtime,
            metrics: Callable = BUILTIN_SET, losses: Optional[list[DistillationLoss]] = None, teacher=None,
-           teacher_config=None, intermediate_epochs: int = 0, compile=False) -> Iterator[EpochResult]:
+           teacher_config=None, intermediate_epochs: int = 0) -> Iterator[EpochResult]:
     """Distill into `model` in place, yielding each epoch's result; the caller stops training by stopping the
     iteration (that is how the objective prunes). Raises NonFiniteLossError when the loss stops being finite.
 
@@ -286,7 +286,7 @@ def epochs(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional
     if runtime.is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     steps_per_epoch = math.ceil(len(train_data) / hp.batch_size)
-    step_fn = _Step(model, hp, runtime, steps_per_epoch * hp.epochs, losses, teacher, metrics.kind, compile)
+    step_fn = _Step(model, hp, runtime, steps_per_epoch * hp.epochs, losses, teacher, metrics.kind)
     micro = runtime.micro_for(hp.batch_size)
     data = Batches(train_data, teacher_logits, runtime)
     rng = np.random.default_rng(hp.seed)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 AmpMode = Literal["bf16", "fp16", "off"]
+
+# [train] cohort = "auto": the first cohort size tried; an out-of-memory halves it (searcher.search.objective)
+AUTO_COHORT = {"cuda": 64, "cpu": 8}
 
 # Largest micro-batch tried first on CPU: beyond this, a CPU gains no throughput and only uses memory.
 CPU_MICRO_BATCH = 256
@@ -23,6 +26,7 @@ class Runtime:
     micro_batch_size: Optional[int]  # None: as large as the effective batch allows (CUDA) / CPU_MICRO_BATCH (CPU)
     eval_batch_size: Optional[int]
     group_by_length: bool = True
+    compile: Union[bool, str] = False  # torch.compile the step's forward and loss (a backend's name, or the default)
 
     @property
     def is_cuda(self) -> bool:
@@ -56,7 +60,8 @@ class Runtime:
 
 
 def resolve(device: str = "auto", amp: str = "auto", micro_batch_size: Optional[int] = None,
-            eval_batch_size: Optional[int] = None, group_by_length: bool = True) -> Runtime:
+            eval_batch_size: Optional[int] = None, group_by_length: bool = True,
+            compile: Union[bool, str] = False) -> Runtime:
     import torch
 
     if device == "auto":
@@ -70,7 +75,22 @@ def resolve(device: str = "auto", amp: str = "auto", micro_batch_size: Optional[
             amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
             amp = "off"
-    return Runtime(device, amp, micro_batch_size, eval_batch_size, group_by_length)
+    if isinstance(compile, str):
+        from torch._dynamo import list_backends
+
+        if compile not in list_backends(exclude_tags=()):
+            from searcher.errors import ConfigError
+
+            raise ConfigError(f"[train] compile = {compile!r} is not a torch.compile backend here (known: "
+                              f"{', '.join(list_backends())}); use true for the default")
+    return Runtime(device, amp, micro_batch_size, eval_batch_size, group_by_length, compile)
+
+
+def cohort_size(cohort, device: str) -> int:
+    """How many trials to train together: [train] cohort, with "auto" resolved for this device."""
+    if cohort == "auto":
+        return AUTO_COHORT["cuda" if device.startswith("cuda") else "cpu"]
+    return int(cohort)
 
 
 def from_config(train_section, num_threads_default: Optional[int] = None) -> Runtime:
@@ -80,7 +100,7 @@ def from_config(train_section, num_threads_default: Optional[int] = None) -> Run
     if threads:
         torch.set_num_threads(threads)
     return resolve(train_section.device, train_section.amp, train_section.micro_batch_size,
-                   train_section.eval_batch_size, train_section.group_by_length)
+                   train_section.eval_batch_size, train_section.group_by_length, train_section.compile)
 
 
 def is_oom(error: BaseException) -> bool:
