@@ -30,6 +30,12 @@ UNLABELED = -1  # the label of a row only the teacher labels (transfer text, aug
 LayerMap = Union[str, tuple[tuple[int, int], ...]]  # "uniform" | "last" | ((student, teacher), ...); 0 = embeddings
 
 
+def labels_only(teacher, alpha) -> bool:
+    """Whether a logit loss reduces to the label loss: no teacher, or alpha 1 given as a number (in a cohort alpha is
+    a tensor of one value per member, and the distillation term is computed and weighted by zero where it is 1)."""
+    return teacher is None or (not hasattr(alpha, "dim") and alpha >= 1.0)
+
+
 @dataclass(frozen=True)
 class Side:
     """Outputs one model must produce for a loss: hidden states of these layers (0 = the embeddings) and the
@@ -153,8 +159,12 @@ class DistillationLoss(abc.ABC):
 
     # --- what records and cards say --------------------------------------------------------------------------
 
-    def weight(self, hp) -> float:
-        return float(getattr(hp, self.hyperparams[0].name)) if self.hyperparams else 1.0
+    def weight(self, hp):
+        """Its weight for this trial: a float, or a tensor of one value per member in a cohort."""
+        if not self.hyperparams:
+            return 1.0
+        value = getattr(hp, self.hyperparams[0].name)
+        return value if hasattr(value, "dim") else float(value)
 
     def formula(self) -> str:
         return self.title

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from searcher.losses._base import UNLABELED, Batch, DistillationLoss, Outputs
+from searcher.losses._base import UNLABELED, Batch, DistillationLoss, Outputs, labels_only
 
 FORMULA = "alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))"
 
@@ -22,13 +22,17 @@ def kd_loss(student_logits, teacher_logits: Optional[object], labels, alpha: flo
     Summing lets micro-batches add up to exactly the loss of the whole batch. Rows labelled UNLABELED add only the
     (1 - alpha)-weighted distillation term.
     """
+    import torch
     import torch.nn.functional as F
 
     ce = F.cross_entropy(student_logits, labels, reduction="sum", ignore_index=UNLABELED)
-    if teacher_logits is None or alpha >= 1.0:
+    if labels_only(teacher_logits, alpha):
         return ce
     t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1), reduction="sum")
+    # KL(p || q) = sum p log p - p log q, as F.kl_div(log q, p, reduction="sum") computes it (0 log 0 = 0), written
+    # out because kl_div has no batching rule under torch.vmap (cohorts)
+    p = F.softmax(teacher_logits / t, dim=-1)
+    kl = (torch.xlogy(p, p) - p * F.log_softmax(student_logits / t, dim=-1)).sum()
     return alpha * ce + (1.0 - alpha) * t * t * kl
 
 

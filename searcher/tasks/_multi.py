@@ -127,7 +127,9 @@ class MultiLabel(TaskKind):
         labeled = ~torch.isnan(labels).any(dim=-1)
         gold = F.binary_cross_entropy_with_logits(student, torch.nan_to_num(labels), reduction="none").mean(-1)
         gold = (gold * labeled).sum()
-        if teacher is None or alpha >= 1.0:
+        from searcher.losses._base import labels_only
+
+        if labels_only(teacher, alpha):
             return gold
         t = temperature
         soft = F.binary_cross_entropy_with_logits(student / t, torch.sigmoid(teacher / t), reduction="none")
