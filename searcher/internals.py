@@ -10,6 +10,7 @@ public BaseStorage methods). When an Optuna release breaks one of these, this fi
 | `_CachedStorage._backend` | the RDBStorage (SQLAlchemy engine) under Optuna's cache, for the claim lock | the wrapper is private |
 | `JournalFileBackend._file_path` | the journal file, to lock beside it | the backend keeps its path private |
 | `optuna.storages._rdb` (`models`, `_create_scoped_session`) | the `fail_reason` of a trial the heartbeat failed | Optuna fails a stale trial before its callback runs, and a finished trial refuses user attrs |
+| `optuna.storages._heartbeat.get_heartbeat_thread`, `Trial._trial_id` | the heartbeat of trials asked together (cohorts) | Optuna beats only inside `study.optimize`, which runs one trial at a time |
 | `dashboard:artifacts:<trial id>:<artifact id>` study system attrs | a finished trial's current card in optuna-dashboard | optuna's `upload_artifact` writes trial system attrs, which a finished trial refuses; optuna-dashboard reads this (its backward-compatible) layout for trial artifacts |
 """
 
@@ -44,6 +45,13 @@ def rdb_storage(storage: optuna.storages.BaseStorage) -> Optional[optuna.storage
 def journal_file(storage: optuna.storages.BaseStorage) -> Optional[str]:
     """The file of a journal file storage, or None."""
     return getattr(getattr(storage, "_backend", None), "_file_path", None)
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial):
+    """The heartbeat thread study.optimize gives a trial (a no-op context without a heartbeat), for an asked one."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, storage_of(study))
 
 
 def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:

@@ -42,17 +42,23 @@ def test_the_budget_counts_finished_running_and_queued_trials(tmp_path):
 
     c = budget_config(tmp_path)
     study = optuna.create_study()
-    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == ""
+    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == ("", 1)
     study.add_trial(optuna.trial.create_trial(value=0.5))
     study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED))
     study.ask()  # a running trial: together three, the budget
-    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == "the study has its n_trials = 3"
+    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == ("the study has its n_trials = 3", 0)
     study.enqueue_trial({"x": 1.0})  # a queued trial (a Ctrl-C'd one, re-queued) is always run
-    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == ""
+    assert engine._claim_next(study, Claim(), c, wait_for_others=True) == ("", 1)
     failed = optuna.create_study()
     for _ in range(3):
         failed.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
-    assert engine._claim_next(failed, Claim(), c, wait_for_others=True) == ""  # failed trials do not count
+    assert engine._claim_next(failed, Claim(), c, wait_for_others=True) == ("", 1)  # failed trials do not count
+    # a cohort asks for several: as many as the budget leaves, queued trials included
+    assert engine._claim_next(failed, Claim(), c, wait_for_others=True, want=8) == ("", 3)
+    assert engine._claim_next(study, Claim(), c, wait_for_others=True, want=8) == ("", 1)  # the queued one only
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    assert engine._claim_next(failed, Claim(),
+                              budget_config(tmp_path, n_trials=5), wait_for_others=True, want=8) == ("", 5)
 
 
 def test_a_worker_waits_for_running_trials_only_where_a_heartbeat_can_retry_them(tmp_path):
@@ -63,11 +69,11 @@ def test_a_worker_waits_for_running_trials_only_where_a_heartbeat_can_retry_them
     c = budget_config(tmp_path, n_trials=1)
     rdb = optuna.create_study(storage=storage.open_storage(f"sqlite:///{tmp_path / 'b.db'}", c), study_name="b")
     rdb.ask()
-    assert engine._claim_next(rdb, Claim(), c, wait_for_others=True) == engine.WAIT
-    assert engine._claim_next(rdb, Claim(), c, wait_for_others=False).startswith("the study has")
+    assert engine._claim_next(rdb, Claim(), c, wait_for_others=True) == (engine.WAIT, 0)
+    assert engine._claim_next(rdb, Claim(), c, wait_for_others=False)[0].startswith("the study has")
     journal = optuna.create_study(storage=storage.open_storage(f"journal:{tmp_path / 'b.log'}", c))
     journal.ask()  # no heartbeat: nobody would ever retry a dead worker's trial, so waiting could last forever
-    assert engine._claim_next(journal, Claim(), c, wait_for_others=True).startswith("the study has")
+    assert engine._claim_next(journal, Claim(), c, wait_for_others=True)[0].startswith("the study has")
 
 
 def test_three_failures_in_a_row_stop_the_worker_but_surplus_trials_do_not_count():
@@ -509,3 +515,143 @@ def test_optimize_says_where_the_time_went_by_phase(world, tmp_path, cli):
     assert "1 trial(s)" in line
     for name in ("teacher logits", "training", "evaluation", "ONNX export", "parity", "latency rounds", "other"):
         assert f"{name} " in line, line
+
+
+# --- cohorts: trials of one shape trained together (searcher.train.cohort) ---------------------------------------
+
+COHORT_TRIALS = [{"learning_rate": 2e-3, "temperature": 2.0, "alpha": 0.5},
+                 {"learning_rate": 6e-3, "temperature": 4.0, "alpha": 0.2},
+                 {"learning_rate": 4e-3, "temperature": 1.0, "alpha": 0.9}]
+
+
+@pytest.fixture
+def no_dropout(monkeypatch):
+    """Random students without attention dropout ([search] hidden_dropout = 0 turns the rest off): with dropout a
+    cohort member draws its own masks, so only a dropout-free member can equal its trial alone."""
+    import functools
+
+    import transformers
+
+    monkeypatch.setattr(transformers, "BertConfig",
+                        functools.partial(transformers.BertConfig, attention_probs_dropout_prob=0.0))
+
+
+def cohort_study(world, directory, size, n_trials=3, **sections):
+    return world.study(directory, study={"n_trials": n_trials, **sections.pop("study", {})},
+                       student={"layers": [1], "hidden": [64], "init": "random"},
+                       search={"learning_rate": [2e-3, 6e-3], "batch_size": 16, "temperature": [1.0, 4.0],
+                               "alpha": [0.0, 1.0], "epochs": 2, "hidden_dropout": 0.0},
+                       train={"cohort": size, "latency": False}, enqueue=COHORT_TRIALS[:n_trials], **sections)
+
+
+def test_a_cohort_gives_each_trial_what_it_gets_alone(world, tmp_path, cli, no_dropout):
+    """Three queued trials of one shape: trained one at a time, in one cohort of 3, and in a cohort of 3 that runs
+    out of memory (halved to 1 + 2): every trial's per-epoch losses and metrics agree to 1e-5, and each is its own
+    trial with its checkpoint and a record of the cohort it trained in."""
+    runs = {}
+    for size in (1, 3):
+        path = cohort_study(world, tmp_path / f"c{size}", size)
+        code, out, err = cli("optimize", path)
+        assert code == 0, err
+        runs[size] = {t.number: t for t in load(path).trials}
+    for number, alone in runs[1].items():
+        together = runs[3][number]
+        assert together.state == alone.state == TrialState.COMPLETE
+        assert together.params == alone.params
+        for column in ("train_loss", "eval_loss", "accuracy"):
+            assert together.user_attrs["history"][column] == pytest.approx(alone.user_attrs["history"][column],
+                                                                           abs=1e-5), column
+        assert together.value == pytest.approx(alone.value, abs=1e-5)
+        assert together.user_attrs["cohort"] == {"size": 3, "trials": [0, 1, 2]}
+        assert "cohort" not in alone.user_attrs
+        assert Path(together.user_attrs["model_dir"]).is_dir()
+
+
+def test_a_cohort_that_runs_out_of_memory_is_halved_and_gives_the_same_results(world, tmp_path, cli, monkeypatch,
+                                                                               no_dropout):
+    from searcher.train import cohort
+
+    real = cohort.Cohort.epochs
+
+    def epochs(self):
+        if len(self.members) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield from real(self)
+
+    monkeypatch.setattr(cohort.Cohort, "epochs", epochs)
+    alone = cohort_study(world, tmp_path / "alone", 1)
+    halved = cohort_study(world, tmp_path / "halved", 3)
+    for path in (alone, halved):
+        code, out, err = cli("optimize", path)
+        assert code == 0, err
+    assert "out of memory in a cohort of 3; training them as cohorts of 1 and 2" in err
+    a, h = ({t.number: t for t in load(p).trials} for p in (alone, halved))
+    for number in a:
+        assert h[number].value == pytest.approx(a[number].value, abs=1e-5)
+    assert "cohort" not in h[0].user_attrs and h[1].user_attrs["cohort"] == {"size": 2, "trials": [1, 2]}
+
+
+def test_a_diverged_member_stops_alone_and_its_cohort_goes_on(world, tmp_path, cli, no_dropout, monkeypatch):
+    """One member's loss turns NaN: it is pruned with the reason and leaves the stack, the others finish with the
+    values they have alone; the sampler's own trial (TPE with constant liar) fills the cohort of 4."""
+    import torch
+
+    from searcher.losses import _logits
+
+    real = _logits.kd_loss
+
+    def nan_at_temperature_3_25(s, t, y, alpha, temperature):  # vmap-safe: no branching on a member's value
+        return real(s, t, y, alpha, temperature) + torch.where(torch.as_tensor(temperature) == 3.25, float("nan"), 0.)
+
+    monkeypatch.setattr(_logits, "kd_loss", nan_at_temperature_3_25)
+    trials = COHORT_TRIALS[:2] + [{"learning_rate": 2e-3, "temperature": 3.25, "alpha": 0.5}]
+    paths = {}
+    for size in (1, 4):
+        paths[size] = world.study(tmp_path / str(size), study={"n_trials": 4},
+                                  student={"layers": [1], "hidden": [64], "init": "random"},
+                                  search={"learning_rate": [2e-3, 6e-3], "batch_size": 16, "temperature": [1.0, 4.0],
+                                          "alpha": [0.0, 1.0], "epochs": 2, "hidden_dropout": 0.0},
+                                  train={"cohort": size, "latency": False}, enqueue=trials)
+        code, out, err = cli("optimize", paths[size])
+        assert code == 0, err
+    alone, together = (load(paths[size]).trials for size in (1, 4))
+    assert [t.state for t in together] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
+                                           TrialState.COMPLETE]
+    assert together[2].user_attrs["prune_reason"].startswith("non-finite loss: training loss became nan at epoch 1")
+    assert all(t.user_attrs["cohort"] == {"size": 4, "trials": [0, 1, 2, 3]} for t in together)
+    for a, t in zip(alone[:2], together[:2]):
+        assert t.value == pytest.approx(a.value, abs=1e-5)
+
+
+def test_ctrl_c_in_a_cohort_fails_and_requeues_every_member(world, tmp_path, cli, monkeypatch):
+    from searcher.train import cohort
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(cohort.Cohort, "epochs", interrupted)
+    path = cohort_study(world, tmp_path, 3)
+    code, out, err = cli("optimize", path)
+    assert code != 0
+    study = load(path)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    queued = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(failed) == 3 and sorted(t.user_attrs["resumes_trial"] for t in queued) == [0, 1, 2]
+    monkeypatch.undo()
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    done = [t for t in load(path).trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs["resumes_trial"] for t in done) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("value, message", [
+    (0, "[train] cohort must be a positive integer or \"auto\", got 0"),
+    (-2, "[train] cohort must be a positive integer or \"auto\", got -2"),
+    ("many", "[train] cohort must be an integer or one of 'auto', got 'many'"),
+])
+def test_a_bad_cohort_is_one_line_and_writes_nothing(world, tmp_path, cli, value, message):
+    path = world.study(tmp_path, train={"cohort": value})
+    code, out, err = cli("optimize", path)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "tiny.db").exists() and not (tmp_path / "tiny").exists()

@@ -46,6 +46,7 @@ ENQUEUED_FROM = "enqueued_from"  # where an [[enqueue]] entry's values came from
 SOURCE_PUBLISHED = "source_published"  # what that source published (its _published), for the card's baseline line
 WARM_START_SOURCE = "warm_start_source"  # on a trial copied from another study ([study] warm_start): URL::NAME
 WARM_START_TRIAL = "warm_start_trial"  # that trial's number in its own study
+COHORT = "cohort"  # {size, trials}: the trials this one trained with in one step (searcher.train.cohort)
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # a saved student's weights
 

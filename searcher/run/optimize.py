@@ -1,7 +1,10 @@
 """`searcher optimize`: run (or resume) a study with any number of workers sharing its storage.
 
 Each worker runs trials one at a time through `study.optimize(n_trials=1)`, which gives every trial Optuna's
-heartbeat and fails the trials of workers that died (they are re-queued with the same parameters). Before each trial
+heartbeat and fails the trials of workers that died (they are re-queued with the same parameters). With
+`[train] cohort = K` it asks the sampler for up to K trials at once instead (TPE's constant liar keeps them apart),
+trains those of one shape together (searcher.train.cohort) and tells each its own result, with the same heartbeat,
+budget, callbacks and Ctrl-C requeueing. Before each trial
 the worker checks the study's n_trials over ALL workers, holding a study-wide claim lock (searcher.search.claim) until its
 trial exists, so N workers together run exactly n_trials; when the budget is taken but other workers' trials are
 still running, it waits for them, so that if one dies its retry still runs. With `[study] stop = {...}` each
@@ -11,7 +14,9 @@ the first to see it records the reason on the study (storage.ATTR_STOPPED), and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -33,6 +38,7 @@ from searcher.config import StudyConfig, changed_settings, defining, resolved_di
 from searcher.errors import ConfigError, ExportFailed, SearcherError, StudentError, SurplusTrial, first_line
 from searcher.search.objective import Objective
 from searcher.search.prepare import Prepared
+from searcher.train.runtime import cohort_size
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +183,7 @@ def run(prepared: Prepared, study: optuna.Study, n_trials: Optional[int] = None,
     started = time.monotonic()
     failures = storage_errors = 0
     seen: dict = {}  # the stop rule's last verdict, by the number of finished trials it saw
+    size = cohort_size(c.train.cohort, prepared.runtime.device)
     while True:
         summary.stopped_because = _limit_reached(len(summary.ran), n_trials, timeout, started)
         if summary.stopped_because:
@@ -186,12 +193,20 @@ def run(prepared: Prepared, study: optuna.Study, n_trials: Optional[int] = None,
             summary.stopped_because = _stop_check(study, prepared, seen)
             if summary.stopped_because:
                 break
-            verdict = _claim_next(study, claim, c, wait_for_others)
+            want = min(size, n_trials - len(summary.ran)) if n_trials is not None else size
+            verdict, count = _claim_next(study, claim, c, wait_for_others, want)
             if verdict == WAIT:
                 continue
             if verdict:
                 summary.stopped_because = verdict
                 break
+            if count > 1:
+                numbers = _round(study, objective, claim, count, callbacks)
+                summary.ran.extend(numbers)
+                for number in numbers:
+                    failures = _consecutive_failures(_trial(study, number), failures)
+                storage_errors = 0
+                continue
             study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS, callbacks=callbacks, gc_after_trial=True)
             claim.release()
             last = _trial(study, objective.current)
@@ -241,23 +256,74 @@ def _limit_reached(ran: int, n_trials: Optional[int], timeout: Optional[float], 
     return ""
 
 
-def _claim_next(study: optuna.Study, claim, c: StudyConfig, wait_for_others: bool) -> str:
-    """Hold the claim lock and decide: "" (go on: the lock stays held until the next trial exists), WAIT (the budget
-    is taken but others' trials still run: their retries may need this worker), or why to stop."""
+def _claim_next(study: optuna.Study, claim, c: StudyConfig, wait_for_others: bool, want: int = 1
+                ) -> tuple[str, int]:
+    """Hold the claim lock and decide: ("", k) (go on with k <= `want` trials: the lock stays held until they
+    exist), (WAIT, 0) (the budget is taken but others' trials still run: their retries may need this worker), or
+    (why to stop, 0)."""
     budget = c.study.n_trials
     if budget is None:
-        return ""
+        if want > 1:
+            claim.acquire()
+        return "", want
     _fail_stale(study)
-    claim.acquire()  # counting and creating the next trial is one step across workers
+    claim.acquire()  # counting and creating the next trials is one step across workers
     counts = _counts(study)
     alive = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))
-    if alive < budget or counts[TrialState.WAITING]:
-        return ""
+    if alive < budget:
+        return "", min(want, budget - alive + counts[TrialState.WAITING])
+    if counts[TrialState.WAITING]:
+        return "", min(want, counts[TrialState.WAITING])
     claim.release()
     if counts[TrialState.RUNNING] and wait_for_others and _has_heartbeat(study):
         time.sleep(min(5.0, max(0.5, c.study.heartbeat_interval / 4)))
-        return WAIT
-    return f"the study has its n_trials = {budget}"
+        return WAIT, 0
+    return f"the study has its n_trials = {budget}", 0
+
+
+def _round(study: optuna.Study, objective: Objective, claim, count: int, callbacks: list) -> list[int]:
+    """Ask `count` trials (under the claim lock, released once they exist), train them (in cohorts where they fit)
+    and tell each its outcome, as study.optimize would: a heartbeat per trial, the trial-level errors failing only
+    their trial, the callbacks after each. Ctrl-C fails and requeues every trial not told yet."""
+    try:
+        with warnings.catch_warnings():  # optuna warns that heartbeats belong to study.optimize: they are given below
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trials = [study.ask() for _ in range(count)]
+    finally:
+        claim.release()
+    told: list[int] = []
+    try:
+        with contextlib.ExitStack() as beats:
+            for trial in trials:
+                beats.enter_context(internals.heartbeat(study, trial))
+            outcomes = objective.run_many(trials)
+            raised = None
+            for trial in trials:
+                outcome = outcomes.get(trial.number)
+                if isinstance(outcome, optuna.TrialPruned):
+                    frozen = study.tell(trial, state=TrialState.PRUNED)
+                elif isinstance(outcome, BaseException):
+                    frozen = study.tell(trial, state=TrialState.FAIL)
+                    if not isinstance(outcome, TRIAL_ERRORS):
+                        log.warning("trial %d failed: %s", trial.number, first_line(outcome))
+                        raised = raised or outcome
+                else:
+                    frozen = study.tell(trial, outcome)
+                told.append(trial.number)
+                for callback in callbacks:
+                    callback(study, frozen)
+            gc.collect()
+            if raised is not None:
+                raise raised
+    except KeyboardInterrupt:
+        objective.current = None  # requeued here, every one of them (the caller requeues a single trial)
+        for trial in trials:
+            if trial.number not in told:
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=TrialState.FAIL)
+                _requeue(study, trial.number)
+        raise
+    return told
 
 
 def _recover(study: optuna.Study, error: Exception, attempt: int, current: Optional[int]) -> None:

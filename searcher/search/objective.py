@@ -3,6 +3,9 @@
 The objective is a callable class that holds the prepared data and teacher logits, loaded once per worker
 (optuna-examples style). It is the only place where the distill loop meets Optuna: it reports the task metric once
 per epoch with step = epoch, so trials with different batch sizes are compared at the same epoch by the pruner.
+
+`run_many` trains several asked trials at once: those that share a student shape and batches train together as a
+cohort (searcher.train.cohort), each still reported, pruned, recorded and saved as its own trial; the others alone.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from searcher.records import artifacts, checkpoints, latency, storage as st
-from searcher.train import distill, runtime as rt, student
+from searcher.train import cohort, distill, runtime as rt, student
 from searcher import files, records
 from searcher.search import layerwise, space
 from searcher.tasks import metrics as metrics_lib
@@ -55,6 +58,13 @@ def _sampled_by(trial: optuna.Trial) -> str:
         source = user.get("enqueued_from")
         return f"queued parameters ({source})" if source else "queued parameters ([[enqueue]] in the study file)"
     return trial.study.user_attrs.get(st.ATTR_SAMPLER, "the study's sampler")
+
+
+def _group_key(plan: space.Plan) -> tuple:
+    """Trials that can share a cohort: one student shape (spec and dropout) and the same batches (size, epochs,
+    seed, augmented copies) and teacher targets (ensemble weights)."""
+    hp = plan.hyperparams
+    return (repr(plan.student), hp.hidden_dropout, hp.batch_size, hp.epochs, hp.seed, hp.augment, plan.teacher_weights)
 
 
 class Objective:
@@ -146,32 +156,33 @@ class Objective:
                 "weights": {m.name: round(w, 6) for m, w in zip(p.teacher.members, plan.teacher_weights)},
                 "metrics": scores}))
 
-    def _train(self, trial: optuna.Trial, model, enc: dict, plan: space.Plan, run: rt.Runtime
-               ) -> list[distill.EpochResult]:
-        """Distill, reporting the first objective once per epoch (step = epoch) and pruning between epochs."""
-        p, c, hp = self.prepared, self.config, plan.hyperparams
+    def _epoch_done(self, trial: optuna.Trial, plan: space.Plan, history: list, result: distill.EpochResult
+                    ) -> Optional[str]:
+        """Record an epoch, report the first objective (step = epoch), and say why to prune (None: go on)."""
+        c, hp = self.config, plan.hyperparams
         # "accuracy@onnx-int8" is pruned on the PyTorch accuracy of each epoch: the deployed form exists only at the end
         primary = metrics_lib.split_objective(c.study.objectives[0])[0]
-        history: list[distill.EpochResult] = []
+        history.append(result)
+        trial.set_user_attr(records.HISTORY, records.history_columns(history))
+        if result.peak_memory_mb is not None:  # CUDA: this trial's peak so far (pruned trials keep theirs too)
+            trial.set_user_attr(records.PEAK_MEMORY, round(max(r.peak_memory_mb for r in history), 1))
+        if self.on_epoch is not None:
+            self.on_epoch(trial, result)
+        if c.multi_objective or primary not in result.metrics or result.epoch <= c.distill.intermediate_epochs:
+            return None  # TinyBERT's first stage trains no predictions: nothing to compare trials by yet
+        trial.report(result.metrics[primary], step=result.epoch)
+        if result.epoch >= hp.epochs:
+            return None  # every epoch is paid for: pruning now would only throw the measured result away
+        if trial.should_prune():
+            reason = (f"{c.study.pruner.type} pruner at epoch {result.epoch}: {primary} "
+                      f"{result.metrics[primary]:.4f} was not good enough against earlier trials")
+            trial.set_user_attr(records.PRUNE_REASON, reason)
+            return reason
+        return None
 
-        def on_epoch(result: distill.EpochResult) -> None:
-            history.append(result)
-            trial.set_user_attr(records.HISTORY, records.history_columns(history))
-            if result.peak_memory_mb is not None:  # CUDA: this trial's peak so far (pruned trials keep theirs too)
-                trial.set_user_attr(records.PEAK_MEMORY, round(max(r.peak_memory_mb for r in history), 1))
-            if self.on_epoch is not None:
-                self.on_epoch(trial, result)
-            if c.multi_objective or primary not in result.metrics or result.epoch <= c.distill.intermediate_epochs:
-                return  # TinyBERT's first stage trains no predictions: nothing to compare trials by yet
-            trial.report(result.metrics[primary], step=result.epoch)
-            if result.epoch >= hp.epochs:
-                return  # every epoch is paid for: pruning now would only throw the measured result away
-            if trial.should_prune():
-                reason = (f"{c.study.pruner.type} pruner at epoch {result.epoch}: {primary} "
-                          f"{result.metrics[primary]:.4f} was not good enough against earlier trials")
-                trial.set_user_attr(records.PRUNE_REASON, reason)
-                raise optuna.TrialPruned(reason)
-
+    def _setup_training(self, trial: optuna.Trial, model, enc: dict, plan: space.Plan, run: rt.Runtime):
+        """The trial's training rows and losses, recorded: (train rows, their teacher logits, losses)."""
+        p, c, hp = self.prepared, self.config, plan.hyperparams
         train, train_logits, sizes = p.training_set(enc, hp.augment, plan.teacher_weights)
         trial.set_user_attr(records.TRAINING_ROWS, sizes)
         losses = layerwise.build_losses(c, p.layerwise.settings)
@@ -179,12 +190,23 @@ class Objective:
         trial.set_user_attr(records.RECIPE, distill.recipe(losses))
         trial.set_user_attr(records.LOSS_TERMS, records.plain([loss.describe(hp, loss.pairs_in_use)
                                                                for loss in losses]))
+        return train, train_logits, losses
+
+    def _train(self, trial: optuna.Trial, model, enc: dict, plan: space.Plan, run: rt.Runtime
+               ) -> list[distill.EpochResult]:
+        """Distill, reporting the first objective once per epoch (step = epoch) and pruning between epochs."""
+        p, c, hp = self.prepared, self.config, plan.hyperparams
+        history: list[distill.EpochResult] = []
+        train, train_logits, losses = self._setup_training(trial, model, enc, plan, run)
         try:
-            distill.train(model, train, train_logits, enc["validation"], p.target("validation", plan.teacher_weights),
-                          hp, run,
-                          on_epoch=on_epoch, metrics=p.metrics, losses=losses,
-                          teacher=p.teacher_outputs(enc, hp.augment), teacher_config=p.teacher_config,
-                          intermediate_epochs=c.distill.intermediate_epochs)
+            for result in distill.epochs(model, train, train_logits, enc["validation"],
+                                         p.target("validation", plan.teacher_weights), hp, run, metrics=p.metrics,
+                                         losses=losses, teacher=p.teacher_outputs(enc, hp.augment),
+                                         teacher_config=p.teacher_config,
+                                         intermediate_epochs=c.distill.intermediate_epochs):
+                reason = self._epoch_done(trial, plan, history, result)
+                if reason is not None:
+                    raise optuna.TrialPruned(reason)
         except NonFiniteLossError as e:
             trial.set_user_attr(records.PRUNE_REASON, f"non-finite loss: {e}")
             artifacts.upload_epochs(trial, c)
@@ -194,6 +216,116 @@ class Objective:
             raise
         artifacts.upload_epochs(trial, c)
         return history
+
+    # --- several trials at once --------------------------------------------------------------------------------
+
+    def run_many(self, trials: list[optuna.Trial]) -> dict[int, object]:
+        """Run asked trials, in cohorts where they can train together; returns, by trial number, the objective
+        value(s) or the exception that ended the trial (optuna.TrialPruned among them). A KeyboardInterrupt is
+        raised as it comes: the caller fails and requeues the trials it has not told."""
+        outcomes: dict[int, object] = {}
+        plans = {}
+        for trial in trials:
+            self.current = trial.number
+            try:
+                self._check_budget(trial)
+                plans[trial.number] = space.suggest(trial, self.config)
+            except Exception as e:  # noqa: BLE001 - the trial's own failure, told by the caller
+                outcomes[trial.number] = self._failed(trial, e)
+        groups: dict = {}
+        for trial in trials:
+            if trial.number in plans:
+                plan = plans[trial.number]
+                groups.setdefault(_group_key(plan), []).append((trial, plan))
+        for group in groups.values():
+            outcomes.update(self._run_group(group))
+        return outcomes
+
+    def _failed(self, trial: optuna.Trial, error: Exception) -> Exception:
+        if not isinstance(error, optuna.TrialPruned):
+            _note_reason(trial, f"{type(error).__name__}: {first_line(error)}"[:500])
+        return error
+
+    def _run_group(self, group: list[tuple[optuna.Trial, space.Plan]]) -> dict[int, object]:
+        """Trials of one shape: together (halving the cohort on out-of-memory), or alone when only one is left or
+        the student cannot train in a cohort."""
+        if len(group) == 1:
+            return {group[0][0].number: self._alone(*group[0])}
+        try:
+            return self._together(group)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - out of memory halves the cohort; anything else ends its trials
+            if not rt.is_oom(e):
+                return {trial.number: self._failed(trial, e) for trial, _ in group}
+        rt.empty_cache(self.prepared.runtime.device)
+        half = len(group) // 2
+        log.warning("trials %s: out of memory in a cohort of %d; training them as cohorts of %d and %d",
+                    ", ".join(str(t.number) for t, _ in group), len(group), half, len(group) - half)
+        return {**self._run_group(group[:half]), **self._run_group(group[half:])}
+
+    def _alone(self, trial: optuna.Trial, plan: space.Plan) -> object:
+        self.current = trial.number
+        try:
+            return self._run_with_oom_retry(trial, plan)
+        except KeyboardInterrupt:
+            _note_reason(trial, "interrupted (Ctrl-C or SIGTERM); queued again for the next run")
+            raise
+        except Exception as e:  # noqa: BLE001
+            return self._failed(trial, e)
+        finally:
+            rt.empty_cache(self.prepared.runtime.device)
+
+    def _together(self, group: list[tuple[optuna.Trial, space.Plan]]) -> dict[int, object]:
+        p, c = self.prepared, self.config
+        run = p.runtime
+        started = time.perf_counter()
+        built = [(trial, plan, *self._build(plan)) for trial, plan in group]
+        if not all(cohort.capable(model) for _, _, model, _ in built):
+            return {trial.number: self._alone(trial, plan) for trial, plan in group}
+        numbers = [trial.number for trial, _ in group]
+        members, history = [], {}
+        enc = p.encoded(built[0][3])  # one shape, one tokenizer
+        for trial, plan, model, _ in built:
+            self._record_setup(trial, plan, model, run)
+            train, train_logits, losses = self._setup_training(trial, model, enc, plan, run)
+            members.append(cohort.Member(model, plan.hyperparams, losses))
+            history[trial.number] = []
+        plan0 = group[0][1]
+        team = cohort.Cohort(members, train, train_logits, enc["validation"],
+                             p.target("validation", plan0.teacher_weights), run, p.metrics,
+                             teacher=p.teacher_outputs(enc, plan0.hyperparams.augment),
+                             teacher_config=p.teacher_config, intermediate_epochs=c.distill.intermediate_epochs)
+        outcomes: dict[int, object] = {}
+        for results in team.epochs():
+            for index, result in results.items():
+                trial, plan = group[index]
+                self.current = trial.number
+                if not history[trial.number]:  # it trained in this cohort (one that ran out of memory did not)
+                    trial.set_user_attr(records.COHORT, {"size": len(group), "trials": numbers})
+                if isinstance(result, NonFiniteLossError):
+                    trial.set_user_attr(records.PRUNE_REASON, f"non-finite loss: {result}")
+                    outcomes[trial.number] = optuna.TrialPruned(str(result))
+                    continue
+                reason = self._epoch_done(trial, plan, history[trial.number], result)
+                if reason is not None:
+                    team.stop(index)
+                    outcomes[trial.number] = optuna.TrialPruned(reason)
+        for index, (trial, plan, model, tokenizer) in enumerate(built):
+            self.current = trial.number
+            artifacts.upload_epochs(trial, c)
+            if trial.number in outcomes:
+                continue
+            try:
+                metrics, lat, size = self._finish(trial, model, tokenizer, enc, plan, run, history[trial.number])
+                trial.set_user_attr(records.WALL_TIME, round(time.perf_counter() - started, 2))
+                values = [self._objective(name, trial, metrics, lat, size) for name in c.study.objectives]
+                outcomes[trial.number] = values[0] if len(values) == 1 else tuple(values)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 - this member's failure (export, checkpoint): the others go on
+                outcomes[trial.number] = self._failed(trial, e)
+        return outcomes
 
     def _finish(self, trial: optuna.Trial, model, tokenizer, enc: dict, plan: space.Plan, run: rt.Runtime,
                 history: list[distill.EpochResult]) -> tuple[dict, dict, float]:
