@@ -1,0 +1,128 @@
+"""Cohorts (searcher.train.cohort): members trained together equal the same trials trained alone, for the logit loss
+and a layer-wise loss with a trained projection; with dropout on, members are independent."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from searcher import hyperparams
+from searcher.data.tokens import Encoded
+from searcher.losses import HiddenMSE, LogitKD
+from searcher.train import cohort, distill, runtime as rt
+
+
+def data(n=80, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 20, n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return Encoded(rng.integers(5, 100, offsets[-1]).astype(np.int32), np.zeros(offsets[-1], np.int8), offsets,
+                   rng.integers(0, 2, n), 0), rng.normal(size=(n, 2)).astype(np.float32)
+
+
+def bert(seed, hidden=32, dropout=0.0, layers=1):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
+
+
+BASE = hyperparams.from_values({**{h.name: h.default_value for h in hyperparams.REGISTRY}, "learning_rate": 1e-3,
+                                "batch_size": 16, "temperature": 2.0, "alpha": 0.5, "epochs": 2,
+                                "hidden_dropout": 0.0}, seed=0)
+# every per-member setting differs: learning rate, warmup, weight decay, clipping (off for one), T, alpha (1 for one)
+VARIANTS = [dict(learning_rate=1e-3, temperature=2.0, alpha=0.5),
+            dict(learning_rate=3e-3, temperature=4.0, alpha=0.2, warmup_ratio=0.2, weight_decay=0.01,
+                 max_grad_norm=0.5),
+            dict(learning_rate=5e-4, temperature=1.0, alpha=1.0, warmup_ratio=0.4, weight_decay=0.1,
+                 max_grad_norm=0.0)]
+
+
+def test_members_equal_their_trials_alone_for_the_logit_loss():
+    enc, logits = data()
+    run = rt.resolve("cpu", "off")
+    hps = [dataclasses.replace(BASE, **v) for v in VARIANTS]
+    alone = [distill.train(bert(i), enc, logits, enc, logits, hp, run) for i, hp in enumerate(hps)]
+    team = cohort.Cohort([cohort.Member(bert(i), hp, [LogitKD()]) for i, hp in enumerate(hps)],
+                         enc, logits, enc, logits, run)
+    together = list(team.epochs())
+    assert len(together) == 2
+    for epoch in range(2):
+        for k in range(3):
+            a, t = alone[k][epoch], together[epoch][k]
+            assert t.train_loss == pytest.approx(a.train_loss, abs=1e-5)
+            assert t.eval_loss == pytest.approx(a.eval_loss, abs=1e-5)
+            assert t.metrics == pytest.approx(a.metrics, abs=1e-5)
+            assert t.step == a.step
+
+
+def test_members_equal_their_trials_alone_for_hidden_mse_with_its_projection():
+    """A layer-wise loss whose projection (student 32 -> teacher 48) trains beside each member, weights differing."""
+    from searcher.teachers.hidden import OnlineTeacher
+    from searcher.losses import Side
+
+    enc, logits = data()
+    run = rt.resolve("cpu", "off")
+    teacher = bert(9, hidden=48, layers=2).eval()
+    hps = [dataclasses.replace(BASE, **v, hidden_weight=w) for v, w in zip(VARIANTS[:2], (1.0, 0.3))]
+
+    def losses():
+        return [LogitKD(), HiddenMSE()]
+
+    def online():
+        return OnlineTeacher(teacher, Side(hidden=frozenset({0, 2})), run)
+
+    alone = [distill.train(bert(i), enc, logits, enc, logits, hp, run, losses=losses(), teacher=online(),
+                           teacher_config=teacher.config) for i, hp in enumerate(hps)]
+    team = cohort.Cohort([cohort.Member(bert(i), hp, losses()) for i, hp in enumerate(hps)], enc, logits, enc,
+                         logits, run, teacher=online(), teacher_config=teacher.config)
+    together = list(team.epochs())
+    for epoch in range(2):
+        for k in range(2):
+            a, t = alone[k][epoch], together[epoch][k]
+            assert t.terms == pytest.approx(a.terms, abs=1e-5)
+            assert t.eval_loss == pytest.approx(a.eval_loss, abs=1e-5)
+
+
+def test_a_stopped_member_leaves_and_the_others_are_unchanged():
+    enc, logits = data()
+    run = rt.resolve("cpu", "off")
+    hps = [dataclasses.replace(BASE, **v, epochs=3) for v in VARIANTS]
+    alone = distill.train(bert(2), enc, logits, enc, logits, hps[2], run)
+    team = cohort.Cohort([cohort.Member(bert(i), hp, [LogitKD()]) for i, hp in enumerate(hps)],
+                         enc, logits, enc, logits, run)
+    seen = []
+    for results in team.epochs():
+        seen.append(sorted(results))
+        if len(seen) == 1:
+            team.stop(0)
+            team.stop(1)
+    assert seen == [[0, 1, 2], [2], [2]]
+    assert results[2].eval_loss == pytest.approx(alone[-1].eval_loss, abs=1e-5)
+
+
+def test_with_dropout_members_of_one_seed_draw_their_own_masks():
+    """vmap's "different" randomness: two members with the same seed and settings diverge under dropout (they are
+    independent runs), and without dropout they stay identical."""
+    enc, logits = data()
+    run = rt.resolve("cpu", "off")
+    for dropout, same in ((0.3, False), (0.0, True)):
+        team = cohort.Cohort([cohort.Member(bert(0, dropout=dropout), BASE, [LogitKD()]) for _ in range(2)],
+                             enc, logits, enc, logits, run)
+        first = next(team.epochs())
+        assert (first[0].train_loss == first[1].train_loss) is same, dropout
+
+
+def test_which_students_can_share_a_cohort():
+    a, b = bert(0), bert(1)
+    assert cohort.capable(a)
+    assert cohort.key(a, BASE) == cohort.key(b, BASE)  # one shape: the seed of the weights does not matter
+    assert cohort.key(a, BASE) != cohort.key(bert(0, hidden=64), BASE)
+    assert cohort.key(a, BASE) != cohort.key(a, dataclasses.replace(BASE, batch_size=32))
+    a.supports_cohorts = False  # a student family that cannot be stacked says so
+    assert not cohort.capable(a)
