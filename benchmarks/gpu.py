@@ -1,7 +1,13 @@
-"""GPU throughput: a searcher trial (the real distill.train) against a bare AMP loop, at batch 1024, and peak memory.
+"""GPU throughput: a searcher trial (the real distill.train) against a bare AMP loop, at batch 1024, and peak memory;
+and cohorts (searcher.train.cohort) against the same trials one at a time.
 
     python benchmarks/gpu.py [--data ../shared/data] [--out benchmarks/results]
     python benchmarks/gpu.py --quick        # CPU smoke test: tiny model, few steps, results in /tmp/searcher-gpu-quick
+
+Cohorts, measured on every machine (on a CPU: a cohort of 8 L1/H64 students at batch 32 against the same 8 trials
+one after another, target: no more time; on a GPU also L2/H128 and L4/H256 at batch 32 and 1024 in cohorts of 8,
+32 and 64, in aggregate trial-samples/s, targets 1,000,000 (L4/H256, batch 1024) and 200,000 (batch 32)). Each side
+is one epoch of distill.train per trial (or Cohort.epochs for all), evaluation included, interleaved rounds, medians.
 
 Both sides train the same student (BERT L4/H256, random init) on the same SST-2 rows (synthetic rows of SST-2's
 lengths without --data) in the same batches, with the same precomputed teacher logits and AMP mode (bf16 where the
@@ -157,6 +163,91 @@ def measure(sizes: dict, run, data: Path) -> dict:
             "peak_memory_mb": peaks, "rows": len(enc), "eval_rows": len(val)}
 
 
+def cohort_round(layers: int, hidden: int, batch: int, k: int, enc, logits, val, val_logits, run,
+                 side: str) -> float:
+    """Seconds for k one-epoch trials of one shape: one after another ("solo") or as one cohort ("cohort")."""
+    import dataclasses
+
+    from searcher.hyperparams import Hyperparams
+    from searcher.losses import LogitKD
+    from searcher.train import cohort, distill
+
+    base = Hyperparams(learning_rate=1e-4, batch_size=batch, temperature=2.0, alpha=0.5, epochs=1, seed=0)
+    hps = [dataclasses.replace(base, learning_rate=1e-4 * (1 + i), temperature=1.0 + i % 4) for i in range(k)]
+    models = [student(layers, hidden, 30522, seed=i) for i in range(k)]
+    sync(run)
+    started = time.perf_counter()
+    if side == "solo":
+        for model, hp in zip(models, hps):
+            distill.train(model, enc, logits, val, val_logits, hp, run)
+    else:
+        list(cohort.Cohort([cohort.Member(m, hp, [LogitKD()]) for m, hp in zip(models, hps)], enc, logits, val,
+                           val_logits, run).epochs())
+    sync(run)
+    return time.perf_counter() - started
+
+
+def measure_cohorts(shapes: list, rounds: int, rows: int, run, data: Path) -> list[dict]:
+    from searcher.train import runtime as rt
+
+    out = []
+    for layers, hidden, batch, k in shapes:
+        enc = encoded(rows, 64, 30522, data, seed=0)
+        val = encoded(256, 64, 30522, data, seed=1)
+        rng = np.random.default_rng(2)
+        logits = rng.normal(size=(len(enc), 2)).astype(np.float32)
+        val_logits = rng.normal(size=(len(val), 2)).astype(np.float32)
+        cohort_round(layers, hidden, batch, 2, enc, logits, val, val_logits, run, "cohort")  # warm-up
+        seconds = {"solo": [], "cohort": []}
+        for r in range(rounds):
+            for side in ("solo", "cohort") if r % 2 == 0 else ("cohort", "solo"):
+                seconds[side].append(cohort_round(layers, hidden, batch, k, enc, logits, val, val_logits, run, side))
+                rt.empty_cache(run.device)
+                print(f"  L{layers}/H{hidden} batch {batch} x{k} round {r + 1}: {side:6s} {seconds[side][-1]:.2f} s "
+                      f"({k * rows / seconds[side][-1]:.0f} trial-samples/s)", flush=True)
+        med = {side: float(np.median(v)) for side, v in seconds.items()}
+        out.append({"layers": layers, "hidden": hidden, "batch": batch, "cohort": k, "rows": rows,
+                    "seconds": seconds, "median_s": med, "ratio_cohort_over_solo": med["cohort"] / med["solo"],
+                    "trial_samples_per_s": {side: k * rows / v for side, v in med.items()}})
+    return out
+
+
+CPU_COHORTS = [(1, 64, 32, 8)]
+GPU_COHORTS = [(2, 128, 32, 8), (2, 128, 1024, 64), (4, 256, 32, 8), (4, 256, 32, 32), (4, 256, 1024, 8),
+               (4, 256, 1024, 32), (4, 256, 1024, 64)]
+TARGETS = [("cohort of 8 L1/H64 students on 2 CPU cores costs no more than 8 solo trials", "cpu"),
+           (">= 1,000,000 aggregate trial-samples/s, L4/H256 at batch 1024", "gpu"),
+           (">= 200,000 aggregate trial-samples/s at batch 32", "gpu"),
+           ("the 64-trial x 8-epoch study >= 10x faster than sequential", "gpu"),
+           (">= 10x the textbook peer (Trainer.hyperparameter_search, bf16)", "gpu")]
+
+
+def targets(r: dict) -> list[tuple[str, str]]:
+    rows = []
+    cpu = next((c for c in r.get("cohorts_cpu", []) if (c["layers"], c["hidden"]) == (1, 64)), None)
+    for text, where in TARGETS:
+        if where == "cpu":
+            if cpu is None:
+                rows.append((text, "not measured"))
+            else:
+                ratio = cpu["ratio_cohort_over_solo"]
+                rows.append((text, f"{'met' if ratio <= 1.0 else 'NOT MET'}: cohort/solo = {ratio:.2f}"))
+        elif not r.get("cuda"):
+            rows.append((text, "pending: not measured, no CUDA device on this machine"))
+        else:
+            gpu = r.get("cohorts_gpu", [])
+            if "1,000,000" in text:
+                best = max((c["trial_samples_per_s"]["cohort"] for c in gpu if (c["hidden"], c["batch"]) == (256, 1024)),
+                           default=0)
+                rows.append((text, f"{'met' if best >= 1e6 else 'NOT MET'}: {best:,.0f}"))
+            elif "200,000" in text:
+                best = max((c["trial_samples_per_s"]["cohort"] for c in gpu if c["batch"] == 32), default=0)
+                rows.append((text, f"{'met' if best >= 2e5 else 'NOT MET'}: {best:,.0f}"))
+            else:
+                rows.append((text, "not measured by this script yet (the study and peer parts are left: see issue 29)"))
+    return rows
+
+
 def machine(run) -> str:
     import torch
 
@@ -165,11 +256,29 @@ def machine(run) -> str:
             f"Python {platform.python_version()}")
 
 
+def cohort_lines(r: dict) -> list[str]:
+    lines = ["## Cohorts against the same trials one at a time", "",
+             "One epoch per trial of distill.train (solo, one after another) against one Cohort.epochs for all "
+             "(evaluation of 256 rows per trial included on both sides); medians of interleaved rounds.", "",
+             "| where | student | batch | cohort | solo s | cohort s | cohort / solo | trial-samples/s solo | cohort |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for where in ("cpu", "gpu"):
+        for c in r.get(f"cohorts_{where}", []):
+            m, t = c["median_s"], c["trial_samples_per_s"]
+            lines.append(f"| {where} | L{c['layers']}/H{c['hidden']} | {c['batch']} | {c['cohort']} | {m['solo']:.2f} | "
+                         f"{m['cohort']:.2f} | {c['ratio_cohort_over_solo']:.2f} | {t['solo']:,.0f} | "
+                         f"{t['cohort']:,.0f} |")
+    lines += ["", "## Targets", "", "| target | result |", "|---|---|"]
+    lines += [f"| {text} | {verdict} |" for text, verdict in targets(r)]
+    return lines + [""]
+
+
 def markdown(r: dict) -> str:
-    lines = ["# GPU throughput: a searcher trial vs a bare AMP loop", "",
+    lines = ["# GPU throughput: a searcher trial vs a bare AMP loop, and cohorts", "",
              f"Command: `{r['command']}`  ", f"Date: {r['date']}  ", f"Machine: {r['machine']}", ""]
+    lines += cohort_lines(r)
     if not r.get("cuda"):
-        lines += [r["note"], ""]
+        lines += ["## A trial against a bare AMP loop", "", r["note"], ""]
         if "result" not in r:
             return "\n".join(lines)
     s, res = r["setup"], r["result"]
@@ -194,6 +303,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", "--dry-run", dest="quick", action="store_true",
                         help="CPU smoke test: a tiny model, a few steps (the code path, not a measurement)")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--cohort-rows", type=int, default=None, help="rows per trial in the cohort part "
+                                                                      "(default 2048, 256 with --quick)")
     args = parser.parse_args(argv)
     out = args.out or (Path("/tmp/searcher-gpu-quick") if args.quick else ROOT / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
@@ -210,6 +321,11 @@ def main(argv=None) -> int:
     run = rt.resolve("cuda" if cuda and not args.quick else "cpu", "auto" if cuda and not args.quick else "off")
     results = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(run),
                "cuda": cuda and not args.quick, "device": run.device, "amp": run.amp, "setup": sizes}
+    cpu = rt.resolve("cpu", "off")
+    rows = args.cohort_rows or (256 if args.quick else 2048)
+    results["cohorts_cpu"] = measure_cohorts(CPU_COHORTS, 1 if args.quick else 3, rows, cpu, args.data)
+    if cuda and not args.quick:
+        results["cohorts_gpu"] = measure_cohorts(GPU_COHORTS, 3, 65536, run, args.data)
     if not cuda and not args.quick:
         print("no CUDA device")
         results["note"] = ("No CUDA device on this machine: nothing was measured. Run `nox -s gpu` (or this "

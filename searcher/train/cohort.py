@@ -197,35 +197,43 @@ class Cohort:
 
     @torch.no_grad()
     def _update(self) -> None:
-        """One AdamW step per member, as torch.optim.AdamW computes it, after per-member unscaling and clipping."""
+        """One AdamW step per member, as torch.optim.AdamW computes it, after per-member unscaling and clipping.
+        In place, one pass per operation over the stacked tensors (the update is memory-bound)."""
         h, K = self.hyper, len(self.active)
         view = lambda v, p: v.view(K, *([1] * (p.ndim - 1)))  # noqa: E731
-        grads = {k: p.grad / view(h["scale"], p) for k, p in self.params.items()}
+        grads = {k: p.grad for k, p in self.params.items()}
         ok = None
         if self.runtime.amp == "fp16":  # GradScaler per member: a member whose gradients overflowed skips its step
+            for g in grads.values():
+                g.div_(view(h["scale"], g))
             ok = torch.stack([torch.isfinite(g).reshape(K, -1).all(1) for g in grads.values()]).all(0)
-            grads = {k: torch.where(view(ok, g), g, 0.0) for k, g in grads.items()}
+            for g in grads.values():
+                torch.where(view(ok, g), g, 0.0, out=g)
         clipped = [g for k, g in grads.items() if self.clipped[k]]
         norms = torch.stack([g.reshape(K, -1).pow(2).sum(1) for g in clipped]).sum(0).sqrt()
         coef = torch.where(h["max_grad_norm"] > 0, (h["max_grad_norm"] / (norms + 1e-6)).clamp(max=1.0), 1.0)
         steps = h["steps"] + (ok.float() if ok is not None else 1.0)
         lr = h["lr"] * _linear(h["steps"], h["warmup"], self.total_steps)  # the schedule's value before this step
+        if ok is not None:  # a skipped member's step changes nothing: no decay, no moment update, no move
+            lr = lr * ok
         beta1, beta2 = distill.ADAMW["betas"]
         bias1, bias2 = 1 - beta1 ** steps, (1 - beta2 ** steps).sqrt()
+        step_size, decay = lr / bias1, 1 - lr * h["weight_decay"]
         for k, p in self.params.items():
-            g = grads[k] * view(coef, p) if self.clipped[k] else grads[k]
-            m, v = self.state[k]
-            new_p = p * view(1 - lr * h["weight_decay"], p) if self.decays[k] else p.clone()
-            new_m = m.lerp(g, 1 - beta1)
-            new_v = v * beta2 + (1 - beta2) * g * g
-            denom = (new_v.sqrt() / view(bias2, p)).add_(distill.ADAMW["eps"])
-            new_p = new_p - view(lr / bias1, p) * new_m / denom
+            g, (m, v) = grads[k], self.state[k]
+            if self.clipped[k]:
+                g.mul_(view(coef, p))
+            if self.decays[k]:
+                p.mul_(view(decay, p))
             if ok is not None:
                 keep = view(ok, p)
-                new_p, new_m, new_v = (torch.where(keep, a, b) for a, b in ((new_p, p), (new_m, m), (new_v, v)))
-            p.copy_(new_p)
-            m.copy_(new_m)
-            v.copy_(new_v)
+                m.copy_(torch.where(keep, m.lerp(g, 1 - beta1), m))
+                v.copy_(torch.where(keep, v * beta2 + (1 - beta2) * g * g, v))
+            else:
+                m.lerp_(g, 1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = v.sqrt().div_(view(bias2, p)).add_(distill.ADAMW["eps"])
+            p.sub_(m.mul(view(step_size, p)).div_(denom))
             p.grad = None
         h["steps"] = steps
         if ok is not None:
