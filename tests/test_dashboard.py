@@ -165,6 +165,26 @@ def test_ask_tell_round_trip_with_run_trial(world, tmp_path, cli):
     assert code == 2 and "is complete, not running" in err
 
 
+def test_run_trial_trains_several_asked_trials_of_one_shape_as_a_cohort(world, tmp_path, cli):
+    path = world.study(tmp_path, study={"n_trials": 5}, student={"layers": [1]}, search={"batch_size": 16,
+                                                                                         "epochs": 1})
+    url = load_study(path).storage_url()
+    code, space, _ = cli("space", path)
+    optuna_cli("create-study", "--storage", url, "--study-name", "tiny", "--direction", "maximize")
+    ask = ("ask", "--storage", url, "--study-name", "tiny", "--search-space", space.strip(), "-f", "json")
+    numbers = [json.loads(optuna_cli(*ask))["number"] for _ in range(3)]
+    code, _, err = cli("run-trial", path, "--trial-number", *numbers, 99)
+    assert code == 2 and "has no trial 99" in err  # every number is checked before anything trains
+    trials = json.loads(optuna_cli("trials", "--storage", url, "--study-name", "tiny", "-f", "json"))
+    assert [t["state"] for t in trials] == ["RUNNING"] * 3
+    code, out, err = cli("run-trial", path, "--trial-number", *numbers)
+    assert code == 0, err
+    assert all(f"trial {n:>3} complete" in out for n in numbers)
+    trials = json.loads(optuna_cli("trials", "--storage", url, "--study-name", "tiny", "-f", "json"))
+    assert [t["state"] for t in trials] == ["COMPLETE"] * 3
+    assert all(t["user_attrs"]["cohort"] == {"size": 3, "trials": numbers} for t in trials)
+
+
 def test_run_trial_refuses_changed_data_before_the_teacher_labels_it(world, tmp_path, cli):
     import shutil
 

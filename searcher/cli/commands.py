@@ -251,7 +251,7 @@ def run_trial(args) -> int:
     from searcher.run import optimize as engine
     from searcher.train import runtime
     from searcher import trackers
-    from searcher.run.asktell import run_asked_trial
+    from searcher.run.asktell import run_asked_trials
     from searcher.search.prepare import prepare
 
     config = load_study(args.study)
@@ -263,14 +263,15 @@ def run_trial(args) -> int:
     report = trackers.reporter(config)  # opened on the study below; the whole run is sent when the trial ends
     hooks = _after_trial_hooks(prepared) + ([_opened(report, config.storage_url(args.storage))] if report else [])
     try:
-        frozen = run_asked_trial(prepared, args.trial_number, args.storage, after_trial=hooks)
+        done = run_asked_trials(prepared, args.trial_number, args.storage, after_trial=hooks)
     finally:
         if report is not None:
             report.close()
     from searcher.cli.progress import trial_line
 
-    print(trial_line(frozen, prepared.config))
-    return 0 if frozen.state.name != "FAIL" else 1
+    for frozen in done:
+        print(trial_line(frozen, prepared.config))
+    return 0 if all(frozen.state.name != "FAIL" for frozen in done) else 1
 
 
 def _opened(report, url: str):

@@ -124,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append", metavar="STUDY.toml", help="also add the blocks to this study file (keeping its "
                                                           "bytes); values it cannot take are reported, not clipped")
 
-    p = sub.add_parser("run-trial", help="train a trial created by `optuna ask` and tell its result")
+    p = sub.add_parser("run-trial", help="train trials created by `optuna ask` and tell their results (several "
+                                         "numbers of one student shape train together, as a cohort)")
     _study_arg(p)
-    p.add_argument("--trial-number", type=_trial_number, required=True, metavar="N")
+    p.add_argument("--trial-number", type=_trial_number, required=True, nargs="+", metavar="N")
     return parser
 
 

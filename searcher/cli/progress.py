@@ -53,7 +53,9 @@ class Progress:
             return
         hp_epochs = trial.user_attrs.get("hyperparams", {}).get("epochs")
         if self.epochs is None:
-            self.epochs = self._tqdm(total=hp_epochs, desc=f"trial {trial.number} epochs", unit="epoch",
+            team = trial.user_attrs.get("cohort", {}).get("trials", [trial.number])  # a cohort's epochs interleave
+            desc = f"trial {trial.number} epochs" if len(team) == 1 else f"cohort of {len(team)} trials, epochs"
+            self.epochs = self._tqdm(total=hp_epochs * len(team) if hp_epochs else None, desc=desc, unit="epoch",
                                      position=1, leave=False, dynamic_ncols=True)
         primary = self.config.study.objectives[0]
         self.epochs.set_postfix({primary: f"{result.metrics.get(primary, float('nan')):.4f}",
