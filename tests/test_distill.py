@@ -177,3 +177,40 @@ def test_a_step_the_fp16_scaler_skips_does_not_advance_the_schedule(poison, monk
     assert adam_steps == {steps - skipped}  # the optimizer really skipped it
     assert scaler.get_scale() == 65536.0 / (2 if poison else 1)
     assert distill.warmup_steps(0.3, 8) == 3  # rounded up, as the Trainer does
+
+
+def test_a_compiled_step_trains_as_the_eager_one():
+    """[train] compile runs each step's forward and loss through torch.compile (here the aot_eager backend, which
+    traces and runs the graph without generating code: fast enough for a test, and the same tracing path)."""
+    enc = encoded(n=40)
+    teacher_logits = np.random.default_rng(1).normal(size=(40, 2)).astype(np.float32)
+    hp = Hyperparams(learning_rate=1e-3, batch_size=16, temperature=2.0, alpha=0.5, epochs=2, seed=3)
+    runs = [distill.train(no_dropout_bert(seed=2), enc, teacher_logits, enc, teacher_logits, hp,
+                          runtime.resolve("cpu", "off", compile=how)) for how in (False, "aot_eager")]
+    assert [r.train_loss for r in runs[1]] == pytest.approx([r.train_loss for r in runs[0]], abs=1e-5)
+    assert [r.eval_loss for r in runs[1]] == pytest.approx([r.eval_loss for r in runs[0]], abs=1e-5)
+
+
+def test_an_unknown_compile_backend_is_refused_in_one_line():
+    from searcher.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a torch.compile backend here"):
+        runtime.resolve("cpu", "off", compile="no-such-backend")
+
+
+def test_device_batches_are_the_host_batches_padded_to_a_bucket():
+    """TokenRows gathers on the device what collate pads on the host, to a bucketed width (a multiple of 8)."""
+    from searcher.train.batching import TokenRows, width_for
+
+    enc = encoded(n=30)
+    rows = TokenRows(enc, "cpu")
+    idx = np.array([3, 7, 1, 20])
+    host = collate(enc, idx)
+    width = rows.width(idx)
+    assert width == width_for(host["input_ids"].shape[1]) and width % 8 == 0
+    device = rows.batch(torch.from_numpy(idx), width)
+    n = host["input_ids"].shape[1]
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(device[key][:, :n], host[key])
+    assert not device["attention_mask"][:, n:].any()
+    assert [width_for(k) for k in (1, 8, 9, 64, 65, 250, 257)] == [8, 8, 16, 64, 96, 256, 320]
