@@ -61,8 +61,9 @@ def warmstart(session: nox.Session) -> None:
 
 @nox.session(python="3.11", default=False)
 def gpu(session: nox.Session) -> None:
-    """GPU throughput: a searcher trial vs a bare AMP loop at batch 1024, and peak memory (says so without CUDA)."""
-    install(session)
+    """GPU throughput: a trial vs a bare AMP loop, cohorts vs solo trials, the fixed study and the peer (CPU parts
+    always; GPU parts say so without CUDA)."""
+    install(session, "accelerate")
     session.run("python", "benchmarks/gpu.py", *session.posargs)
 
 

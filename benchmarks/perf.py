@@ -171,7 +171,7 @@ def run_searcher(study_path: Path) -> dict:
 
 
 def run_peer(work: Path, train: Path, dev: Path, teacher_dir: Path, trials: list[dict], epochs: int,
-             seed: int = 33) -> dict:
+             seed: int = 33, use_cpu: bool = True, bf16: bool = False) -> dict:
     import datasets
     import optuna
     import torch
@@ -224,7 +224,8 @@ def run_peer(work: Path, train: Path, dev: Path, teacher_dir: Path, trials: list
                              "temperature": t["temperature"], "alpha": t["alpha"], "student": t["student"]})
     args = DistillationTrainingArguments(
         output_dir=str(work / "peer-out"), eval_strategy="epoch", save_strategy="no", logging_strategy="epoch",
-        num_train_epochs=epochs, per_device_eval_batch_size=32, weight_decay=0.01, seed=seed, use_cpu=True,
+        num_train_epochs=epochs, per_device_eval_batch_size=32, weight_decay=0.01, seed=seed, use_cpu=use_cpu,
+        bf16=bf16,
         report_to="none", disable_tqdm=True)
     trainer = DistillationTrainer(model_init=model_init, args=args, train_dataset=encoded["train"],
                                   eval_dataset=encoded["validation"], processing_class=tok,
