@@ -124,6 +124,28 @@ def test_every_loss_keeps_the_shared_promises(name):
         assert torch.allclose(doubled, 2 * value.detach(), rtol=1e-5)
 
 
+def test_a_loss_trains_in_the_stage_it_declares_not_by_its_class():
+    from searcher.losses import DistillationLoss, LogitKD
+    from searcher.train.distill import recipe, stage_losses
+
+    class SecondLogitLoss(DistillationLoss):  # a second logit-level loss: not a LogitKD, trains with the predictions
+        name, title, reads, stage = "logits_mse", "MSE on the logits", "logits", "logits"
+
+        def terms(self, student, teacher, batch):
+            return {self.name: ((student.logits - teacher.logits) ** 2).sum()}
+
+    assert {cls.stage for cls in LOSSES.values()} == {"logits", "layers"}
+    assert LOSSES["logits"].stage == "logits" and all(
+        cls.stage == "layers" for name, cls in LOSSES.items() if cls.reads != "logits")
+    logit, second, hidden = LogitKD(), SecondLogitLoss(), LOSSES["hidden_mse"]()
+    both = [logit, second, hidden]
+    assert stage_losses(both, 1, intermediate_epochs=1) == [hidden]
+    assert stage_losses(both, 2, intermediate_epochs=1) == [logit, second]
+    assert stage_losses(both, 1, intermediate_epochs=0) == both
+    # the recipe names each weight by its parameter, as the records and [search] do (not an alias)
+    assert "hidden_weight * " in recipe(both)["loss"] and "hidden_mse_weight" not in recipe(both)["loss"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # References: each loss computed independently, example by example, token by token
 
@@ -301,7 +323,8 @@ def test_a_study_distills_hidden_states_and_attention(world, tmp_path, cli):
         history = t.user_attrs["history"]
         for name in ("logits", "hidden_mse", "attention", "minilm"):
             assert len(history[TERM + name]) == 2 and all(v > 0 for v in history[TERM + name])
-        assert "hidden_mse_weight" in t.user_attrs["recipe"]["loss"]
+        assert "hidden_weight * " in t.user_attrs["recipe"]["loss"] and "hidden_mse_weight" not in \
+            t.user_attrs["recipe"]["loss"]
     # the card names every term with its weight and layer map, and shows each term per epoch
     code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
     assert code == 0, err

@@ -483,7 +483,7 @@ def _check_distill(config: StudyConfig) -> None:
     p, d = config.path, config.distill
     if not d.losses:
         raise ConfigError(f"{p}: [distill] losses is empty; list at least \"logits\"")
-    if "logits" not in d.losses:
+    if not any(n in LOSSES and LOSSES[n].stage == "logits" for n in d.losses):
         raise ConfigError(f"{p}: [distill] losses must include \"logits\": the student's classifier learns from it "
                           f"(soft targets and the labels); add it, e.g. losses = [\"logits\", {', '.join(repr(n) for n in d.losses)}]")
     searched = config.raw.get("search", {})

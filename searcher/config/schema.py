@@ -312,7 +312,10 @@ class DistillSection:
 
     @property
     def layer_wise(self) -> tuple[str, ...]:
-        return tuple(n for n in self.losses if n != "logits")
+        """The losses of the intermediate ("layers") stage: those that read the models' intermediate outputs."""
+        from searcher.losses import LOSSES
+
+        return tuple(n for n in self.losses if n in LOSSES and LOSSES[n].stage == "layers")
 
 
 # [report]: the experiment trackers searcher reports every trial to (searcher.trackers); each one's settings are a

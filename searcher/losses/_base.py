@@ -5,8 +5,9 @@ A loss (one class per module, registered in searcher.losses like optuna's sample
 - `hyperparams`: the registry entries it adds (its weight), searchable, checked, carded and imported like the rest;
 - `Settings`: a frozen dataclass of its `[distill.NAME]` options (the layer map among them), checked when the study
   file is read;
-- `needs(pairs)`: which outputs of the student and of the teacher it reads (hidden states, attention Q/K/V of
-  which layers; logits);
+- `reads`, `needs(pairs)`: which outputs of the student and of the teacher it reads (hidden states, attention Q/K/V
+  of which layers; logits);
+- `stage`: which stage of TinyBERT's schedule trains it, "layers" (the first epochs) or "logits" (the rest);
 and implements `terms(student, teacher, batch)`: its named loss terms, each SUMMED over the examples of the batch
 (the loop divides by the size of the whole effective batch, so micro-batches add up to exactly one big batch).
 
@@ -100,6 +101,9 @@ class DistillationLoss(abc.ABC):
     token_level: ClassVar[bool] = True  # compares token by token: the student must use the teacher's tokenizer
     embeddings: ClassVar[bool] = False  # its uniform map starts with the embeddings (0 <- 0)
     reads: ClassVar[str] = "hidden"  # "hidden" | "attention" | "logits": which outputs its layer pairs are of
+    # which stage of TinyBERT's schedule trains it ([distill] intermediate_epochs): "layers" (intermediate outputs,
+    # the first epochs) or "logits" (the predictions, the rest); without a schedule every loss trains every epoch
+    stage: ClassVar[str] = "layers"
 
     def __init__(self, settings: Optional[Any] = None):
         self.settings = settings if settings is not None else self.Settings()
@@ -158,6 +162,10 @@ class DistillationLoss(abc.ABC):
 
     def formula(self) -> str:
         return self.title
+
+    def weighted_formula(self) -> str:
+        """Its formula as a term of the sum, times its weight by the parameter's own name (as the records have it)."""
+        return f"{self.hyperparams[0].name} * {self.formula()}" if self.hyperparams else self.formula()
 
     def describe(self, hp, pairs: Optional[list[tuple[int, int]]] = None) -> dict:
         """What ran, for the trial's records and the card: plain data."""

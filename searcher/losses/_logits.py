@@ -36,6 +36,7 @@ class LogitKD(DistillationLoss):
     name = "logits"
     title = "soft-target KD on the logits (Hinton et al. 2015)"
     reads = "logits"
+    stage = "logits"
     token_level = False
 
     def terms(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict:

@@ -114,7 +114,7 @@ def check(config: StudyConfig, teacher_config, teacher_model, teacher_tokenizer)
     """Every student the study can build against the teacher, for every layer-wise loss; returns the teacher
     outputs they read (union over the students) and the losses' settings with the defaults that depend on the
     models fitted to all of them (one log line each). Raises ConfigError (one line) on the first problem."""
-    losses = [loss for loss in build_losses(config) if loss.reads != "logits"]
+    losses = [loss for loss in build_losses(config) if loss.stage == "layers"]
     if not losses:
         return Side(), {}
     p = config.path

@@ -53,8 +53,7 @@ SYNC_EVERY = 50  # optimizer steps between reads of the loss on the host (one de
 
 def recipe(losses: Optional[list[DistillationLoss]] = None) -> dict:
     """What the loop does, as the card and the trial record state it."""
-    formula = " + ".join(loss.formula() if isinstance(loss, LogitKD) else f"{loss.name}_weight * {loss.formula()}"
-                         for loss in losses) if losses else LOSS
+    formula = " + ".join(loss.weighted_formula() for loss in losses) if losses else LOSS
     return {"optimizer": f"AdamW with betas=({ADAMW['betas'][0]},{ADAMW['betas'][1]}) and epsilon={ADAMW['eps']:g}",
             "lr_scheduler_type": SCHEDULE, "loss": formula, "kl_reduction": "batchmean"}
 
@@ -205,8 +204,8 @@ def stage_losses(losses: list[DistillationLoss], epoch: int, intermediate_epochs
     `intermediate_epochs` epochs, then the logit loss alone; without one, every loss every epoch."""
     if not intermediate_epochs:
         return losses
-    layer_wise = [loss for loss in losses if not isinstance(loss, LogitKD)]
-    return layer_wise if epoch <= intermediate_epochs else [loss for loss in losses if isinstance(loss, LogitKD)]
+    stage = "layers" if epoch <= intermediate_epochs else "logits"
+    return [loss for loss in losses if loss.stage == stage]
 
 
 def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[np.ndarray],
