@@ -74,8 +74,8 @@ def in_use(loss_names=None) -> tuple[Hyperparam, ...]:
 def _hyperparams_class(names: tuple[str, ...]):
     """`Hyperparams`: one frozen field per entry named (fixed defaults become field defaults) plus the seed."""
     entries = [BY_NAME[n] for n in names]
-    required = [(h.name, h.kind) for h in entries if not isinstance(h.default, Fixed)]
-    optional = [(h.name, h.kind, dataclasses.field(default=h.default.value)) for h in entries
+    required = [(h.name, h.value_type) for h in entries if not isinstance(h.default, Fixed)]
+    optional = [(h.name, h.value_type, dataclasses.field(default=h.default.value)) for h in entries
                 if isinstance(h.default, Fixed)]
     cls = dataclasses.make_dataclass("Hyperparams", required + optional + [("seed", int, dataclasses.field(default=0))],
                                      frozen=True)
@@ -103,7 +103,7 @@ def from_values(values: dict, seed: int, loss_names=None) -> "Hyperparams":
     if missing:
         raise KeyError(f"no value for {', '.join(missing)}")
     cls = for_losses(loss_names)
-    return cls(**{h.name: h.kind(values[h.name]) for h in entries if h.name in values}, seed=int(seed))
+    return cls(**{h.name: h.value_type(values[h.name]) for h in entries if h.name in values}, seed=int(seed))
 
 
 def card_lines(values: dict, slot: CardSlot) -> list[tuple[str, str]]:

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
 from searcher.dimensions import Hyperparam
+from searcher.tasks import UNLABELED  # noqa: F401 - the label of a row only the teacher labels: no label term
 
 if TYPE_CHECKING:
     import torch
 
-UNLABELED = -1  # the label of a row only the teacher labels (transfer text, augmented copies): no label term
 LayerMap = Union[str, tuple[tuple[int, int], ...]]  # "uniform" | "last" | ((student, teacher), ...); 0 = embeddings
 
 
@@ -63,7 +63,8 @@ class Needs:
 class Outputs:
     """One model's outputs on a batch, as a loss reads them. `hidden[l]` is (B, W, H); `attention[l]` is the
     layer's (queries, keys, values), each (B, W, H) with the heads side by side; `mask` is (B, W), 1 on tokens.
-    The teacher's come from the cache or from the teacher running beside the student (searcher.targets)."""
+    The teacher's come from its cached states or from the teacher running beside the student
+    (searcher.teachers.hidden: CachedTeacherStates, OnlineTeacherStates)."""
 
     logits: Optional["torch.Tensor"]
     mask: Optional["torch.Tensor"] = None

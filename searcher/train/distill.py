@@ -14,8 +14,8 @@ batch, so the gradient equals one big batch (up to float rounding): every loss t
 The teacher's logits arrive as an array, computed once per (teacher, data, max_length) by searcher.teachers.loading; its
 intermediate outputs, for layer-wise losses, from searcher.teachers.hidden (cached, or the teacher beside the student).
 
-Ready for a GPU as nanoGPT is: the loss is accumulated on the device and read once per SYNC_EVERY steps (and at the
-end of each epoch), batches are pinned and copied without blocking, and fp16 runs through one
+On a GPU the host waits as little as it can: the loss is accumulated on the device and read once per SYNC_EVERY
+steps (and at the end of each epoch), batches are pinned and copied without blocking, and fp16 runs through one
 `GradScaler(enabled=...)` path (a step the scaler skips does not advance the schedule).
 
 This module knows nothing of Optuna: it reports each epoch to an optional `on_epoch` callback, which may raise
