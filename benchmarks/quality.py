@@ -617,7 +617,7 @@ def part_fp16(data: Path, work: Path, results: dict) -> None:
     from searcher.teachers import loading as teacher_loading
     from searcher import teachers
     from searcher.data import tokens
-    from searcher.data.rows import Stacked
+    from searcher.data.rows import StackedLogits
     from searcher.config import parse_study
     from searcher.data.loading import load_task, load_transfer
     from searcher.hyperparams import Hyperparams
@@ -647,7 +647,7 @@ def part_fp16(data: Path, work: Path, results: dict) -> None:
            "max_abs_logit_rounding": float(np.abs(t_transfer - t_transfer.astype(np.float16)).max())}
     for dtype in ("float32", "float16"):
         student, _ = build(StudentSpec("teacher", 1), task, model, tok, seed=13)
-        logits = Stacked([t_train, t_transfer.astype(dtype)])
+        logits = StackedLogits([t_train, t_transfer.astype(dtype)])
         history = distill.train(student, train, logits, enc["validation"], t_val, hp, run_)
         test = distill.evaluate(student, enc["test"], None, hp, run_)
         out[dtype] = {"validation_accuracy": history[-1].metrics["accuracy"], "test_accuracy": test["accuracy"]}
@@ -659,10 +659,10 @@ def part_fp16(data: Path, work: Path, results: dict) -> None:
 PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
 MEMORY_CHILD = r"""
 import json, sys, numpy as np
-from searcher.data.rows import Stacked
+from searcher.data.rows import StackedLogits
 path, mode = sys.argv[1], sys.argv[2]
 logits = np.load(path, mmap_mode="r") if mode == "mmap" else np.load(path)
-rows = Stacked([np.zeros((1000, logits.shape[1]), np.float32), logits])
+rows = StackedLogits([np.zeros((1000, logits.shape[1]), np.float32), logits])
 rng = np.random.default_rng(0)
 for _ in range(200):  # what a training epoch does: random batches of 1024 rows
     batch = rows[rng.integers(0, len(rows), 1024)]
@@ -1074,7 +1074,7 @@ def markdown(results: dict, command: str) -> str:
         m = results["memory"]
         lines += ["## Resident memory per worker", "",
                   f"1,000,000 x 151 teacher logits (float16 file {m['file_mb']} MB), 200 random batches of 1,024 rows "
-                  f"read through searcher's Stacked view. Memory-mapped (searcher): {m['mmap']['private_mb']:.0f} MB "
+                  f"read through searcher's StackedLogits view. Memory-mapped (searcher): {m['mmap']['private_mb']:.0f} MB "
                   f"private to the worker, plus {m['mmap']['shared_file_mb']:.0f} MB of the file in the page cache, "
                   f"which every worker on the machine shares and the kernel can evict (peak resident "
                   f"{m['mmap']['max_rss_mb']:.0f} MB). Loaded into memory instead: {m['loaded']['private_mb']:.0f} MB "

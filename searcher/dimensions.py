@@ -102,7 +102,7 @@ CardSlot = Literal["lead", "tail", "end", "distillation"]
 @dataclass(frozen=True)
 class Hyperparam:
     name: str
-    kind: type  # float or int
+    value_type: type  # float or int (its Python type; "kind" is a task's kind)
     default: Dimension  # when the study file does not set it
     low: float  # allowed values lie between low and high ...
     high: float
@@ -139,7 +139,7 @@ class Hyperparam:
         return self.default.value if isinstance(self.default, Fixed) else None
 
     def card_text(self, value: Any) -> str:
-        if self.kind is int:
+        if self.value_type is int:
             return str(int(value))
         return repr(float(value)) if self.card_exact else rounded(float(value))
 

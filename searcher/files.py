@@ -9,13 +9,15 @@ This module knows nothing of models or studies.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from searcher.errors import SearcherError, first_line
 
@@ -231,10 +233,12 @@ def seal(tmp: Path, path: Path) -> None:
 
 
 def check_seal(path: Path) -> None:
-    """Raise ValueError when `path` does not match its seal. A file without one (written before seals) passes."""
+    """Raise ValueError when `path` does not match its seal, or has none: every array cache is written sealed, so a
+    missing seal means the entry was tampered with or copied without it (a zeroed array would otherwise read as
+    numbers)."""
     sealed = Path(str(path) + SEAL)
     if not sealed.is_file():
-        return
+        raise ValueError(f"its seal {sealed.name} is missing")
     size, crc = sealed.read_text(encoding="ascii").split()
     actual = Path(path).stat().st_size
     if actual != int(size):
@@ -252,3 +256,40 @@ def read_json(path: Path) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+# --- the double-checked cache: one way for every cache kind ---
+
+
+def cache_key(parts: Any, length: int = 24) -> str:
+    """The one way a cache names an entry: the SHA-256 of what it depends on (`parts`, JSON), in hex, cut short."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:length]
+
+
+T = TypeVar("T")
+
+
+def read_entry(what: str, path: Path, read: Callable[[], Optional[T]], log) -> Optional[T]:
+    """`read()` the entry at `path` (None: it is not there). Anything it raises means the entry is damaged: one log
+    line (`note_damaged`), and None, so that the caller rebuilds it."""
+    try:
+        with reading_cache(what, path):
+            return read()
+    except DamagedCache as e:
+        note_damaged(log, e)
+        return None
+
+
+def cached(what: str, path: Path, read: Callable[[], Optional[T]], build: Callable[[], T], log) -> T:
+    """A cache entry built once by whichever process gets there first: read it; else take its lock, read it again (a
+    worker may have built it while this one waited), else `build()` it. `read` returns None when the entry is not
+    there and raises on anything wrong with it (`read_entry`: one log line, then it is rebuilt); `build` writes it
+    atomically, sealed where it is an array (`save_npz`, `atomic_file` + `seal`), and returns the value."""
+    found = read_entry(what, path, read, log)
+    if found is not None:
+        return found
+    with lock(path):
+        found = read_entry(what, path, read, log)
+        if found is not None:
+            return found
+        return build()

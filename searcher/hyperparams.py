@@ -12,6 +12,7 @@ This module must not import torch, transformers or optuna (the config and `searc
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from searcher import losses
@@ -61,30 +62,48 @@ BY_NAME = {h.name: h for h in REGISTRY}
 NAMES = tuple(BY_NAME)
 
 
-def _hyperparams_class():
-    """`Hyperparams`: one frozen field per registry entry (fixed defaults become field defaults) plus the seed."""
-    required = [(h.name, h.kind) for h in REGISTRY if not isinstance(h.default, Fixed)]
-    optional = [(h.name, h.kind, dataclasses.field(default=h.default.value)) for h in REGISTRY
+def in_use(loss_names=None) -> tuple[Hyperparam, ...]:
+    """The entries a study with these losses has, in registry order: the base ones and the weights of its losses
+    only (a logits-only study has no hidden_weight, neither in its trials nor on its cards). None: every entry."""
+    if loss_names is None:
+        return REGISTRY
+    return BASE + tuple(h for name, loss in losses.LOSSES.items() if name in loss_names for h in loss.hyperparams)
+
+
+@functools.lru_cache(maxsize=None)
+def _hyperparams_class(names: tuple[str, ...]):
+    """`Hyperparams`: one frozen field per entry named (fixed defaults become field defaults) plus the seed."""
+    entries = [BY_NAME[n] for n in names]
+    required = [(h.name, h.value_type) for h in entries if not isinstance(h.default, Fixed)]
+    optional = [(h.name, h.value_type, dataclasses.field(default=h.default.value)) for h in entries
                 if isinstance(h.default, Fixed)]
     cls = dataclasses.make_dataclass("Hyperparams", required + optional + [("seed", int, dataclasses.field(default=0))],
                                      frozen=True)
     cls.__module__ = __name__
-    cls.__doc__ = "Everything one training run needs to know, searched or fixed (one field per registry entry)."
+    cls.__doc__ = "Everything one training run needs to know, searched or fixed (one field per registry entry in use)."
     return cls
 
 
-Hyperparams = _hyperparams_class()
+def for_losses(loss_names=None) -> type:
+    """The Hyperparams class of a study with these losses (the full `Hyperparams` for None)."""
+    return _hyperparams_class(tuple(h.name for h in in_use(loss_names)))
 
 
-def from_values(values: dict, seed: int) -> "Hyperparams":
-    """A trial's Hyperparams from its values by name (searched and fixed), each cast to its declared type.
+Hyperparams = for_losses(None)  # every entry: for code that builds a plan by hand (tests, benchmarks, fine-tuning)
+
+
+def from_values(values: dict, seed: int, loss_names=None) -> "Hyperparams":
+    """A trial's Hyperparams from its values by name (searched and fixed), each cast to its declared type; with
+    `loss_names`, only the entries of those losses (values of other losses' weights are left out).
 
     An entry with a fixed default may be missing (values recorded before a loss added its weight): it takes the default.
     """
-    missing = [h.name for h in REGISTRY if h.name not in values and not isinstance(h.default, Fixed)]
+    entries = in_use(loss_names)
+    missing = [h.name for h in entries if h.name not in values and not isinstance(h.default, Fixed)]
     if missing:
         raise KeyError(f"no value for {', '.join(missing)}")
-    return Hyperparams(**{h.name: h.kind(values[h.name]) for h in REGISTRY if h.name in values}, seed=int(seed))
+    cls = for_losses(loss_names)
+    return cls(**{h.name: h.value_type(values[h.name]) for h in entries if h.name in values}, seed=int(seed))
 
 
 def card_lines(values: dict, slot: CardSlot) -> list[tuple[str, str]]:

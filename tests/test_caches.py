@@ -2,7 +2,9 @@
 
 One study builds every kind of cache once (a fine-tuned teacher, its logits and latency, the token arrays, logits of
 transfer text and augmented copies, layer-wise hidden states); each case damages one file of one kind in a copy of
-that cache and prepares the study again from it.
+that cache and prepares the study again from it. The damage is fuzzed bytes (truncations, an empty file, random
+bytes), and entries that read well but are not right: numbers zeroed with the seal deleted, the seal deleted, a
+well-formed entry of the wrong shape sealed as if it were whole. Every kind is read through files.cached.
 """
 
 import csv
@@ -10,8 +12,12 @@ import json
 import logging
 import random
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+from searcher import files
 
 from searcher.train import runtime
 from searcher.config import load_study
@@ -46,6 +52,65 @@ DAMAGE = {
     "truncated by 1": lambda b: b[:-1],
     "random bytes at 8": _overwrite(lambda n: 8),
     "random bytes in the middle": _overwrite(lambda n: n // 2),
+}
+
+
+def _seal_of(path: Path):
+    """What vouches for an entry: an array's seal, a fine-tuned teacher's record (its files' checksums); None for a
+    JSON entry, which is checked by reading it."""
+    if path.suffix in (".npy", ".npz"):
+        return Path(str(path) + files.SEAL)
+    if path.suffix == ".safetensors":
+        return path.parent / "searcher_teacher.json"
+    return None
+
+
+def _zeroed_unsealed(path: Path) -> None:
+    """Every number zeroed (a .npy keeps its header: it still parses, to the right shape), and the seal deleted."""
+    b = path.read_bytes()
+    start = 0
+    if path.suffix == ".npy":
+        with open(path, "rb") as f:
+            np.lib.format.read_array_header_1_0(f) if np.lib.format.read_magic(f) == (1, 0) else \
+                np.lib.format.read_array_header_2_0(f)
+            start = f.tell()
+    path.write_bytes(b[:start] + bytes(len(b) - start))
+    seal = _seal_of(path)
+    if seal is not None and seal.suffix == files.SEAL:
+        seal.unlink()
+
+
+def _unsealed(path: Path) -> None:
+    _seal_of(path).unlink()
+
+
+def _wrong_shape(path: Path) -> None:
+    """A well-formed entry one row short (or a latency record without its figures), sealed as if it were whole."""
+    if path.suffix == ".json":
+        path.write_text(json.dumps({"single_median": 1.0}))
+        return
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file, save_file
+
+        tensors = load_file(path)
+        name = next(k for k, v in tensors.items() if v.ndim == 2)
+        save_file({**tensors, name: tensors[name][:-1]}, path)
+        return
+    if path.suffix == ".npy":
+        np.save(path, np.load(path)[:-1])
+    else:
+        with np.load(path) as z:
+            arrays = {k: z[k][:-1] if z[k].ndim else z[k] for k in z.files}
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    files.seal(path, path)
+
+
+# damage that leaves a readable entry; (name, applies to the entry, damage)
+TAMPER = {
+    "zeroed, seal deleted": (lambda p: p.suffix != ".json", _zeroed_unsealed),
+    "seal deleted": (lambda p: _seal_of(p) is not None, _unsealed),
+    "wrong shape, sealed": (lambda p: True, _wrong_shape),
 }
 
 
@@ -104,3 +169,28 @@ def test_a_damaged_cache_is_rebuilt_with_one_log_line(world, built, tmp_path, ca
         assert rebuilt == whole
     else:
         assert json.loads(rebuilt)["single_median"] > 0
+
+
+@pytest.mark.parametrize("kind, tamper", [(kind, tamper) for kind in KINDS for tamper, (applies, _) in TAMPER.items()
+                                           if applies(Path(KINDS[kind]))])  # a latency record has no seal
+def test_an_entry_that_reads_but_is_not_right_is_rebuilt_with_one_log_line(world, built, tmp_path, caplog, kind,
+                                                                           tamper):
+    cache, small = tmp_path / "cache", built[1]
+    shutil.copytree(built[0], cache)
+    target = sorted(cache.glob(KINDS[kind]))[0]
+    damage = TAMPER[tamper][1]
+    whole = target.read_bytes()
+    damage(target)
+    config = load_study(study_file(world, tmp_path, cache, small))
+    with caplog.at_level(logging.INFO):
+        prepare(config, runtime.resolve("cpu", "off"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and not r.getMessage().startswith("teacher: no better than")]
+    said = target.parent if kind == "fine-tuned teacher" else target
+    assert len(warnings) == 1 and "is damaged" in warnings[0] and str(said) in warnings[0], warnings
+    seal = _seal_of(target)
+    assert seal is None or seal.is_file()  # sealed again
+    if kind != "latency":
+        assert target.read_bytes() == whole
+    else:
+        assert json.loads(target.read_text())["throughput_per_s"] > 0

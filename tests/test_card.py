@@ -328,6 +328,22 @@ def test_exported_folder_loads_and_predicts_like_the_kept_checkpoint(tiny_study,
     assert "On the test split:" in text
 
 
+def test_a_logits_only_study_carries_no_weights_of_losses_it_does_not_use(tiny_study, cli, tmp_path):
+    from searcher import losses
+
+    unused = {h.name for name, loss in losses.LOSSES.items() if name != "logits" for h in loss.hyperparams}
+    assert unused >= {"hidden_weight", "attention_weight", "relation_weight", "cls_weight"}
+    study = optuna.load_study(study_name="tiny", storage=load_study(tiny_study).storage_url())
+    for trial in study.trials:
+        assert not unused & set(trial.user_attrs["hyperparams"]), trial.number
+    code, out, err = cli("card", tiny_study, "--best", "--out", tmp_path / "out")
+    assert code == 0, err
+    readme = Path(out.split()[0]) / "README.md"
+    front = json.dumps(metadata_load(readme))
+    assert not [name for name in unused if name in front]
+    assert not [name for name in unused if name in readme.read_text()]
+
+
 def test_card_of_a_removed_checkpoint_says_how_to_get_it_back(tiny_study, cli, tmp_path):
     path = copy_study(tiny_study, tmp_path / "copy")
     study = optuna.load_study(study_name="tiny", storage=load_study(path).storage_url())

@@ -63,7 +63,7 @@ def test_members_equal_their_trials_alone_for_the_logit_loss():
 
 def test_members_equal_their_trials_alone_for_hidden_mse_with_its_projection():
     """A layer-wise loss whose projection (student 32 -> teacher 48) trains beside each member, weights differing."""
-    from searcher.teachers.hidden import OnlineTeacher
+    from searcher.teachers.hidden import OnlineTeacherStates
     from searcher.losses import Side
 
     enc, logits = data()
@@ -75,7 +75,7 @@ def test_members_equal_their_trials_alone_for_hidden_mse_with_its_projection():
         return [LogitKD(), HiddenMSE()]
 
     def online():
-        return OnlineTeacher(teacher, Side(hidden=frozenset({0, 2})), run)
+        return OnlineTeacherStates(teacher, Side(hidden=frozenset({0, 2})), run)
 
     alone = [distill.train(bert(i), enc, logits, enc, logits, hp, run, losses=losses(), teacher=online(),
                            teacher_config=teacher.config) for i, hp in enumerate(hps)]

@@ -299,16 +299,12 @@ def test_card_never_deletes_files_it_did_not_write(world, tmp_path, cli):
     code, _, err = cli("card", path, "--trial", "0", "--out", out)
     assert code == 2 and "holds files searcher did not write (e.g. my-notes.txt)" in err and mine.exists()
     assert cli("card", path, "--trial", "0", "--out", out, "--force")[0] == 0 and not mine.exists()
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as a user that can write anywhere (root): no unwritable folder to test with")
-        code, _, err = cli("card", path, "--trial", "0", "--out", locked / "x")
-        assert code == 2 and "cannot write the card folder" in err
-    finally:
-        locked.chmod(0o700)
+    # a folder it cannot write: under a file, which no user (root included) can make a folder in
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    code, _, err = cli("card", path, "--trial", "0", "--out", a_file / "x")
+    assert code == 2 and "cannot write the card folder" in err and err.count("\n") == 1, err
+    assert a_file.read_text() == "not a folder"
 
 
 def test_a_read_only_sqlite_study_is_one_line(world, tmp_path, cli, monkeypatch):

@@ -50,3 +50,24 @@ def test_no_test_skips_around_the_required_resources_switch():
                 continue
             found.append(f"{path.name}: {line.strip()}")
     assert not found, found
+
+
+def test_every_module_has_tests_one_can_find_from_its_name():
+    """tests/README.md's rule: test_X.py for searcher/STAGE/X.py (or _X.py), else the stage's test_STAGE.py, else the
+    README's table names the module (or its folder)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "tests" / "README.md").read_text()
+    lost = []
+    for module in sorted((root / "searcher").rglob("*.py")):
+        rel = module.relative_to(root / "searcher")
+        if module.name == "__init__.py":
+            continue
+        stage = rel.parts[0] if len(rel.parts) > 1 else None
+        found = [root / "tests" / f"test_{module.stem.lstrip('_')}.py"] + \
+            ([root / "tests" / f"test_{stage}.py"] if stage else [])
+        if not any(f.is_file() for f in found) and f"`{rel.as_posix()}`" not in readme and \
+                not (stage and f"`{stage}/`" in readme):
+            lost.append(rel.as_posix())
+    assert not lost, f"add a row for these to tests/README.md: {lost}"

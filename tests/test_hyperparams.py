@@ -22,7 +22,9 @@ def config(tmp_path, **search):
 
 
 def test_every_entry_is_a_search_key_a_plan_field_and_a_space_dimension(tmp_path):
-    c = config(tmp_path)
+    from searcher.losses import LOSSES
+
+    c = parse_study({**BASE, "distill": {"losses": list(LOSSES)}}, tmp_path / "s.toml")  # every loss: every entry
     plan_fields = {f.name for f in dataclasses.fields(hyperparams.Hyperparams)}
     for h in REGISTRY:
         assert h.name in {f.name for f in dataclasses.fields(SearchSection)}
@@ -31,6 +33,9 @@ def test_every_entry_is_a_search_key_a_plan_field_and_a_space_dimension(tmp_path
         lo, hi = hyperparams.extent(h.default)
         assert h.admits(lo) and h.admits(hi), f"{h.name}'s default lies outside its own bounds"
     assert plan_fields == {h.name for h in REGISTRY} | {"seed"}
+    assert {f.name for f in dataclasses.fields(space.plan_from_values(c, {
+        n: d.value if isinstance(d, Fixed) else hyperparams.extent(d)[0]
+        for n, d in space.dimensions(c).items()}).hyperparams)} == plan_fields
 
 
 def test_defaults_fix_or_search_as_declared(tmp_path):

@@ -1,4 +1,4 @@
-"""Distillation losses (searcher.losses): one test of the shared promises parametrized over every registered loss (as
+"""Distillation losses (searcher.losses): the shared promises (searcher.testing.losses) over every registered loss (as
 optuna tests its samplers), then an independent reference computation for each loss on tiny tensors, then the
 layer maps and the study-file side.
 
@@ -7,8 +7,6 @@ The references are written out loop by loop in numpy, not with the code under te
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from types import SimpleNamespace
 
@@ -18,110 +16,43 @@ import torch
 
 from searcher import hyperparams
 from searcher.errors import ConfigError
-from searcher.losses import LOSSES, Batch, Outputs, layers
+from searcher.losses import LOSSES, layers
 
-B, W = 3, 6
-LENGTHS = (6, 4, 2)  # real tokens per example; the rest is padding
-STUDENT = SimpleNamespace(num_hidden_layers=2, hidden_size=8, num_attention_heads=2)
-TEACHER = SimpleNamespace(num_hidden_layers=4, hidden_size=12, num_attention_heads=2)
-
-
-def mask() -> torch.Tensor:
-    m = torch.zeros(B, W)
-    for b, n in enumerate(LENGTHS):
-        m[b, :n] = 1
-    return m
-
-
-def side(cfg, seed: int, requires_grad: bool = False) -> Outputs:
-    g = torch.Generator().manual_seed(seed)
-    h = cfg.hidden_size
-
-    def t(*shape):
-        return torch.randn(*shape, generator=g).requires_grad_(requires_grad)
-
-    out = Outputs(logits=t(B, 3), mask=mask(), heads=cfg.num_attention_heads)
-    out.hidden = {layer: t(B, W, h) for layer in range(cfg.num_hidden_layers + 1)}
-    out.attention = {layer: (t(B, W, h), t(B, W, h), t(B, W, h)) for layer in range(1, cfg.num_hidden_layers + 1)}
-    return out
-
-
-def hp(**over):
-    values = {h.name: h.default_value if h.default_value is not None else 0.5 for h in hyperparams.REGISTRY}
-    values.update({"learning_rate": 1e-3, "batch_size": 8, "temperature": 2.0, "alpha": 0.5, **over})
-    return hyperparams.from_values(values, seed=0)
-
-
-def loss_for(cls, student_cfg=STUDENT, teacher_cfg=TEACHER):
-    loss = cls()
-    torch.manual_seed(0)
-    loss.setup(student_cfg, teacher_cfg, loss.pairs(student_cfg.num_hidden_layers, teacher_cfg.num_hidden_layers),
-               "cpu")
-    return loss
-
-
-def total(loss, student, teacher, labels, h) -> torch.Tensor:
-    return sum(loss.terms(student, teacher, Batch(labels, h)).values())
-
-
-def slice_rows(out: Outputs, rows) -> Outputs:
-    rows = list(rows)
-    return Outputs(logits=out.logits[rows], mask=out.mask[rows], heads=out.heads,
-                   hidden={k: v[rows] for k, v in out.hidden.items()},
-                   attention={k: tuple(x[rows] for x in v) for k, v in out.attention.items()})
-
+from searcher.testing.losses import B, LENGTHS, STUDENT, TEACHER, LossPromises, hp, loss_for, side, total
 
 LABELS = torch.tensor([0, 2, -1])  # the last row only the teacher labels
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The shared promises, for every registered loss
+# The shared promises (searcher.testing.losses), for every registered loss
 
 
-@pytest.mark.parametrize("name", list(LOSSES))
-def test_every_loss_keeps_the_shared_promises(name):
-    cls = LOSSES[name]
-    loss = loss_for(cls)
-    student, teacher = side(STUDENT, 1, requires_grad=True), side(TEACHER, 2)
-    h = hp()
+class TestEveryLoss(LossPromises):
+    @pytest.fixture(params=list(LOSSES))
+    def loss_class(self, request):
+        return LOSSES[request.param]
 
-    # a declared name, title and weight; options a frozen dataclass; terms summed over examples, finite, >= 0
-    assert cls.name == name and cls.title
-    assert dataclasses.is_dataclass(cls.Settings) and cls.Settings.__dataclass_params__.frozen
-    for entry in cls.hyperparams:
-        assert hyperparams.BY_NAME[entry.name] is entry and entry.low == 0 and entry.high == math.inf
-    terms = loss.terms(student, teacher, Batch(LABELS, h))
-    assert terms and all(v.ndim == 0 and torch.isfinite(v) and v >= 0 for v in terms.values())
-    json.dumps(loss.describe(h, loss.pairs_in_use))  # records and cards store it as plain data
 
-    # masked positions contribute nothing: garbage in every padded position changes no term
-    value = total(loss, student, teacher, LABELS, h)
-    noisy_s, noisy_t = side(STUDENT, 1), side(TEACHER, 2)
-    pad = mask() == 0
-    for out, seed in ((noisy_s, 5), (noisy_t, 6)):
-        g = torch.Generator().manual_seed(seed)
-        for x in list(out.hidden.values()) + [t for v in out.attention.values() for t in v]:
-            x.data[pad] = 100 * torch.randn(int(pad.sum()), x.shape[-1], generator=g)
-    assert torch.allclose(total(loss, noisy_s, noisy_t, LABELS, h), value, rtol=1e-5, atol=1e-6)
+def test_a_loss_trains_in_the_stage_it_declares_not_by_its_class():
+    from searcher.losses import DistillationLoss, LogitKD
+    from searcher.train.distill import recipe, stage_losses
 
-    # gradient accumulation: the sum over micro-batches is the whole batch's loss, and so is its gradient
-    leaves = [student.logits, *student.hidden.values(), *(x for v in student.attention.values() for x in v)]
-    value.backward()
-    whole = [None if x.grad is None else x.grad.clone() for x in leaves]
-    assert any(g is not None and g.abs().sum() > 0 for g in whole)  # it trains the student
-    for x in leaves:
-        x.grad = None
-    parts = sum(total(loss, slice_rows(student, rows), slice_rows(teacher, rows), LABELS[list(rows)], h)
-                for rows in ((0,), (1, 2)))
-    assert torch.allclose(parts, value, rtol=1e-5, atol=1e-6)
-    parts.backward()
-    for a, b in zip(whole, [x.grad for x in leaves]):
-        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    class SecondLogitLoss(DistillationLoss):  # a second logit-level loss: not a LogitKD, trains with the predictions
+        name, title, reads, stage = "logits_mse", "MSE on the logits", "logits", "logits"
 
-    # the weight scales the loss (a hyperparameter, searched like any other)
-    for entry in cls.hyperparams:
-        doubled = total(loss, student, teacher, LABELS, hp(**{entry.name: 2 * h.__dict__[entry.name]}))
-        assert torch.allclose(doubled, 2 * value.detach(), rtol=1e-5)
+        def terms(self, student, teacher, batch):
+            return {self.name: ((student.logits - teacher.logits) ** 2).sum()}
+
+    assert {cls.stage for cls in LOSSES.values()} == {"logits", "layers"}
+    assert LOSSES["logits"].stage == "logits" and all(
+        cls.stage == "layers" for name, cls in LOSSES.items() if cls.reads != "logits")
+    logit, second, hidden = LogitKD(), SecondLogitLoss(), LOSSES["hidden_mse"]()
+    both = [logit, second, hidden]
+    assert stage_losses(both, 1, intermediate_epochs=1) == [hidden]
+    assert stage_losses(both, 2, intermediate_epochs=1) == [logit, second]
+    assert stage_losses(both, 1, intermediate_epochs=0) == both
+    # the recipe names each weight by its parameter, as the records and [search] do (not an alias)
+    assert "hidden_weight * " in recipe(both)["loss"] and "hidden_mse_weight" not in recipe(both)["loss"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -301,7 +232,8 @@ def test_a_study_distills_hidden_states_and_attention(world, tmp_path, cli):
         history = t.user_attrs["history"]
         for name in ("logits", "hidden_mse", "attention", "minilm"):
             assert len(history[TERM + name]) == 2 and all(v > 0 for v in history[TERM + name])
-        assert "hidden_weight * " in t.user_attrs["recipe"]["loss"]  # the parameter's name, not an alias
+        assert "hidden_weight * " in t.user_attrs["recipe"]["loss"] and "hidden_mse_weight" not in \
+            t.user_attrs["recipe"]["loss"]
     # the card names every term with its weight and layer map, and shows each term per epoch
     code, out, err = cli("card", path, "--best", "--out", tmp_path / "cards")
     assert code == 0, err

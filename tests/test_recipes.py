@@ -674,7 +674,7 @@ def _card_of(name: str, value, tmp_path: Path) -> Path:
     attrs["batch"] = {"effective": attrs["hyperparams"]["batch_size"], "micro": attrs["hyperparams"]["batch_size"],
                       "accumulation": 1, "eval": attrs["hyperparams"]["batch_size"]}
     h = hyperparams.BY_NAME[name]
-    dist = IntDistribution(1, 1024) if h.kind is int else FloatDistribution(0.0, 100.0)
+    dist = IntDistribution(1, 1024) if h.value_type is int else FloatDistribution(0.0, 100.0)
     study.add_trial(create_trial(state=TrialState.COMPLETE, params={name: value}, distributions={name: dist},
                                  user_attrs=attrs, values=[0.85]))
     text = card.render(card.context(study, study.trials[-1]))

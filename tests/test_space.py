@@ -52,9 +52,16 @@ def test_plan_from_values_casts_every_hyperparameter(tmp_path):
               "hidden": 128}
     hp = space.plan_from_values(c, values).hyperparams
     assert type(hp.batch_size) is int and type(hp.temperature) is float and type(hp.alpha) is float
+    # a logits-only study has no weight of another loss, even where the values carry one
+    assert not hasattr(hp, "hidden_weight") and "hidden_weight" not in space.dimensions(c)
+    assert not hasattr(space.plan_from_values(c, {**values, "hidden_weight": 2}).hyperparams, "hidden_weight")
+    layered = parse_study({**BASE, "student": {"layers": [2], "hidden": [128], "init": "random"},
+                           "distill": {"losses": ["logits", "hidden_mse"]}}, tmp_path / "l.toml")
     # entries the values do not carry (a loss's weight, added after these values were recorded) take their default
+    hp = space.plan_from_values(layered, values).hyperparams
     assert hp.hidden_weight == hyperparams.BY_NAME["hidden_weight"].default.value
-    hp = space.plan_from_values(c, {**values, "hidden_weight": 2}).hyperparams
+    assert not hasattr(hp, "cls_weight")
+    hp = space.plan_from_values(layered, {**values, "hidden_weight": 2}).hyperparams
     assert type(hp.hidden_weight) is float and hp.hidden_weight == 2.0
     with pytest.raises(KeyError, match="learning_rate"):
         space.plan_from_values(c, {k: v for k, v in values.items() if k != "learning_rate"})

@@ -5,12 +5,15 @@ tokenizers, with their cards and records."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import VOCAB, make_tokenizer
+from searcher import teachers as _teachers
+from searcher.testing.teachers import TeacherPromises
 
 PROMPT = "the review: {text} . it was"
 VERBALIZERS = {"neg": "bad", "pos": "good great"}  # "good great" is two tokens: their log-probabilities add up
@@ -87,12 +90,11 @@ def test_combining_matches_the_definitions():
     assert np.allclose(combine([s1, s2], w, "logits", "regression"), 0.25 * s1 + 0.75 * s2, atol=1e-6)
 
 
-# The promises every teacher keeps
+# The promises every teacher keeps (searcher.testing.teachers), for every registered kind and the ensemble
 
 
-def teacher_of(kind: str, world, tmp_path):
-    from searcher.train import runtime
-    from searcher import teachers
+def study_of(kind: str, world, directory):
+    """A tiny study taught by a teacher of this kind (every kind in searcher.teachers.TYPES needs one here)."""
     from searcher.config import load_study
 
     if kind == "classifier":
@@ -102,9 +104,11 @@ def teacher_of(kind: str, world, tmp_path):
                                 "verbalizers": VERBALIZERS},
                     "student": {"init": "pretrained", "checkpoints": [str(world.teacher)], "layers": None,
                                 "hidden": None}}
-    else:  # an ensemble: the fine-tuned classifier and a seed fine-tune of the base
+    elif kind == "ensemble":  # the fine-tuned classifier and a seed fine-tune of the base
         sections = {"teacher": {"model": None}, "teachers": None}
-    path = world.study(tmp_path, name=kind.replace("_", "-"), **sections)
+    else:
+        raise AssertionError(f"no example study for teacher kind {kind!r}: add one to tests/test_teachers.py")
+    path = world.study(directory, name=kind.replace("_", "-"), **sections)
     if kind == "ensemble":
         import tomllib
 
@@ -116,50 +120,32 @@ def teacher_of(kind: str, world, tmp_path):
                            {"name": "seeded", "base": str(world.base), "seed": 3,
                             "fine_tune": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16}}]
         path.write_text(tomli_w.dumps(doc))
-    config = load_study(path)
-    return config, teachers.build(config, runtime.resolve("cpu", "off"))
+    return load_study(path)
 
 
-@pytest.mark.parametrize("kind", ["classifier", "causal_lm", "ensemble"])
-def test_every_teacher_gives_cached_logits_of_the_tasks_labels(kind, world, tmp_path, monkeypatch):
-    from searcher import data
-    from searcher.teachers import logits as blocks
+def teacher_of(kind: str, world, tmp_path):
+    from searcher.testing.teachers import build
 
-    config, t = teacher_of(kind, world, tmp_path)
-    assert t.type == kind
-    t.model_config()
-    task = data.load_task(config, label_order=t.label_order())
-    t.check(task)
-    t.ready(task)
-    first = t.identity
-    assert isinstance(first, str) and len(first) == 20
-    logits = t.logits(task)
-    for name, split in task.splits().items():
-        a = logits.splits[name]
-        assert a.shape == (len(split), 2) and np.isfinite(a).all()
-    assert {"cross_entropy", "accuracy"} <= set(logits.metrics["validation"])
-    assert t.metrics == logits.metrics
-    # a second teacher object of the same study reads the cache: no forward pass, the same numbers
-    calls = []
-    monkeypatch.setattr(blocks, "compute_logits", lambda *a, **k: calls.append(1))
-    _, again = teacher_of(kind, world, tmp_path / "again")
-    again.model_config()
-    again.check(task)
-    again.ready(task)
-    assert again.identity == first
-    if kind != "causal_lm":
-        assert np.array_equal(again.logits(task).splits["train"], logits.splits["train"]) and not calls
-    monkeypatch.undo()
-    extra = t.extra_logits("transfer", task.validation.subset(range(7)), "seven-rows")
-    assert extra.dtype == np.float16 and extra.shape == (7, 2)
-    assert np.allclose(extra.astype(np.float32), logits.splits["validation"][:7], atol=2e-2)
+    config = study_of(kind, world, tmp_path)
+    return config, build(config)
+
+
+class TestEveryTeacher(TeacherPromises):
+    @pytest.fixture(params=[*_teachers.TYPES, "ensemble"])
+    def teacher_config(self, request, world):
+        return lambda directory: study_of(request.param, world, directory)
+
+
+def test_an_ensemble_describes_its_members_and_their_weights(world, tmp_path):
+    from searcher.testing.teachers import readied
+
+    t, task = readied(study_of("ensemble", world, tmp_path))
+    assert t.type == "ensemble"
+    t.logits(task)
     info = t.describe()
-    json.dumps(info)  # records store it as JSON
-    assert info["type"] == kind and info["params"] > 0 and info["metrics"] == logits.metrics
-    if kind == "ensemble":
-        assert [m["name"] for m in info["members"]] == ["tuned", "seeded"]
-        assert [m["weight"] for m in info["members"]] == pytest.approx([2 / 3, 1 / 3])
-        assert info["members"][1]["seed"] == 3 and info["members"][1]["fine_tuned_by_searcher"]
+    assert [m["name"] for m in info["members"]] == ["tuned", "seeded"]
+    assert [m["weight"] for m in info["members"]] == pytest.approx([2 / 3, 1 / 3])
+    assert info["members"][1]["seed"] == 3 and info["members"][1]["fine_tuned_by_searcher"]
 
 
 def test_the_causal_lm_scores_each_label_by_its_verbalizer_after_the_prompt(world, tmp_path):
@@ -534,3 +520,54 @@ def test_the_constant_baseline_of_each_task_kind():
     regression = tasks.kind("regression").baseline(np.array([1.0, 2.0, 6.0]), np.array([0.0, 3.0, 4.0]))
     assert regression["pearson"] == regression["spearmanr"] == regression["combined_score"] == 0.0
     assert regression["mse"] == pytest.approx(np.mean((3.0 - np.array([0.0, 3.0, 4.0])) ** 2))
+
+
+def test_a_new_teacher_kind_is_one_module_and_its_registry_line(world, tmp_path, monkeypatch):
+    """Its keys in [teacher] / [[teachers]], its checks and how it is built come from its own declaration (issue 28:
+    `build()` branched on whether a prompt was set, and config kept the kinds' keys)."""
+    import dataclasses
+
+    from searcher import teachers
+    from searcher.config import load_study
+    from searcher.errors import ConfigError
+    from searcher.train import runtime
+
+    @dataclasses.dataclass(frozen=True)
+    class EchoSettings:
+        column: str = "label"
+
+    class EchoTeacher(teachers.ClassifierTeacher):  # a kind of its own: its keys, its rule, its constructor
+        type, title, selected_by, Settings = "echo", "echo", "column = ...", EchoSettings
+
+        @classmethod
+        def selects(cls, table):
+            return "column" in table
+
+        @classmethod
+        def check_settings(cls, member, where, config):
+            if not member.column.isidentifier():
+                raise ConfigError(f"{where} column must be a name, got {member.column!r}")
+
+        @classmethod
+        def from_member(cls, member, source, where, config, several):
+            return cls(member, source, 0, where, several)
+
+    monkeypatch.setitem(teachers.TYPES, "echo", EchoTeacher)  # the registry line
+    config = load_study(world.study(tmp_path, teacher={"column": "gold"}))
+    assert config.teacher.type == "echo" and config.teacher.column == "gold"
+    assert isinstance(teachers.build(config, runtime.resolve("cpu", "off")), EchoTeacher)
+    explicit = load_study(world.study(tmp_path / "typed", teacher={"type": "echo"}))
+    assert explicit.teacher.type == "echo" and explicit.teacher.column == "label"
+    for teacher, message in (({"column": "not a name"}, "[teacher] column must be a name"),
+                             ({"type": "echo", "prompt": "{text}"}, "[teacher] prompt is a setting of a causal LM "
+                                                                       "teacher, and this one is a echo teacher "
+                                                                       "(type = 'echo')"),
+                             ({"colum": "x"}, "did you mean 'column'"),
+                             ({"type": "nope"}, "[teacher] type must be one of 'classifier', 'causal_lm', 'echo'")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_study(world.study(tmp_path / "bad", teacher=teacher))
+    # the kinds searcher ships keep their keys to themselves
+    with pytest.raises(ConfigError, match=re.escape("[teacher] seed is a setting of a classifier teacher, and this "
+                                                    "one is a causal LM teacher")):
+        load_study(world.study(tmp_path / "lm", teacher={"prompt": "{text}", "verbalizers": {"neg": "a"},
+                                                         "seed": 1}))

@@ -17,43 +17,22 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, _free_port, requirement
+from searcher import trackers
+from searcher.testing.trackers import Run, TrackerDeclarations, TrackerPromises
 
 # Trackio reads TRACKIO_DIR once, when it is imported: every Trackio run of these tests goes to this folder
 os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="searcher-tests-trackio-")
-
-SECRET = "hunter2-not-for-trackers"
-SOURCE = f"https://reader:{SECRET}@example.com/acme/card"  # an [[enqueue]] _source with a password in it
-PRUNED_LR = 0.005  # the enqueued trial that goes non-finite at epoch 2 (pruned, with its reason)
-
 
 def need(module: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
         requirement("trackers", f"{module} is not installed (pip install -e '.[test]' installs every tracker)")
-
-
-@dataclass
-class Run:
-    """What a tracker holds of one trial, read back from its own store."""
-
-    params: dict
-    curves: dict  # metric -> [(step, value)]
-    state: str  # COMPLETE, PRUNED, FAIL (as searcher told it), or "" when it was never ended
-    text: str = ""  # every other string it holds (tags, notes, texts), for the redaction check
-    files: set = field(default_factory=set)
-    summary: dict = field(default_factory=dict)  # final figures where the tracker keeps them apart (W&B)
-
-    @property
-    def final(self) -> dict:
-        """Each metric's last value, as a tracker's run table shows it."""
-        return {**{k: v[-1][1] for k, v in self.curves.items() if v}, **self.summary}
 
 
 # --- MLflow: a real tracking server ---
@@ -227,17 +206,18 @@ def wandb_runs(wandb_dir: Path) -> dict[int, Run]:
     return out
 
 
-# --- the shared promises, over every tracker ---
+# --- the shared promises (searcher.testing.trackers), over every registered tracker ---
 
-TRACKERS = ["mlflow", "tensorboard", "trackio", "wandb"]
+TRACKERS = list(trackers.TRACKERS)
 
 
 class Backend:
     """Where one tracker of a test reports, and how its runs are read back."""
 
     def __init__(self, name: str, request, monkeypatch, tmp_path: Path):
-        need({"tensorboard": "tensorboardX"}.get(name, name))
+        need(trackers.TRACKERS[name].module)
         self.name, self.tmp = name, tmp_path
+        self.keeps_files = name != "trackio"  # Trackio keeps files as content-addressed artifacts, not by name
         self.key = f"t{uuid.uuid4().hex[:8]}"  # an experiment / project of the test's own
         self.table: dict = {}
         if name == "mlflow":
@@ -264,97 +244,25 @@ class Backend:
             return tensorboard_runs(self.tmp / "tb" / study_name)
         if self.name == "trackio":
             return trackio_runs(self.key)
-        return wandb_runs(self.tmp / "wb" / "wandb")
+        if self.name == "wandb":
+            return wandb_runs(self.tmp / "wb" / "wandb")
+        raise AssertionError(f"no reader for tracker {self.name!r}: add one to tests/test_trackers.py")
 
 
-@pytest.fixture(params=TRACKERS)
-def backend(request, monkeypatch, tmp_path):
-    return Backend(request.param, request, monkeypatch, tmp_path)
+class TestEveryTracker(TrackerPromises):
+    @pytest.fixture(params=TRACKERS)
+    def backend(self, request, monkeypatch, tmp_path):
+        return Backend(request.param, request, monkeypatch, tmp_path)
+
+    @pytest.fixture
+    def study_file(self, world):
+        return world.study
 
 
-def _study(world, directory: Path, backend: Backend, **sections) -> Path:
-    return world.study(directory, report=backend.report, train={"latency": False},
-                       **{"study": {"n_trials": 3}, **sections})
-
-
-def _prune_at_epoch_2(monkeypatch, learning_rate: float = PRUNED_LR) -> None:
-    """The trial with this learning rate goes non-finite in its second epoch: pruned, with its reason."""
-    from searcher.train import distill
-    from searcher.errors import NonFiniteLossError
-
-    real = distill._check_finite
-
-    def check(value, epoch, step, hp):
-        if hp.learning_rate == learning_rate and epoch == 2:
-            raise NonFiniteLossError(f"training loss became nan at epoch {epoch}")
-        real(value, epoch, step, hp)
-
-    monkeypatch.setattr(distill, "_check_finite", check)
-
-
-def test_every_trial_is_one_run_with_its_params_curves_and_state(world, tmp_path, cli, backend, monkeypatch):
-    from optuna.trial import TrialState
-
-    from searcher.config import load_study
-    from searcher.records.storage import load
-
-    _prune_at_epoch_2(monkeypatch)
-    path = _study(world, tmp_path / "s", backend, enqueue=[{"_source": SOURCE, "learning_rate": 0.003},
-                                                          {"learning_rate": PRUNED_LR}])
-    code, out, err = cli("optimize", path, "--no-progress")
-    assert code == 0, err
-    assert "stopped answering" not in err  # no tracker complained
-    trials = {t.number: t for t in load(load_study(path)).trials}
-    assert [t.state for t in trials.values()] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
-
-    runs = backend.runs("tiny")
-    assert sorted(runs) == [0, 1, 2]  # one run per trial
-    for number, trial in trials.items():
-        run = runs[number]
-        assert float(run.params["learning_rate"]) == pytest.approx(trial.user_attrs["hyperparams"]["learning_rate"])
-        assert int(float(run.params["student.layers"])) == trial.user_attrs["student"]["layers"]
-        epochs = trial.user_attrs["history"]["epoch"]
-        assert [s for s, _ in run.curves["accuracy"] if s in epochs] == epochs  # every epoch at its step
-        assert [v for s, v in run.curves["accuracy"]][:len(epochs)] == pytest.approx(
-            trial.user_attrs["history"]["accuracy"])
-        assert "train_loss" in run.curves and "eval_loss" in run.curves
-        assert run.state == trial.state.name
-    assert runs[0].final["objective/accuracy"] == pytest.approx(trials[0].value)
-    assert runs[0].final["params_millions"] == pytest.approx(trials[0].user_attrs["student"]["params"] / 1e6)
-    assert [s for s, _ in runs[1].curves["accuracy"]] == [1]  # pruned in its second epoch
-    assert SECRET not in runs[0].text and "reader:***@example.com" in runs[0].text  # redacted, and sent
-    if backend.name != "trackio":  # Trackio keeps files as content-addressed artifacts, not by name
-        assert {"epochs.csv", "README.md"} <= runs[0].files  # the per-epoch table and the card
-
-    # a resumed study continues its runs: nothing is reported twice
-    assert cli("optimize", path, "--no-progress")[0] == 0
-    again = backend.runs("tiny")
-    assert sorted(again) == [0, 1, 2]
-    assert again[0].curves["accuracy"] == runs[0].curves["accuracy"]
-
-
-def test_a_broken_tracker_warns_once_and_never_fails_a_trial(world, tmp_path, cli, backend, monkeypatch):
-    from optuna.trial import TrialState
-
-    from searcher import trackers
-    from searcher.config import load_study
-    from searcher.records.storage import load
-
-    calls = []
-
-    def refuse(self, number, step, metrics):
-        calls.append(number)
-        raise ConnectionError(f"refused by http://user:{SECRET}@tracker.example")
-
-    monkeypatch.setattr(trackers.TRACKERS[backend.name], "log_epoch", refuse)
-    path = _study(world, tmp_path / "s", backend, study={"n_trials": 2}, search={"epochs": 2})
-    code, out, err = cli("optimize", path, "--no-progress")
-    assert code == 0, err
-    assert [t.state for t in load(load_study(path)).trials] == [TrialState.COMPLETE] * 2
-    warnings = [line for line in err.splitlines() if line.startswith(f"report: {backend.name}")]
-    assert len(warnings) == 1 and "ConnectionError" in warnings[0], err
-    assert SECRET not in err and "user:***@tracker.example" in warnings[0]
-    assert calls == [0]  # left alone after it failed: no second try, no second warning
+class TestEveryTrackerDeclares(TrackerDeclarations):
+    @pytest.fixture(params=TRACKERS)
+    def tracker_class(self, request):
+        return trackers.TRACKERS[request.param]
 
 
 def test_a_study_naming_a_missing_tracker_stops_before_training_with_the_pip_command(world, tmp_path, cli,
@@ -468,3 +376,56 @@ def test_mlflow_nests_trial_runs_under_one_study_run_and_survives_the_server_goi
         assert "searcher.note" not in children[0].data.tags  # reported live
     finally:
         server.kill()
+
+
+def test_a_new_tracker_is_one_module_and_its_registry_line(tmp_path):
+    """Its [report.NAME] table, its place in [report] to and its secrets' message come from its own declaration:
+    config keeps no hand copy (issue 28). Run in a fresh process: the registry is read when searcher.config is first
+    imported, as it is when the registry line is in searcher/trackers/__init__.py."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent('''
+        import dataclasses, sys
+        from typing import Optional
+        from searcher import trackers
+        from searcher.trackers import Tracker
+
+        @dataclasses.dataclass(frozen=True)
+        class NewSettings:
+            server: Optional[str] = dataclasses.field(default=None, metadata={"env": "NEW_SERVER"})
+
+        class NewTracker(Tracker):
+            name, module, extra, Settings, secrets = "newtracker", "json", "newtracker", NewSettings, ("NEW_KEY",)
+            def start_study(self, study): return None
+            def start_trial(self, trial): pass
+            def log_epoch(self, number, step, metrics): pass
+            def end_trial(self, end): pass
+
+        trackers.TRACKERS["newtracker"] = NewTracker   # the registry line
+        from searcher.config import parse_study
+        from searcher.errors import ConfigError
+        base = {"study": {"name": "s"}, "data": {"train": "t.csv", "validation": "v.csv"},
+                "teacher": {"model": "m"}, "student": {"layers": [2], "hidden": [128], "init": "random"}}
+        ok = parse_study({**base, "report": {"to": ["newtracker"], "newtracker": {"server": "http://h"}}}, "s.toml")
+        assert ok.report.newtracker.server == "http://h", ok.report
+        tracker = NewTracker(ok)
+        assert tracker.setting("server") == "http://h"
+        for table, message in (
+                ({"to": ["newtracker"], "newtracker": {"server": "http://u:pw123456@h"}},
+                 "put it in the environment (NEW_SERVER or NEW_KEY)"),
+                ({"to": ["newtracker"], "newtracker": {"servr": "x"}}, "did you mean 'server'"),
+                ({"newtracker": {"server": "x"}}, "not in [report] to"),
+                ({"to": ["newtracker"], "newtracker": {"server": " "}}, "[report.newtracker] server must not be empty")):
+            try:
+                parse_study({**base, "report": table}, "s.toml")
+            except ConfigError as e:
+                assert message in str(e) and "pw123456" not in str(e), str(e)
+            else:
+                sys.exit(f"accepted {table}")
+        print("ok")
+    ''')
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import BAD, GOOD, NEUTRAL, sentence, write_rows
 from searcher.train import distill
 from searcher.teachers import logits as teacher_logits
-from searcher.data.rows import Stacked
+from searcher.data.rows import StackedLogits
 from searcher.config import load_study
 from searcher.data.loading import UNLABELED
 
@@ -52,7 +52,7 @@ def test_unlabeled_rows_carry_the_distillation_term_alone():
 def test_stacked_rows_read_each_part_in_place(tmp_path):
     memmap = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16, shape=(5, 2))
     memmap[:] = np.arange(10).reshape(5, 2)
-    stacked = Stacked([np.full((3, 2), -1.0, np.float32), np.load(tmp_path / "x.npy", mmap_mode="r")])
+    stacked = StackedLogits([np.full((3, 2), -1.0, np.float32), np.load(tmp_path / "x.npy", mmap_mode="r")])
     assert len(stacked) == 8
     assert stacked[np.array([6, 0, 3])].tolist() == [[6.0, 7.0], [-1.0, -1.0], [0.0, 1.0]]
 

@@ -176,12 +176,14 @@ def test_import_append_reports_what_does_not_fit_and_never_clips(world, cli, tmp
     (entry,) = load_study(path).enqueue
     assert "learning_rate" not in entry and entry["batch_size"] == 16  # left out, not clipped to 0.006
 
-    # nothing fits at all: exit 2, one line, the file unchanged
-    if PUBLIC_CARD.is_file():
-        before = path.read_bytes()
-        code, out, err = cli("-q", "import", PUBLIC_CARD, "--append", path)
-        assert code == 2 and "nothing to add to" in err.strip().splitlines()[-1]
-        assert path.read_bytes() == before
+    # nothing fits at all: exit 2, one line, the file unchanged (a card of its own: this half runs in a fresh clone)
+    nothing = tmp_path / "nothing.README.md"
+    nothing.write_text(TINY_CARD.replace("- learning_rate: 0.0042", "- learning_rate: 0.05")
+                       .replace("_batch_size: 16", "_batch_size: 48").replace("- num_epochs: 3", "- num_epochs: 5"))
+    before = path.read_bytes()
+    code, out, err = cli("-q", "import", nothing, "--append", path)
+    assert code == 2 and "nothing to add to" in err.strip().splitlines()[-1], err
+    assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize("entry, message", [

@@ -143,12 +143,9 @@ def _hyperparameter_lines(r: records.TrialRecord, recipe: dict) -> list[tuple[st
 
 def _task_facts(kind, r: records.TrialRecord) -> TaskFacts:
     short = {"Cross-entropy": "CE"}.get(kind.label_loss_title, kind.label_loss_title)
-    threshold = None
-    if kind.name == "multi_label":
-        threshold = (f"{r.threshold:g} (tuned on the validation split)" if r.threshold is not None else
-                     f"{kind.threshold if kind.threshold is not None else 0.5:g}")
     return TaskFacts(kind=kind.name, title=kind.title, label_loss=short, primary=title(next(iter(kind.metrics))),
-                     pipeline_kwargs=kind.pipeline_kwargs, threshold=threshold)
+                     pipeline_kwargs=kind.pipeline_kwargs, threshold=kind.threshold_text(r.threshold),
+                     named=kind.named_on_card, pipeline_tag=kind.pipeline_tag)
 
 
 def _results_table(history: list[dict], metric_names: list[str], label_loss: str = "CE") -> ResultsTable:
@@ -272,7 +269,7 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
                   if (v := attrs.get(ATTR_VERSIONS, {}).get(key))],
         card_data=card_data(model_name=model_name, base_model=card_base_model, dataset_id=dataset_id,
                             dataset_name=ds_name, subset=dataset.get("subset"), split=split, metrics=r.metrics,
-                            license=license, language=language, usage=usage,
+                            license=license, language=language, usage=usage, task=kind,
                             recipe=recipe_data(study.study_name, r.number, r.params, r.hyperparams, s,
                                                hub_id(s.get("checkpoint")) if s.get("init") == "pretrained"
                                                else None, distill_table(cfg.get("distill")),

@@ -17,15 +17,20 @@ LEAD_METRICS = ("loss", "cross_entropy")
 
 def card_data(model_name: str, base_model: Optional[str], dataset_id: Optional[str], dataset_name: str,
               subset: Optional[str], split: str, metrics: dict, license: str, language: Optional[str],
-              usage: Optional[Usage] = None, recipe: Optional[dict] = None):
+              usage: Optional[Usage] = None, recipe: Optional[dict] = None, task=None):
     """The YAML front matter as huggingface_hub data: a valid model-index with every final metric, and under
-    `searcher` the trial's recipe as data (`recipe_data`), which `searcher import` reads back instead of the prose."""
+    `searcher` the trial's recipe as data (`recipe_data`), which `searcher import` reads back instead of the prose.
+    `task` (a searcher.tasks.TaskKind; default single-label) names the pipeline tag and the model-index task."""
     from huggingface_hub import EvalResult, ModelCardData
+
+    from searcher import tasks
+
+    task = task or tasks.kind(tasks.DEFAULT)
 
     dataset_type = dataset_id if hub_id(dataset_id) else dataset_name
     names = [k for k in LEAD_METRICS if metrics.get(k) is not None] + \
         [k for k in metrics if k not in LEAD_METRICS and metrics[k] is not None]
-    results = [EvalResult(task_type="text-classification", task_name="Text Classification",
+    results = [EvalResult(task_type=task.pipeline_tag, task_name=task.pipeline_title,
                           dataset_type=dataset_type, dataset_name=dataset_name, dataset_config=subset,
                           dataset_split=split, metric_type=k, metric_name=title(k), metric_value=float(metrics[k]))
                for k in names]
@@ -36,9 +41,9 @@ def card_data(model_name: str, base_model: Optional[str], dataset_id: Optional[s
         language=language,
         license=license,
         library_name="transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag=task.pipeline_tag,
         # what a Hub user filters by: onnx files, and transformers.js when its whole layout is there
-        tags=["generated_from_searcher", "knowledge-distillation", "text-classification"]
+        tags=["generated_from_searcher", "knowledge-distillation", task.pipeline_tag]
         + (["onnx"] if usage and usage.onnx_file else []) + (["transformers.js"] if usage and usage.transformers_js
                                                               else []),
         metrics=[k for k in names if k not in LEAD_METRICS],

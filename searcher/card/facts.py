@@ -217,6 +217,8 @@ class TaskFacts:
     primary: str  # the metric the deployable forms' table shows, titled ("Accuracy", "Pearson")
     pipeline_kwargs: str  # what the pipeline call needs beyond the text (function_to_apply, top_k)
     threshold: Optional[str]  # multi-label: the decision threshold and where it came from
+    named: bool = True  # the card says the kind (not for the default, single-label classification)
+    pipeline_tag: str = "text-classification"  # the transformers pipeline that runs the student
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from searcher import redact
-from searcher.config.schema import StudyConfig
+from searcher.config.schema import StudyConfig, TeacherMember
 
 
 def plain(obj: Any) -> Any:
@@ -20,6 +20,8 @@ def plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         kind = type(obj).__name__
         data = {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "raw"}
+        if isinstance(obj, TeacherMember):  # a teacher kind's own keys read as the teacher's, as in the study file
+            data.update(plain(data.pop("settings")) if obj.settings is not None else data.pop("settings") or {})
         if kind in ("Fixed", "FloatRange", "IntRange", "Choices"):
             data = {"kind": kind.lower(), **data}
         return data
@@ -48,7 +50,8 @@ FREE = {
     "study": {"name", "n_trials", "timeout", "storage", "keep_best", "output_dir", "cache_dir", "heartbeat_interval",
               "grace_period", "max_retry", "sampler", "pruner", "stop", "warm_start"},
     "data": {"train", "validation", "test"},
-    "teacher": {"model", "base", "revision", "inference_batch_size", "name"},  # content counts: "[teacher] content"
+    # content counts: "[teacher] content"; the kind follows from the keys that say what the teacher is
+    "teacher": {"model", "base", "revision", "inference_batch_size", "name", "type"},
     "train": {"device", "amp", "micro_batch_size", "eval_batch_size", "latency", "num_threads", "cohort", "compile"},
     "distill": {"cache_budget_gb"},  # the cached and the online teacher give the same loss (to float16)
 }
@@ -95,6 +98,8 @@ def _defaults() -> dict[str, Any]:
     """Every section's default values, keyed as `defining` keys them (sections that need no required key)."""
     from searcher.config.schema import SECTIONS, DistillSection
 
+    from searcher.teachers import TYPES
+
     out: dict[str, Any] = {}
     for section, cls in {**SECTIONS, "distill": DistillSection}.items():
         try:
@@ -102,6 +107,11 @@ def _defaults() -> dict[str, Any]:
         except TypeError:  # [study] needs a name
             continue
         out.update({f"[{section}] {k}": v for k, v in values.items()})
+    for kind in TYPES.values():  # each kind's keys, as a teacher of another kind (or an older record) lacks them
+        for k, v in plain(kind.Settings()).items():
+            if k == "fine_tune" and isinstance(v, dict):
+                v = {key: x for key, x in v.items() if key not in FREE_FINE_TUNE}
+            out.setdefault(f"[teacher] {k}", v)
     return out
 
 

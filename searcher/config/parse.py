@@ -113,14 +113,15 @@ def parse_study(raw: dict, path: Path) -> StudyConfig:
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{name}] must be a table, got {type(table).__name__}")
-        sections[name] = _build(cls, table, path, name)
+        sections[name] = _teacher(cls, table, path, name) if issubclass(cls, TeacherMember) else \
+            _build(cls, table, path, name)
     enqueue = raw.get("enqueue", [])
     if not isinstance(enqueue, list) or not all(isinstance(e, dict) for e in enqueue):
         raise ConfigError(f"{path}: enqueue must be an array of tables ([[enqueue]] ...)")
     members = raw.get("teachers", [])
     if not isinstance(members, list) or not all(isinstance(e, dict) for e in members):
         raise ConfigError(f"{path}: teachers must be an array of tables ([[teachers]] ...)")
-    teachers = tuple(_build(TeacherMember, m, path, f"teachers {i + 1}") for i, m in enumerate(members))
+    teachers = tuple(_teacher(TeacherMember, m, path, f"teachers {i + 1}") for i, m in enumerate(members))
     config = StudyConfig(path=path, enqueue=tuple(enqueue), raw=raw, teachers=teachers,
                          metrics=_metrics_section(raw.get("metrics", {}), path),
                          distill=_distill_section(raw.get("distill", {}), path), **sections)
@@ -135,6 +136,33 @@ def _unknown(path: Path, section: str, key: str, allowed) -> str:
     return f"{path}: {where}unknown {what} '{key}'; {hint}"
 
 
+def _teacher(cls, table: dict, path: Path, section: str):
+    """A teacher's table: the keys every kind has (TeacherMember's) and the keys of its kind, which the kind declares
+    (searcher.teachers.TYPES: each kind's `Settings`). The kind is `type = "..."`, else the one its keys select."""
+    from searcher.teachers import DEFAULT, TYPES
+
+    own = {f.name for f in dataclasses.fields(cls) if f.name != "settings"}
+    keys = {name: {f.name for f in dataclasses.fields(kind.Settings)} for name, kind in TYPES.items()}
+    given = table.get("type")
+    if given is not None and given not in TYPES:
+        raise ConfigError(f"{path}: [{section}] type must be one of {', '.join(repr(n) for n in TYPES)}, got "
+                          f"{given!r}")
+    name = given or next((n for n, kind in TYPES.items() if kind.selects(table)), DEFAULT)
+    theirs = {k: v for k, v in table.items() if k not in own}
+    for key in theirs:
+        if key in keys[name]:
+            continue
+        other = next((n for n, found in keys.items() if key in found), None)
+        if other is None:
+            raise ConfigError(_unknown(path, section, key, own | set().union(*keys.values())))
+        raise ConfigError(f"{path}: [{section}] {key} is a setting of a {TYPES[other].title} teacher, and this one is "
+                          f"a {TYPES[name].title} teacher ({'type = ' + repr(name) if given else TYPES[name].selected_by}"
+                          f"); remove {key}, or make it a {TYPES[other].title} teacher ({TYPES[other].selected_by})")
+    settings = _build(TYPES[name].Settings, theirs, path, section)
+    common = _build(cls, {k: v for k, v in table.items() if k in own and k != "type"}, path, section)
+    return dataclasses.replace(common, type=name, settings=settings)
+
+
 def _build(cls, table: dict, path: Path, section: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -146,7 +174,7 @@ def _build(cls, table: dict, path: Path, section: str):
         parse = fields[key].metadata.get("parse")
         if parse == "dim":
             h = hyperparams.BY_NAME[key]
-            values[key] = _dimension(value, where, integer=h.kind is int, log=h.log, list_means=h.list_means)
+            values[key] = _dimension(value, where, integer=h.value_type is int, log=h.log, list_means=h.list_means)
         elif parse == "pruner":
             values[key] = _kind_table(value, where, PrunerConfig, PRUNER_OPTIONS, "median")
         elif parse == "sampler":

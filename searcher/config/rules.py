@@ -15,7 +15,7 @@ from pathlib import Path
 from searcher import hyperparams, redact, tasks
 from searcher.tasks import metrics
 from searcher.config import repo_id
-from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, TRACKERS, PrunerConfig,
+from searcher.config.schema import (DEFAULT_CHECKPOINT, EXPORT_FORMATS, SAFE_NAME, PrunerConfig,
                                     SamplerConfig, StopConfig, StudyConfig, StudySection, TeacherMember)
 from searcher.errors import ConfigError
 from searcher.hyperparams import Fixed, extent as dimension_values
@@ -234,7 +234,7 @@ def _check_task(config: StudyConfig) -> None:
 
 def check_task(config: StudyConfig, kind: str) -> None:
     p, d = config.path, config.data
-    if kind != "multi_label" and d.threshold != 0.5:
+    if not tasks.KINDS[kind].uses_threshold and d.threshold != 0.5:
         raise ConfigError(f"{p}: [data] threshold is the decision threshold of multi-label classification, and this "
                           f"study is {tasks.KINDS[kind].title}; remove it")
     named = "temperature" in config.raw.get("search", {})  # else the registry's default range, which a kind may lack
@@ -243,13 +243,15 @@ def check_task(config: StudyConfig, kind: str) -> None:
                           f"learns the teacher's outputs by squared error, with nothing to soften; give temperature "
                           f"one value (it is ignored) or remove it")
     members = teacher_members(config)
-    if kind == "regression" and len(members) > 1 and config.teacher.combine == "probabilities":
+    if not tasks.KINDS[kind].has_probabilities and len(members) > 1 and config.teacher.combine == "probabilities":
         raise ConfigError(f"{p}: [teacher] combine = \"probabilities\" averages class probabilities, and "
                           f"{tasks.KINDS[kind].title} has none; use combine = \"logits\" (the mean score)")
-    lm = next((m for m in members if m.causal_lm), None)
-    if lm is not None and kind != "single_label":
-        raise ConfigError(f"{p}: teacher {lm.name!r} is a causal LM that picks one verbalizer per example, and this "
-                          f"study is {tasks.KINDS[kind].title}; use a classifier teacher for it")
+    from searcher.teachers import TYPES
+
+    cannot = next((m for m in members if not TYPES[m.type].teaches(tasks.KINDS[kind])), None)
+    if cannot is not None:
+        raise ConfigError(f"{p}: teacher {cannot.name!r} is a {TYPES[cannot.type].title} teacher, which cannot teach "
+                          f"{tasks.KINDS[kind].title}; use a classifier teacher for it")
 
 
 def for_task(config: StudyConfig, kind: str) -> StudyConfig:
@@ -277,7 +279,8 @@ def teacher_members(config: StudyConfig) -> tuple[TeacherMember, ...]:
         given = config.teachers
     elif t.seeds:
         stem = t.name or _stem(t.base)
-        given = tuple(dataclasses.replace(_member(t), name=f"{stem}-seed{seed}", seed=seed) for seed in t.seeds)
+        given = tuple(dataclasses.replace(_member(t), name=f"{stem}-seed{seed}",
+                                          settings=dataclasses.replace(t.settings, seed=seed)) for seed in t.seeds)
     else:
         given = (_member(t),)
     return tuple(m if m.name else dataclasses.replace(m, name=_stem(m.model or m.base or "teacher")) for m in given)
@@ -293,6 +296,8 @@ def _stem(source: str) -> str:
 
 
 def _check_teacher(config: StudyConfig) -> None:
+    from searcher.teachers import TYPES
+
     p, t = config.path, config.teacher
     if t.inference_batch_size < 1:
         raise ConfigError(f"{p}: [teacher] inference_batch_size must be positive, got {t.inference_batch_size}")
@@ -303,12 +308,12 @@ def _check_teacher(config: StudyConfig) -> None:
                               f"several; [teacher] then holds only {', '.join(sorted(SHARED_TEACHER_KEYS))}")
         where = [f"[[teachers]] {i + 1}" for i in range(len(config.teachers))]
         for w, m in zip(where, config.teachers):
-            _check_member(p, w, m)
+            _check_member(config, w, m)
     else:
         if "weight" in config.raw.get("teacher", {}):
             raise ConfigError(f"{p}: [teacher] weight is a teacher's share of an ensemble; give it in each "
                               f"[[teachers]] entry, or remove it")
-        _check_member(p, "[teacher]", t)
+        _check_member(config, "[teacher]", t)
         if t.seeds is not None:
             if not t.base:
                 raise ConfigError(f"{p}: [teacher] seeds fine-tunes base once per seed (a seed ensemble); set "
@@ -337,20 +342,15 @@ def _check_teacher(config: StudyConfig) -> None:
         if chosen is None:
             raise ConfigError(f"{p}: [teacher] layer_wise = {t.layer_wise!r} names no teacher; use one of "
                               f"{', '.join(repr(n) for n in names)}")
-        if chosen.causal_lm:
-            raise ConfigError(f"{p}: [teacher] layer_wise = {t.layer_wise!r} is a causal LM teacher, whose layers "
-                              f"a classifier student cannot match; name a classifier teacher")
+        if not TYPES[chosen.type].has_layers:
+            raise ConfigError(f"{p}: [teacher] layer_wise = {t.layer_wise!r} is a {TYPES[chosen.type].title} teacher, "
+                              f"whose layers a classifier student cannot match; name a classifier teacher")
     elif len(members) > 1 and config.distill.layer_wise:
         raise ConfigError(f"{p}: [distill] {config.distill.layer_wise[0]} matches one teacher's layers, and this "
                           f"study has {len(members)}; set [teacher] layer_wise = one of "
                           f"{', '.join(repr(n) for n in names)}")
     _check_search_weights(config, members)
-    pair = next((m for m in members if m.causal_lm and "{text_pair}" in m.prompt), None)
-    if pair is not None and len(config.data.text_columns) < 2:
-        raise ConfigError(f"{p}: teacher {pair.name!r} prompt uses {{text_pair}}, the second text of a pair, and the "
-                          f"data has one text column (text_columns = {list(config.data.text_columns)}); remove "
-                          f"{{text_pair}} from the prompt, or name both columns in [data] text_columns")
-    classifiers = [m for m in members if not m.causal_lm]
+    classifiers = [m for m in members if TYPES[m.type].has_layers]
     if not classifiers and (config.student.needs_teacher_model or config.distill.layer_wise):
         what = "[student] init \"teacher\"/\"random\"" if config.student.needs_teacher_model else \
             f"[distill] {config.distill.layer_wise[0]}"
@@ -375,35 +375,18 @@ def _check_search_weights(config: StudyConfig, members: tuple[TeacherMember, ...
                           f"every teacher's; remove one of them")
 
 
-def _check_member(p: Path, where: str, m: TeacherMember) -> None:
+def _check_member(config: StudyConfig, where: str, m: TeacherMember) -> None:
+    """The keys every teacher has; then its kind's own rules (searcher.teachers: the kind's `check_settings`)."""
+    from searcher.teachers import TYPES
+
+    p = config.path
     if bool(m.model) == bool(m.base):
         raise ConfigError(f"{p}: {where} give exactly one of model = \"<fine-tuned classifier>\" or "
                           f"base = \"<pretrained model to fine-tune once>\"")
-    ft = m.fine_tune
-    if ft.epochs < 1 or ft.batch_size < 1 or ft.learning_rate <= 0 or not 0 <= ft.warmup_ratio < 1 \
-            or ft.weight_decay < 0:
-        raise ConfigError(f"{p}: {where.replace('[teacher]', '[teacher.fine_tune]')} fine_tune needs epochs >= 1, "
-                          f"batch_size >= 1, learning_rate > 0, weight_decay >= 0 and 0 <= warmup_ratio < 1")
     if not (m.weight > 0 and m.weight != float("inf")):
         raise ConfigError(f"{p}: {where} weight must be a positive number (its share of the ensemble), got "
                           f"{m.weight}")
-    if m.seed is not None and m.model:
-        raise ConfigError(f"{p}: {where} seed is the seed of a fine-tune; it needs base = ..., not model = ...")
-    if m.causal_lm or m.verbalizers:
-        if not m.causal_lm or not m.verbalizers:
-            raise ConfigError(f"{p}: {where} a causal LM teacher needs both prompt = \"... {{text}} ...\" and "
-                              f"verbalizers = {{label = \"word\", ...}}")
-        if m.base:
-            raise ConfigError(f"{p}: {where} a causal LM teacher is prompted, not fine-tuned: give model = "
-                              f"\"<causal LM>\" instead of base")
-        if "{text}" not in m.prompt:
-            raise ConfigError(f"{p}: {where} prompt must contain {{text}} where the example goes (and {{text_pair}} "
-                              f"for the second column of pairs), got {m.prompt!r}")
-        try:
-            m.prompt.format(text="", text_pair="")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"{p}: {where} prompt may name only {{text}} and {{text_pair}} (write {{{{ and }}}} "
-                              f"for braces): {e!r} in {m.prompt!r}") from None
+    TYPES[m.type].check_settings(m, f"{p}: {where}", config)
 
 
 def _check_student(config: StudyConfig) -> None:
@@ -488,7 +471,7 @@ def _check_distill(config: StudyConfig) -> None:
     p, d = config.path, config.distill
     if not d.losses:
         raise ConfigError(f"{p}: [distill] losses is empty; list at least \"logits\"")
-    if "logits" not in d.losses:
+    if not any(n in LOSSES and LOSSES[n].stage == "logits" for n in d.losses):
         raise ConfigError(f"{p}: [distill] losses must include \"logits\": the student's classifier learns from it "
                           f"(soft targets and the labels); add it, e.g. losses = [\"logits\", {', '.join(repr(n) for n in d.losses)}]")
     searched = config.raw.get("search", {})
@@ -512,24 +495,27 @@ def _check_distill(config: StudyConfig) -> None:
                           f"student), got {d.cache_budget_gb}")
 
 
-TRACKER_ENV = {"mlflow": "MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN",
-               "tensorboard": "", "trackio": "HF_TOKEN", "wandb": "WANDB_API_KEY"}
-
-
 def _check_report(config: StudyConfig) -> None:
     """[report]: a tracker's table only beside its name in `to`, and never a secret: a study file is shared, stored
     with the study and shown by the dashboard, so passwords and tokens come from the tracker's environment."""
+    from searcher.trackers import TRACKERS
+
     p, r = config.path, config.report
     tables = config.raw.get("report", {})
-    for name in TRACKERS:
+    for name, cls in TRACKERS.items():
         if name in tables and name not in r.to:
             raise ConfigError(f"{p}: [report.{name}] sets options of {name!r}, which is not in [report] to "
                               f"{list(r.to)}; add it there or remove the table")
-    for name, key, value in (("mlflow", "tracking_uri", r.mlflow.tracking_uri),
-                             ("mlflow", "experiment", r.mlflow.experiment), ("trackio", "project", r.trackio.project),
-                             ("wandb", "project", r.wandb.project), ("wandb", "entity", r.wandb.entity)):
-        if value is not None and not value.strip():
-            raise ConfigError(f"{p}: [report.{name}] {key} must not be empty; remove it to use the default")
-        if value is not None and redact.text(value) != value:
-            raise ConfigError(f"{p}: [report.{name}] {key} holds a password or token; a study file must not: put it "
-                              f"in the environment ({TRACKER_ENV[name]}) and remove it from {key}")
+        settings = getattr(r, name)
+        for f in dataclasses.fields(settings):
+            value = getattr(settings, f.name)
+            if not isinstance(value, str):
+                continue
+            if not value.strip():
+                raise ConfigError(f"{p}: [report.{name}] {f.name} must not be empty; remove it to use the default")
+            if redact.text(value) != value:
+                env = cls.environment(f.name)
+                where = ", ".join(env[:-1]) + (" or " if len(env) > 1 else "") + env[-1] if env else \
+                    f"{name}'s own login"
+                raise ConfigError(f"{p}: [report.{name}] {f.name} holds a password or token; a study file must not: "
+                                  f"put it in the environment ({where}) and remove it from {f.name}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from searcher import hyperparams
+from searcher import tasks as _tasks, trackers as _trackers
 from searcher.tasks import metrics
 from searcher.hyperparams import Dimension
 
@@ -146,7 +147,7 @@ class DataSection:
     text_columns: tuple[str, ...] = ("sentence",)
     label_column: str = "label"
     # what the labels are (searcher.tasks): "auto" infers it from them and says so in the log
-    task: Literal["auto", "single_label", "multi_label", "regression"] = "auto"
+    task: Literal[("auto", *_tasks.KINDS)] = "auto"  # type: ignore[valid-type]  # a kind of searcher.tasks
     label_delimiter: Optional[str] = None  # multi-label labels as strings: "sports,politics"
     threshold: Union[float, str] = field(default=0.5, metadata={"parse": "threshold"})  # multi-label: or "tuned"
     label_names: Optional[tuple[str, ...]] = None
@@ -184,23 +185,26 @@ class FineTuneConfig:
 
 @dataclass(frozen=True)
 class TeacherMember:
-    """One teacher: a fine-tuned classifier (`model`), a base fine-tuned once (`base` + `fine_tune`, with `seed`), or
-    a causal language model (`model` + `prompt` + `verbalizers`). [teacher] is one; [[teachers]] lists several."""
+    """One teacher: the keys every kind has, its kind (`type`, searcher.teachers.TYPES) and the settings of that kind,
+    which the kind declares (its `Settings`: a classifier's `fine_tune` and `seed`, a causal LM's `prompt` and
+    `verbalizers`) and which read as the member's own attributes (`member.prompt`). [teacher] is one; [[teachers]]
+    lists several. searcher.config.parse builds both parts from one table."""
 
     name: Optional[str] = None  # how records and cards name it (default: the last part of its source)
     model: Optional[str] = field(default=None, metadata={"parse": "source"})
-    base: Optional[str] = field(default=None, metadata={"parse": "source"})
+    base: Optional[str] = field(default=None, metadata={"parse": "source"})  # a pretrained model to fine-tune once
     revision: Optional[str] = None
-    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig, metadata={"parse": "table"})
-    seed: Optional[int] = None  # the fine-tune's seed (default: [study] seed)
-    # a causal LM teacher: "... {text} ..." (and {text_pair} for pairs), and one verbalizer per label name
-    prompt: Optional[str] = None
-    verbalizers: tuple[tuple[str, str], ...] = field(default=(), metadata={"parse": "verbalizers"})
     weight: float = 1.0  # its share of the ensemble's target (normalised over the teachers)
+    # the kind: given as `type = "..."`, else the one its keys select (searcher.teachers: Teacher.selects)
+    type: Optional[str] = None
+    settings: Any = field(default=None, metadata={"parse": "skip"})  # the kind's Settings, defaults filled in
 
-    @property
-    def causal_lm(self) -> bool:
-        return self.prompt is not None
+    def __getattr__(self, key: str) -> Any:
+        # only called for names that are not fields: the kind's own settings (member.prompt, member.fine_tune)
+        settings = self.__dict__.get("settings")
+        if not key.startswith("__") and key in getattr(settings, "__dataclass_fields__", ()):
+            return getattr(settings, key)
+        raise AttributeError(f"{type(self).__name__} of type {self.__dict__.get('type')!r} has no {key!r}")
 
 
 @dataclass(frozen=True)
@@ -317,48 +321,27 @@ class DistillSection:
 
     @property
     def layer_wise(self) -> tuple[str, ...]:
-        return tuple(n for n in self.losses if n != "logits")
+        """The losses of the intermediate ("layers") stage: those that read the models' intermediate outputs."""
+        from searcher.losses import LOSSES
+
+        return tuple(n for n in self.losses if n in LOSSES and LOSSES[n].stage == "layers")
 
 
 # [report]: the experiment trackers searcher reports every trial to (searcher.trackers); each one's settings are a
-# table of its own. What a table leaves out comes from the tracker's own environment variables (MLFLOW_TRACKING_URI,
-# WANDB_PROJECT, ...), and secrets (passwords, API keys) only ever from those: searcher.config.rules refuses them here.
-TRACKERS = ("mlflow", "tensorboard", "trackio", "wandb")  # as [report] to names them (searcher.trackers.TRACKERS)
+# table of its own, declared by the tracker (its `Settings`). What a table leaves out comes from the tracker's own
+# environment variables (MLFLOW_TRACKING_URI, WANDB_PROJECT, ...), and secrets (passwords, API keys) only ever from
+# those: searcher.config.rules refuses them here.
+TRACKERS = tuple(_trackers.TRACKERS)  # as [report] to names them
 
-
-@dataclass(frozen=True)
-class MLflowReport:
-    tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else MLflow's own default
-    experiment: Optional[str] = None  # default: $MLFLOW_EXPERIMENT_NAME, else the study's name
-
-
-@dataclass(frozen=True)
-class TensorBoardReport:
-    log_dir: Optional[Path] = field(default=None, metadata={"parse": "path"})  # default: <output_dir>/tensorboard
-
-
-@dataclass(frozen=True)
-class TrackioReport:
-    project: Optional[str] = None  # default: $TRACKIO_PROJECT, else the study's name
-
-
-@dataclass(frozen=True)
-class WandbReport:
-    project: Optional[str] = None  # default: $WANDB_PROJECT, else the study's name
-    entity: Optional[str] = None  # default: $WANDB_ENTITY, else the API key's default entity
-    mode: Optional[Literal["online", "offline", "disabled"]] = None  # default: $WANDB_MODE, else online
-
-
-@dataclass(frozen=True)
-class ReportSection:
-    """[report]: `to = ["mlflow", "tensorboard", "trackio", "wandb"]` (any of them; none by default) gives every
-    trial one run in each, with its parameters, per-epoch curves, final figures and state (searcher.trackers)."""
-
-    to: tuple[Literal["mlflow", "tensorboard", "trackio", "wandb"], ...] = ()
-    mlflow: MLflowReport = field(default_factory=MLflowReport, metadata={"parse": "table"})
-    tensorboard: TensorBoardReport = field(default_factory=TensorBoardReport, metadata={"parse": "table"})
-    trackio: TrackioReport = field(default_factory=TrackioReport, metadata={"parse": "table"})
-    wandb: WandbReport = field(default_factory=WandbReport, metadata={"parse": "table"})
+ReportSection = dataclasses.make_dataclass(
+    "ReportSection",
+    [("to", tuple[Literal[TRACKERS], ...], field(default=()))]
+    + [(name, cls.Settings, field(default_factory=cls.Settings, metadata={"parse": "table"}))
+       for name, cls in _trackers.TRACKERS.items()], frozen=True)
+ReportSection.__module__ = __name__
+ReportSection.__doc__ = (f"[report]: `to = [{', '.join(repr(n) for n in TRACKERS)}]` (any of them; none by default) "
+                         f"gives every trial one run in each, with its parameters, per-epoch curves, final figures and "
+                         f"state (searcher.trackers); [report.NAME] is that tracker's Settings.")
 
 
 @dataclass(frozen=True)

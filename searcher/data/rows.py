@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 
-class Stacked:
+class StackedLogits:
     """Several row arrays as one, indexed by row number: the train split's teacher logits (in memory) followed by the
     memory-mapped logits of teacher-labelled text, without copying the large ones into memory."""
 
@@ -30,3 +30,5 @@ class Stacked:
             start = self.ends[part - 1] if part else 0
             out[mask] = self.parts[part][rows[mask] - start]
         return out
+
+

@@ -92,15 +92,9 @@ def encode(split: Split, tokenizer, max_length: int, cache_dir: Optional[Path], 
     """Tokenize a split once; later calls (any process) read the cached arrays. `key` names the split's content."""
     if cache_dir is None:
         return _tokenize(split, tokenizer, max_length)
-    name = hashlib.sha256(f"{key}|{tokenizer_fingerprint(tokenizer)}|{max_length}".encode()).hexdigest()[:24]
-    path = Path(cache_dir) / "tokens" / f"{name}.npz"
-    found = _read(path, split)
-    if found is not None:
-        return found
-    with files.lock(path):  # workers starting together tokenize once; the others wait and read
-        found = _read(path, split)
-        if found is not None:
-            return found
+    path = Path(cache_dir) / "tokens" / f"{files.cache_key([key, tokenizer_fingerprint(tokenizer), max_length])}.npz"
+
+    def build() -> Encoded:
         log.info("data: tokenizing %s (%d rows) once; cached in %s", key.split(":")[-1], len(split), path)
         enc = _tokenize(split, tokenizer, max_length)
         arrays = {"input_ids": enc.input_ids, "offsets": enc.offsets, "labels": enc.labels,
@@ -108,32 +102,30 @@ def encode(split: Split, tokenizer, max_length: int, cache_dir: Optional[Path], 
         if enc.token_type_ids is not None:
             arrays["token_type_ids"] = enc.token_type_ids
         files.save_npz(path, arrays)
-    return enc
+        return enc
+
+    # workers starting together tokenize once; the others wait and read
+    return files.cached("data: token cache", path, lambda: _read(path, split), build, log)
 
 
 def _read(path: Path, split: Split) -> Optional[Encoded]:
-    """The cached arrays if they are whole and belong to `split` (same rows and labels); None means rebuild."""
+    """The cached arrays (None: not cached); raises when they are not whole or not `split`'s (rows, labels)."""
     if not path.is_file():
         return None
-    try:
-        with files.reading_cache("data: token cache", path):
-            files.check_seal(path)
-            with np.load(path) as z:
-                if not set(KEYS) <= set(z.files):
-                    raise ValueError(f"missing {sorted(set(KEYS) - set(z.files))}")
-                enc = Encoded(z["input_ids"], z["token_type_ids"] if "token_type_ids" in z.files else None,
-                              z["offsets"], z["labels"], int(z["pad_token_id"]))
-            n = len(split)
-            total = int(enc.offsets[-1]) if len(enc.offsets) else -1
-            if (len(enc.offsets) != n + 1 or len(enc.labels) != n or total != len(enc.input_ids)
-                    or (enc.token_type_ids is not None and len(enc.token_type_ids) != total)
-                    or np.any(np.diff(enc.offsets) < 0) or enc.labels.dtype != split.labels.dtype
-                    or not np.array_equal(enc.labels, split.labels, equal_nan=enc.labels.dtype.kind == "f")):
-                raise ValueError("its rows do not match the split")
-        return enc
-    except files.DamagedCache as e:
-        files.note_damaged(log, e)
-        return None
+    files.check_seal(path)
+    with np.load(path) as z:
+        if not set(KEYS) <= set(z.files):
+            raise ValueError(f"missing {sorted(set(KEYS) - set(z.files))}")
+        enc = Encoded(z["input_ids"], z["token_type_ids"] if "token_type_ids" in z.files else None,
+                      z["offsets"], z["labels"], int(z["pad_token_id"]))
+    n = len(split)
+    total = int(enc.offsets[-1]) if len(enc.offsets) else -1
+    if (len(enc.offsets) != n + 1 or len(enc.labels) != n or total != len(enc.input_ids)
+            or (enc.token_type_ids is not None and len(enc.token_type_ids) != total)
+            or np.any(np.diff(enc.offsets) < 0) or enc.labels.dtype != split.labels.dtype
+            or not np.array_equal(enc.labels, split.labels, equal_nan=enc.labels.dtype.kind == "f")):
+        raise ValueError("its rows do not match the split")
+    return enc
 
 
 def _tokenize(split: Split, tokenizer, max_length: int) -> Encoded:

@@ -13,16 +13,15 @@ the same (1 - alpha) weight as on labelled rows (searcher.train.distill.kd_loss)
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from searcher import files
 from searcher.data import augment
-from searcher.data.rows import Stacked
+from searcher.data.rows import StackedLogits
 from searcher.config import StudyConfig
 from searcher.data.loading import Split, Task
 from searcher.errors import ConfigError
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Extra:
+class TeacherLabelled:
     """Rows only the teacher labels, with its logits (rows x labels, float16, memory-mapped)."""
 
     name: str  # "transfer" or "augmented"
@@ -72,8 +71,8 @@ def augmented(config: StudyConfig, task: Task, mask_token: str) -> tuple[Optiona
     fresh = np.asarray(augment.fresh_rows(task.train.texts, texts), dtype=np.int64)
     n = len(task.train)
     split = Split(tuple(tuple(col[i] for i in fresh) for col in texts), task.unlabeled(len(fresh)))
-    content = hashlib.sha256(json.dumps([task.fingerprint, k, s.p_mask, s.p_swap, s.p_ngram, list(s.ngram_range),
-                                         s.mask_token, s.seed]).encode()).hexdigest()[:20]
+    content = files.cache_key([task.fingerprint, k, s.p_mask, s.p_swap, s.p_ngram, list(s.ngram_range),
+                               s.mask_token, s.seed], 20)
     if not len(fresh):
         a = config.data.augment
         log.warning("data: [data.augment] gave 0 distinct copies (every copy equals its sentence; p_mask = %g, p_swap "
@@ -85,13 +84,13 @@ def augmented(config: StudyConfig, task: Task, mask_token: str) -> tuple[Optiona
     return split, fresh // n, content
 
 
-def prepare(config: StudyConfig, task: Task, teacher, mask_token: Optional[str]) -> list[Extra]:
+def teacher_labelled(config: StudyConfig, task: Task, teacher, mask_token: Optional[str]) -> list[TeacherLabelled]:
     """The transfer set and the augmented copies of this study, labelled by the study's teacher (searcher.teachers:
     one, or the ensemble), cached."""
     extras = []
     if task.transfer is not None:
         logits = teacher.extra_logits("transfer", task.transfer, task.transfer_fingerprint)
-        extras.append(Extra("transfer", task.transfer, logits, task.transfer_fingerprint))
+        extras.append(TeacherLabelled("transfer", task.transfer, logits, task.transfer_fingerprint))
     if max_copies(config):
         if not mask_token:
             raise ConfigError(f"{config.path}: [search] augment masks words with the teacher tokenizer's mask token, "
@@ -100,11 +99,11 @@ def prepare(config: StudyConfig, task: Task, teacher, mask_token: Optional[str])
         if split is None:
             return extras
         logits = teacher.extra_logits("augmented", split, content)
-        extras.append(Extra("augmented", split, logits, content, copy))
+        extras.append(TeacherLabelled("augmented", split, logits, content, copy))
     return extras
 
 
-def training_set(train: Encoded, train_logits: np.ndarray, extras: list[Extra], encoded: dict[str, Encoded],
+def training_set(train: Encoded, train_logits: np.ndarray, extras: list[TeacherLabelled], encoded: dict[str, Encoded],
                  k: int) -> tuple[Encoded, object, dict]:
     """What a trial trains on: the labelled train split, then every transfer row, then the augmented copies below
     `k`, with the teacher's logits for each row; and the sizes of each part (for records and cards)."""
@@ -122,4 +121,4 @@ def training_set(train: Encoded, train_logits: np.ndarray, extras: list[Extra], 
         sizes[extra.name] = len(rows)
     if len(parts) == 1:
         return train, train_logits, sizes
-    return concat(parts), Stacked(logits), sizes
+    return concat(parts), StackedLogits(logits), sizes

@@ -5,8 +5,9 @@ A loss (one class per module, registered in searcher.losses like optuna's sample
 - `hyperparams`: the registry entries it adds (its weight), searchable, checked, carded and imported like the rest;
 - `Settings`: a frozen dataclass of its `[distill.NAME]` options (the layer map among them), checked when the study
   file is read;
-- `needs(pairs)`: which outputs of the student and of the teacher it reads (hidden states, attention Q/K/V of
-  which layers; logits);
+- `reads`, `needs(pairs)`: which outputs of the student and of the teacher it reads (hidden states, attention Q/K/V
+  of which layers; logits);
+- `stage`: which stage of TinyBERT's schedule trains it, "layers" (the first epochs) or "logits" (the rest);
 and implements `terms(student, teacher, batch)`: its named loss terms, each SUMMED over the examples of the batch
 (the loop divides by the size of the whole effective batch, so micro-batches add up to exactly one big batch).
 
@@ -22,18 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
 from searcher.dimensions import Hyperparam
+from searcher.tasks import UNLABELED  # noqa: F401 - the label of a row only the teacher labels: no label term
 
 if TYPE_CHECKING:
     import torch
 
-UNLABELED = -1  # the label of a row only the teacher labels (transfer text, augmented copies): no label term
 LayerMap = Union[str, tuple[tuple[int, int], ...]]  # "uniform" | "last" | ((student, teacher), ...); 0 = embeddings
-
-
-def labels_only(teacher, alpha) -> bool:
-    """Whether a logit loss reduces to the label loss: no teacher, or alpha 1 given as a number (in a cohort alpha is
-    a tensor of one value per member, and the distillation term is computed and weighted by zero where it is 1)."""
-    return teacher is None or (not hasattr(alpha, "dim") and alpha >= 1.0)
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,8 @@ class Needs:
 class Outputs:
     """One model's outputs on a batch, as a loss reads them. `hidden[l]` is (B, W, H); `attention[l]` is the
     layer's (queries, keys, values), each (B, W, H) with the heads side by side; `mask` is (B, W), 1 on tokens.
-    The teacher's come from the cache or from the teacher running beside the student (searcher.targets)."""
+    The teacher's come from its cached states or from the teacher running beside the student
+    (searcher.teachers.hidden: CachedTeacherStates, OnlineTeacherStates)."""
 
     logits: Optional["torch.Tensor"]
     mask: Optional["torch.Tensor"] = None
@@ -106,6 +102,9 @@ class DistillationLoss(abc.ABC):
     token_level: ClassVar[bool] = True  # compares token by token: the student must use the teacher's tokenizer
     embeddings: ClassVar[bool] = False  # its uniform map starts with the embeddings (0 <- 0)
     reads: ClassVar[str] = "hidden"  # "hidden" | "attention" | "logits": which outputs its layer pairs are of
+    # which stage of TinyBERT's schedule trains it ([distill] intermediate_epochs): "layers" (intermediate outputs,
+    # the first epochs) or "logits" (the predictions, the rest); without a schedule every loss trains every epoch
+    stage: ClassVar[str] = "layers"
 
     def __init__(self, settings: Optional[Any] = None):
         self.settings = settings if settings is not None else self.Settings()
@@ -168,6 +167,10 @@ class DistillationLoss(abc.ABC):
 
     def formula(self) -> str:
         return self.title
+
+    def weighted_formula(self) -> str:
+        """Its formula as a term of the sum, times its weight by the parameter's own name (as the records have it)."""
+        return f"{self.hyperparams[0].name} * {self.formula()}" if self.hyperparams else self.formula()
 
     def describe(self, hp, pairs: Optional[list[tuple[int, int]]] = None) -> dict:
         """What ran, for the trial's records and the card: plain data."""

@@ -1,53 +1,35 @@
 """Soft-target distillation on the logits, with the labels' cross-entropy: the classic recipe and searcher's default.
 
+What the terms are is the task kind's (searcher.tasks: `TaskKind.kd`), since it depends on what the labels are; for
+single-label classification
+
     loss = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
-with batchmean reduction, as the public DistillationTrainer does. Rows without a label (UNLABELED: text only the
-teacher labels) contribute the distillation term alone. It compares whole examples, so the student may use another
-tokenizer than the teacher.
+with batchmean reduction, as the public DistillationTrainer does (`kd_loss`, defined with that kind in
+searcher.tasks._single and re-exported here). Rows without a label (UNLABELED: text only the teacher labels)
+contribute the distillation term alone. It compares whole examples, so the student may use another tokenizer than
+the teacher.
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
-from searcher.losses._base import UNLABELED, Batch, DistillationLoss, Outputs, labels_only
-
-FORMULA = "alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))"
-
-
-def kd_loss(student_logits, teacher_logits: Optional[object], labels, alpha: float, temperature: float):
-    """The distillation loss SUMMED over the examples (divide by the batch size for batchmean).
-
-    Summing lets micro-batches add up to exactly the loss of the whole batch. Rows labelled UNLABELED add only the
-    (1 - alpha)-weighted distillation term.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    ce = F.cross_entropy(student_logits, labels, reduction="sum", ignore_index=UNLABELED)
-    if labels_only(teacher_logits, alpha):
-        return ce
-    t = temperature
-    # KL(p || q) = sum p log p - p log q, as F.kl_div(log q, p, reduction="sum") computes it (0 log 0 = 0), written
-    # out because kl_div has no batching rule under torch.vmap (cohorts)
-    p = F.softmax(teacher_logits / t, dim=-1)
-    kl = (torch.xlogy(p, p) - p * F.log_softmax(student_logits / t, dim=-1)).sum()
-    return alpha * ce + (1.0 - alpha) * t * t * kl
+from searcher import tasks
+from searcher.losses._base import Batch, DistillationLoss, Outputs
+from searcher.tasks import FORMULA, kd_loss  # noqa: F401 - re-exported: searcher.losses.kd_loss, .FORMULA
 
 
 class LogitKD(DistillationLoss):
     name = "logits"
     title = "soft-target KD on the logits (Hinton et al. 2015)"
     reads = "logits"
+    stage = "logits"
     token_level = False
 
     def terms(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict:
-        """The task kind's terms (searcher.tasks): for single-label classification exactly `kd_loss`."""
+        """The task kind's terms (single-label classification when the batch names none)."""
         hp = batch.hyperparams
-        if batch.task is None:
-            return {self.name: kd_loss(student.logits, teacher.logits, batch.labels, hp.alpha, hp.temperature)}
-        return {self.name: batch.task.kd(student.logits, teacher.logits, batch.labels, hp.alpha, hp.temperature)}
+        task = batch.task if batch.task is not None else tasks.kind(tasks.DEFAULT)
+        return {self.name: task.kd(student.logits, teacher.logits, batch.labels, hp.alpha, hp.temperature)}
 
     def formula(self) -> str:
         return FORMULA

@@ -30,13 +30,13 @@ GB = 1e9
 
 def build_losses(config: StudyConfig, fitted: Optional[dict] = None) -> list[DistillationLoss]:
     """Fresh loss objects for one trial (a projection is trained per trial), in [distill] losses order; `fitted`:
-    the settings `check` chose for this study's models (Plan.settings), by loss name."""
+    the settings `check` chose for this study's models (TeacherLayers.settings), by loss name."""
     fitted = fitted or {}
     return [LOSSES[name](fitted.get(name) or config.distill.settings_of(name)) for name in config.distill.losses]
 
 
 @dataclass
-class Plan:
+class TeacherLayers:
     """What the study's layer-wise losses read of the teacher, and where it comes from."""
 
     needs: Side = Side()  # the teacher's outputs, over every student the study can build
@@ -114,7 +114,7 @@ def check(config: StudyConfig, teacher_config, teacher_model, teacher_tokenizer)
     """Every student the study can build against the teacher, for every layer-wise loss; returns the teacher
     outputs they read (union over the students) and the losses' settings with the defaults that depend on the
     models fitted to all of them (one log line each). Raises ConfigError (one line) on the first problem."""
-    losses = [loss for loss in build_losses(config) if loss.reads != "logits"]
+    losses = [loss for loss in build_losses(config) if loss.stage == "layers"]
     if not losses:
         return Side(), {}
     p = config.path
@@ -154,11 +154,11 @@ def check(config: StudyConfig, teacher_config, teacher_model, teacher_tokenizer)
 
 
 def plan(config: StudyConfig, needs: Side, row_sets: list, teacher, teacher_identity: str, tokenizer_key: str,
-         width: int, runtime: Runtime) -> Plan:
+         width: int, runtime: Runtime) -> TeacherLayers:
     """Cache the teacher's hidden states the losses read, when they fit [distill] cache_budget_gb; otherwise the
     teacher runs beside the student (one log line says so, with the size the cache would have needed)."""
     if needs.empty:
-        return Plan()
+        return TeacherLayers()
     layers = sorted(model_outputs.hidden_layers(needs))
     size = teacher_hidden.size_bytes(row_sets, layers, width)
     budget = config.distill.cache_budget_gb * GB
@@ -167,9 +167,9 @@ def plan(config: StudyConfig, needs: Side, row_sets: list, teacher, teacher_iden
                   f"would take {size / GB:.2f} GB, more than [distill] cache_budget_gb = "
                   f"{config.distill.cache_budget_gb:g}")
         log.info("layer-wise losses: %s; the teacher runs beside the student for those terms instead", reason)
-        return Plan(needs, None, True, round(size / 1e6, 1), reason)
+        return TeacherLayers(needs, None, True, round(size / 1e6, 1), reason)
     states = {r.name: teacher_hidden.cached_states(config.cache_dir, teacher, teacher_identity, tokenizer_key,
                                                  config.data.max_length, r, layers, width, runtime,
                                                  config.teacher.inference_batch_size)
               for r in row_sets}
-    return Plan(needs, states, False, round(size / 1e6, 1))
+    return TeacherLayers(needs, states, False, round(size / 1e6, 1))

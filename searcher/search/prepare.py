@@ -7,7 +7,6 @@ so a bad study file leaves the storage untouched. Its result is loaded once per 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import platform
@@ -40,8 +39,8 @@ class Prepared:
     teacher_info: dict
     metrics: metrics.MetricSet = field(default_factory=metrics.MetricSet)
     export_formats: tuple = ()  # the formats kept students are exported to (searcher.records.export), once they can be
-    extras: list = field(default_factory=list)  # teacher-labelled text (searcher.data.transfer.Extra)
-    layerwise: layerwise.Plan = field(default_factory=layerwise.Plan)  # the teacher's outputs layer-wise losses read
+    extras: list = field(default_factory=list)  # teacher-labelled text (searcher.data.transfer.TeacherLabelled)
+    layerwise: layerwise.TeacherLayers = field(default_factory=layerwise.TeacherLayers)  # the teacher's outputs layer-wise losses read
     _encoded: dict = field(default_factory=dict, repr=False)
     _projections: dict = field(default_factory=dict, repr=False)  # the teacher's attention projections, by layer
     _reweighted: dict = field(default_factory=dict, repr=False)  # (split or extra, weights) -> target, one trial's
@@ -113,12 +112,12 @@ class Prepared:
         if not plan.active:
             return None
         if plan.online:
-            return teacher_hidden.OnlineTeacher(self.teacher_model()[0], plan.needs, self.runtime)
+            return teacher_hidden.OnlineTeacherStates(self.teacher_model()[0], plan.needs, self.runtime)
         parts = [(plan.states["train"], encoded["train"].offsets, len(encoded["train"]))]
         for extra in self.extras:
             parts.append((plan.states[extra.name], encoded[extra.name].offsets, len(extra.rows_for(augment))))
         heads = model_outputs.heads_of(SimpleNamespace(config=self.teacher_config))  # the primary teacher's
-        return teacher_hidden.CachedTeacher(teacher_hidden.Rows(parts), plan.needs, self._projections, heads)
+        return teacher_hidden.CachedTeacherStates(teacher_hidden.StackedStates(parts), plan.needs, self._projections, heads)
 
 
 def with_task(config: StudyConfig, kind: str) -> StudyConfig:
@@ -244,7 +243,7 @@ def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
     if verdict["no_better"]:  # a teacher that learned nothing: stop for searcher's own fine-tunes, else say so
         teacher_baseline.refuse(study_teacher, verdict, listed=bool(config.teachers))
         log.warning("%s", teacher_baseline.line(verdict))
-    extras = transfer.prepare(config, task, study_teacher, _mask_token(config, primary))
+    extras = transfer.teacher_labelled(config, task, study_teacher, _mask_token(config, primary))
     if extras:
         removed = task.description.get("transfer", {}).get("removed_overlap", 0)
         log.info("data: teacher-labelled %s%s", ", ".join(f"{e.name} {len(e.split)}" for e in extras),
@@ -273,8 +272,8 @@ def _plan_layerwise(p: Prepared) -> None:
     model, tokenizer = p.teacher_model()
     needs, settings = layerwise.check(p.config, p.teacher_config, model, tokenizer)
     encoded = p.encoded(tokenizer)
-    row_sets = [teacher_hidden.RowSet("train", encoded["train"], f"{p.task.fingerprint}:train")]
-    row_sets += [teacher_hidden.RowSet(e.name, encoded[e.name], e.content) for e in p.extras]
+    row_sets = [teacher_hidden.TokenizedRows("train", encoded["train"], f"{p.task.fingerprint}:train")]
+    row_sets += [teacher_hidden.TokenizedRows(e.name, encoded[e.name], e.content) for e in p.extras]
     p.layerwise = layerwise.plan(p.config, needs, row_sets, lambda: p.teacher_model()[0], p.primary.identity,
                                  tokens.tokenizer_fingerprint(tokenizer), int(p.teacher_config.hidden_size),
                                  p.runtime)
@@ -331,21 +330,23 @@ def _teacher_latency(p: Prepared, t: teachers.Teacher) -> Optional[dict]:
 
     if t.type != "classifier":
         return None
-    key = hashlib.sha256(json.dumps([teacher_loading.identity(t.directory), p.task.fingerprint, platform.node(),
-                                     torch.get_num_threads()]).encode()).hexdigest()[:20]
+    key = files.cache_key([teacher_loading.identity(t.directory), p.task.fingerprint, platform.node(),
+                           torch.get_num_threads()], 20)
     path = p.config.cache_dir / "latency" / f"{key}.json"
-    if path.is_file():
-        try:
-            with files.reading_cache("teacher latency cache", path):
-                found = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(found, dict) or not all(
-                        isinstance(found.get(k), (int, float)) and found[k] > 0
-                        for k in ("single_median", "throughput_per_s")):
-                    raise ValueError("its timings are missing")
-            return found
-        except files.DamagedCache as e:
-            files.note_damaged(log, e)
-    model, tokenizer = t.model()
-    result = latency.measure(model, p.encoded(tokenizer)["validation"])
-    files.write_text(path, json.dumps(result))
-    return result
+
+    def read() -> Optional[dict]:
+        if not path.is_file():
+            return None
+        found = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(found, dict) or not all(isinstance(found.get(k), (int, float)) and found[k] > 0
+                                                  for k in ("single_median", "throughput_per_s")):
+            raise ValueError("its timings are missing")
+        return found
+
+    def build() -> dict:
+        model, tokenizer = t.model()
+        result = latency.measure(model, p.encoded(tokenizer)["validation"])
+        files.write_text(path, json.dumps(result))
+        return result
+
+    return files.cached("teacher latency cache", path, read, build, log)

@@ -129,7 +129,7 @@ def _wants_hidden(values: dict) -> bool:
 
 def dimensions(config: StudyConfig) -> dict[str, Dimension]:
     """Every value a trial needs, searched or fixed, by parameter name."""
-    dims = {name: getattr(config.search, name) for name in hyperparams.NAMES}
+    dims = {h.name: getattr(config.search, h.name) for h in hyperparams.in_use(config.distill.losses)}
     dims.update(_student_dims(config))
     for name in teacher_weight_names(config):
         dims[name] = FloatRange(*config.teacher.search_weights, log=True)
@@ -138,7 +138,8 @@ def dimensions(config: StudyConfig) -> dict[str, Dimension]:
 
 def searched_names(config: StudyConfig) -> tuple[str, ...]:
     """The hyperparameters this study searches (not fixed)."""
-    return tuple(n for n in hyperparams.NAMES if not isinstance(getattr(config.search, n), Fixed))
+    return tuple(h.name for h in hyperparams.in_use(config.distill.losses)
+                 if not isinstance(getattr(config.search, h.name), Fixed))
 
 
 def distributions(config: StudyConfig) -> dict[str, BaseDistribution]:
@@ -176,7 +177,7 @@ def suggest(trial: optuna.Trial, config: StudyConfig) -> Plan:
 
 
 def plan_from_values(config: StudyConfig, values: dict) -> Plan:
-    hp = hyperparams.from_values(values, seed=config.study.seed)
+    hp = hyperparams.from_values(values, seed=config.study.seed, loss_names=config.distill.losses)
     student = spec_for(config, layers=values.get("layers"), hidden=values.get("hidden"),
                        checkpoint=values.get("checkpoint"), init=values.get("init"))
     raw = [float(values[name]) for name in teacher_weight_names(config)]

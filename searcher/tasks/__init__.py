@@ -13,7 +13,7 @@ from typing import Optional
 from searcher.tasks._base import TaskKind
 from searcher.tasks._multi import MultiLabel
 from searcher.tasks._regression import Regression
-from searcher.tasks._single import SingleLabel
+from searcher.tasks._single import FORMULA, UNLABELED, SingleLabel, kd_loss
 
 KINDS: dict[str, type[TaskKind]] = {cls.name: cls for cls in (
     SingleLabel,
@@ -41,4 +41,5 @@ def kind(name: str, threshold: Optional[float] = None) -> TaskKind:
     return KINDS[name](threshold=threshold)
 
 
-__all__ = ["TaskKind", "MultiLabel", "Regression", "SingleLabel", "KINDS", "DEFAULT", "infer", "kind"]
+__all__ = ["TaskKind", "MultiLabel", "Regression", "SingleLabel", "KINDS", "DEFAULT", "infer", "kind", "FORMULA",
+           "UNLABELED", "kd_loss"]

@@ -3,8 +3,9 @@ owned in one place per kind (one module each, registered in searcher.tasks, as o
 
 A kind says how labels are read from the data and how a row only the teacher labels is marked, how wide the model's
 output is and its transformers `problem_type`, how predictions come from outputs, which metrics are built in (and
-the default objective), the distillation terms of the logit loss (searcher.losses.LogitKD asks the kind), and what
-the card and the pipeline usage say. Everything else (data loading, the loop, export, cards) asks the kind instead
+the default objective), the distillation terms of the logit loss (the kind owns its formula: searcher.losses.LogitKD
+asks the kind), how several teachers' outputs combine, whether it takes a decision threshold or a temperature, and
+what the card, its front matter and the pipeline usage say. Everything else (data loading, the loop, export, cards) asks the kind instead
 of assuming integer labels and an argmax.
 
 This module must not import torch at import time (the study file's checks read the declarations).
@@ -20,6 +21,12 @@ import numpy as np
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 
+def labels_only(teacher, alpha) -> bool:
+    """Whether a kind's logit loss reduces to its label loss: no teacher, or alpha 1 given as a number (a tensor of
+    alphas, one per trial of a cohort, keeps the distillation term, weighted by zero where alpha is 1)."""
+    return teacher is None or (not hasattr(alpha, "dim") and alpha >= 1.0)
+
+
 class TaskKind(abc.ABC):
     name: ClassVar[str]  # the study file's [data] task
     title: ClassVar[str]  # for the card and the log
@@ -30,7 +37,14 @@ class TaskKind(abc.ABC):
     label_loss_title: ClassVar[str]  # what the card calls the plain label loss on the validation split
     baseline_title: ClassVar[str]  # the constant prediction `baseline` scores, for the log and the card
     uses_temperature: ClassVar[bool] = True  # whether [search] temperature means anything for this kind
+    uses_threshold: ClassVar[bool] = False  # whether it takes a decision threshold ([data] threshold)
+    exclusive_classes: ClassVar[bool] = False  # one class per row: each output column is one class of a softmax
+    named_outputs: ClassVar[bool] = True  # the outputs are named labels (a teacher's must line up with the data's)
+    has_probabilities: ClassVar[bool] = True  # its outputs are probabilities after a link ([teacher] combine)
+    named_on_card: ClassVar[bool] = True  # the card says the kind (the default kind goes without saying)
     pipeline_kwargs: ClassVar[str] = ""  # extra arguments the card's pipeline() call needs, e.g. function_to_apply
+    pipeline_tag: ClassVar[str] = "text-classification"  # the Hub's pipeline tag and the model-index task type
+    pipeline_title: ClassVar[str] = "Text Classification"  # the model-index task name
 
     def __init__(self, threshold: Optional[float] = None):
         self.threshold = threshold  # multi-label: the decision threshold (None: tuned on the validation split)
@@ -107,6 +121,25 @@ class TaskKind(abc.ABC):
     def kd(self, student, teacher, labels, alpha: float, temperature: float):
         """alpha * (label loss) + (1 - alpha) * (distillation loss against the teacher's outputs), SUMMED over the
         examples; rows without a label add the distillation term alone. `teacher` None: the label loss alone."""
+
+    def combine(self, stack: np.ndarray, weights: np.ndarray, how: str) -> np.ndarray:
+        """Several teachers' outputs (stacked on the first axis) as one target, float32; `weights` (one per teacher,
+        shaped to broadcast) sum to 1. "logits": their weighted mean; "probabilities": the weighted mean of what
+        each says the probabilities are, as logits again (`mean_probabilities`)."""
+        if how == "logits" or not self.has_probabilities:
+            return (weights * stack).sum(0)
+        return self.mean_probabilities(stack, weights)
+
+    def mean_probabilities(self, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{self.title} has no probabilities to average")
+
+    def threshold_text(self, tuned: Optional[float]) -> Optional[str]:
+        """The decision threshold as the card says it (None: the kind has none)."""
+        if not self.uses_threshold:
+            return None
+        if tuned is not None:
+            return f"{tuned:g} (tuned on the validation split)"
+        return f"{self.threshold if self.threshold is not None else 0.5:g}"
 
     def parity(self, expected: np.ndarray, got: np.ndarray, tolerance: float) -> dict:
         """An exported model's outputs against PyTorch's on the same rows."""

@@ -10,11 +10,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from searcher.errors import DataError
-from searcher.tasks._base import TaskKind
+from searcher.tasks._base import TaskKind, labels_only
 
 THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)  # what a tuned threshold is chosen among
 # below this many validation rows, the threshold that scores best on them mostly fits their noise
 MIN_TUNING_ROWS = 200
+EPS = 1e-7
 
 
 def _counts(p: np.ndarray, r: np.ndarray):
@@ -49,6 +50,7 @@ class MultiLabel(TaskKind):
     label_loss_title = "BCE"
     baseline_title = "always predicting the most frequent label set (or none)"
     pipeline_kwargs = ', top_k=None, function_to_apply="sigmoid"'
+    uses_threshold = True
 
     def label_shape(self, width: int) -> tuple:
         return (width,)
@@ -111,6 +113,11 @@ class MultiLabel(TaskKind):
         sets, counts = np.unique(rows, axis=0, return_counts=True)
         return [np.tile(sets[counts.argmax()], (len(eval_labels), 1)), none]
 
+    def mean_probabilities(self, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Each label on its own: the mean probability, back to a logit."""
+        p = np.clip((weights / (1 + np.exp(-stack))).sum(0), EPS, 1 - EPS)
+        return np.log(p) - np.log1p(-p)
+
     def tuning_warning(self, rows: int) -> Optional[str]:
         if self.threshold is not None or rows >= MIN_TUNING_ROWS:
             return None
@@ -127,8 +134,6 @@ class MultiLabel(TaskKind):
         labeled = ~torch.isnan(labels).any(dim=-1)
         gold = F.binary_cross_entropy_with_logits(student, torch.nan_to_num(labels), reduction="none").mean(-1)
         gold = (gold * labeled).sum()
-        from searcher.losses._base import labels_only
-
         if labels_only(teacher, alpha):
             return gold
         t = temperature

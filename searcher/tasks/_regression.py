@@ -10,32 +10,33 @@ from typing import Optional, Sequence
 import numpy as np
 
 from searcher.errors import DataError
-from searcher.tasks._base import TaskKind
+from searcher.tasks._base import TaskKind, labels_only
 
 # the largest score searcher trains on: a model learns it in float32, where squared errors beyond ~1e19 overflow
 # (summed over a batch, earlier), and the loss then goes non-finite whatever the learning rate
 MAX_SCORE = 1e15
 
 
-def _pearson(p: np.ndarray, r: np.ndarray) -> float:
+def _correlation(test, p: np.ndarray, r: np.ndarray) -> float:
+    """scipy.stats' correlation `test` of predictions and references; 0 where it is undefined (fewer than two rows,
+    or constant predictions, which correlate with nothing: scipy warns and gives NaN there)."""
     p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
     if len(r) < 2 or p.std() == 0 or r.std() == 0:
-        return 0.0  # constant predictions correlate with nothing
-    return float(np.corrcoef(p, r)[0, 1])
+        return 0.0
+    return float(test(p, r)[0])
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean of their positions), as scipy.stats.rankdata does."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
+def _pearson(p: np.ndarray, r: np.ndarray) -> float:
+    from scipy import stats  # imported when a metric is computed: the study file's checks stay instant
+
+    return _correlation(stats.pearsonr, p, r)
 
 
 def _spearman(p: np.ndarray, r: np.ndarray) -> float:
-    return _pearson(_ranks(np.asarray(p, np.float64)), _ranks(np.asarray(r, np.float64)))
+    """Ranks with ties sharing the mean of their positions, as GLUE's (scipy's) spearmanr gives them."""
+    from scipy import stats
+
+    return _correlation(stats.spearmanr, p, r)
 
 
 def _mse(p: np.ndarray, r: np.ndarray) -> float:
@@ -58,6 +59,8 @@ class Regression(TaskKind):
     label_loss_title = "MSE"
     baseline_title = "always predicting the training mean"
     uses_temperature = False
+    named_outputs = False
+    has_probabilities = False
     pipeline_kwargs = ', function_to_apply="none"'
 
     def read_labels(self, columns, data, class_names, label_order):
@@ -106,8 +109,6 @@ class Regression(TaskKind):
         s = student[:, 0]
         labeled = ~torch.isnan(labels)
         gold = ((s - torch.nan_to_num(labels)) ** 2 * labeled).sum()
-        from searcher.losses._base import labels_only
-
         if labels_only(teacher, alpha):
             return gold
         return alpha * gold + (1.0 - alpha) * ((s - teacher[:, 0]) ** 2).sum()

@@ -9,9 +9,33 @@ from typing import Optional, Sequence
 import numpy as np
 
 from searcher.errors import DataError
-from searcher.tasks._base import TaskKind
+from searcher.tasks._base import TaskKind, labels_only
 
-UNLABELED = -1  # searcher.losses.UNLABELED: the label of a row only the teacher labels
+UNLABELED = -1  # the label of a row only the teacher labels (transfer text, augmented copies): no label term
+EPS = 1e-7
+FORMULA = "alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))"
+
+
+def kd_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
+    """The distillation loss SUMMED over the examples (divide by the batch size for batchmean):
+
+        alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+
+    with batchmean reduction, as the public DistillationTrainer does. Summing lets micro-batches add up to exactly the
+    loss of the whole batch. Rows labelled UNLABELED add only the (1 - alpha)-weighted distillation term.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    ce = F.cross_entropy(student_logits, labels, reduction="sum", ignore_index=UNLABELED)
+    if labels_only(teacher_logits, alpha):
+        return ce
+    t = temperature
+    # KL(p || q) = sum p log p - p log q, as F.kl_div(log q, p, reduction="sum") computes it (0 log 0 = 0), written
+    # out because kl_div has no batching rule under torch.vmap (cohorts)
+    p = F.softmax(teacher_logits / t, dim=-1)
+    kl = (torch.xlogy(p, p) - p * F.log_softmax(student_logits / t, dim=-1)).sum()
+    return alpha * ce + (1.0 - alpha) * t * t * kl
 
 
 def _confusion(predictions: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -54,6 +78,8 @@ class SingleLabel(TaskKind):
     default_objective = "accuracy"
     label_loss_title = "Cross-entropy"
     baseline_title = "always predicting the majority class"
+    exclusive_classes = True
+    named_on_card = False
 
     def unlabeled(self, n: int, width: int) -> np.ndarray:
         return np.full(n, UNLABELED, np.int64)
@@ -120,6 +146,9 @@ class SingleLabel(TaskKind):
         return [np.full(len(eval_labels), c, np.int64) for c in classes]
 
     def kd(self, student, teacher, labels, alpha: float, temperature: float):
-        from searcher.losses import _logits  # looked up at each call: the loss is the one place it is defined
+        return kd_loss(student, teacher, labels, alpha, temperature)
 
-        return _logits.kd_loss(student, teacher, labels, alpha, temperature)
+    def mean_probabilities(self, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        z = stack - stack.max(-1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        return np.log(np.clip((weights * probs).sum(0), EPS, None))

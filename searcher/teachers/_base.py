@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from searcher.teachers.logits import TeacherLogits
 
 
 @dataclass(frozen=True)
-class Where:
+class TeacherCompute:
     """What every teacher computes with: the study's cache, its max_length, the inference batch and the device."""
 
     cache_dir: Path
@@ -41,15 +41,52 @@ class Where:
                                                          "cuda" if self.runtime.is_cuda else "cpu", self.runtime.amp])
 
 
+Where = TeacherCompute  # its name before issue 28 (a "where" is a place in a study file everywhere else)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A teacher kind's own keys in a [teacher] or [[teachers]] table (none by default)."""
+
+
 class Teacher(abc.ABC):
-    """A teacher of the study: its identity (content hash), its label order, and the targets the losses ask for."""
+    """A teacher of the study: its identity (content hash), its label order, and the targets the losses ask for.
+
+    A kind of teacher (registered in searcher.teachers.TYPES) also declares what its study-file table holds beside the
+    keys every kind has (name, model, base, revision, weight): `Settings`, a frozen dataclass checked when the
+    study file is read; `selects(table)`, whether a table without `type = "..."` is of this kind; `check_settings`,
+    its rules; and `from_member`, how it is built from its table."""
 
     name: str
-    type: str  # "classifier", "causal_lm" or "ensemble": what the records and the card say
+    type: ClassVar[str]  # "classifier", "causal_lm" or "ensemble": what the records and the card say
+    title: ClassVar[str] = ""  # how messages name the kind ("causal LM")
+    selected_by: ClassVar[str] = ""  # what makes a table of this kind, for messages ("prompt and verbalizers")
+    Settings: ClassVar[type] = Settings
+    has_layers: ClassVar[bool] = False  # a classifier student can match its layers and use its tokenizer
 
-    def __init__(self, name: str, where: Where):
+    @classmethod
+    def selects(cls, table: dict) -> bool:
+        """Whether a study-file table that names no `type` is a teacher of this kind (by its keys)."""
+        return False
+
+    @classmethod
+    def teaches(cls, kind) -> bool:
+        """Whether it can teach a task of this kind (a searcher.tasks.TaskKind class or instance)."""
+        return True
+
+    @classmethod
+    def check_settings(cls, member, where: str, config) -> None:
+        """Raise ConfigError (one line, the fix) when the member's settings cannot work in this study. Called when
+        the study file is read (`where` names the table: "path: [teacher]")."""
+
+    @classmethod
+    def from_member(cls, member, source: str, compute: "TeacherCompute", config, several: bool) -> "Teacher":
+        """The teacher of one [teacher]/[[teachers]] table (its model at `source`); `several`: in an ensemble."""
+        raise NotImplementedError
+
+    def __init__(self, name: str, compute: TeacherCompute):
         self.name = name
-        self.where = where
+        self.compute = compute
         self.identity: Optional[str] = None  # known once `ready`
         self.metrics: dict = {}  # split name -> its scores, once `logits` ran
 
@@ -61,7 +98,7 @@ class Teacher(abc.ABC):
     @property
     def primary(self) -> Optional["Teacher"]:
         """The classifier whose layers and tokenizer layer-wise losses and init "teacher"/"random" students use."""
-        return self if self.type == "classifier" else None
+        return self if self.has_layers else None
 
     # before any work: small downloads at most
 

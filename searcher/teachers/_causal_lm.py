@@ -10,30 +10,75 @@ Any `AutoModelForCausalLM` works: a tiny random one in the tests, a Hub id with 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
 from searcher.teachers import loading as teacher_loading, logits
 
+from searcher import files
 from searcher.train import models
 from searcher.config import TeacherMember
 from searcher.data.loading import Split, Task
-from searcher.errors import TeacherError, first_line
+from searcher.errors import ConfigError, TeacherError, first_line
 from searcher.teachers.logits import TeacherLogits
-from searcher.teachers._base import Teacher, Where
+from searcher.teachers._base import Teacher, TeacherCompute
 
 FIELD = re.compile(r"\{(text|text_pair)\}")
 
 
+@dataclass(frozen=True)
+class CausalLMSettings:
+    """A causal LM teacher's keys: "... {text} ..." (and {text_pair} for pairs), and one verbalizer per label name."""
+
+    prompt: Optional[str] = None
+    verbalizers: tuple[tuple[str, str], ...] = field(default=(), metadata={"parse": "verbalizers"})
+
+
 class CausalLMTeacher(Teacher):
     type = "causal_lm"
+    title = "causal LM"
+    selected_by = "prompt and verbalizers"
+    Settings = CausalLMSettings
 
-    def __init__(self, member: TeacherMember, source: str, where: Where):
-        super().__init__(member.name, where)
+    @classmethod
+    def teaches(cls, kind) -> bool:
+        return kind.exclusive_classes  # it picks one verbalizer per example
+
+    @classmethod
+    def selects(cls, table: dict) -> bool:
+        return "prompt" in table or "verbalizers" in table
+
+    @classmethod
+    def check_settings(cls, member, where: str, config) -> None:
+        if member.prompt is None or not member.verbalizers:
+            raise ConfigError(f"{where} a causal LM teacher needs both prompt = \"... {{text}} ...\" and "
+                              f"verbalizers = {{label = \"word\", ...}}")
+        if member.base:
+            raise ConfigError(f"{where} a causal LM teacher is prompted, not fine-tuned: give model = "
+                              f"\"<causal LM>\" instead of base")
+        if "{text}" not in member.prompt:
+            raise ConfigError(f"{where} prompt must contain {{text}} where the example goes (and {{text_pair}} "
+                              f"for the second column of pairs), got {member.prompt!r}")
+        try:
+            member.prompt.format(text="", text_pair="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"{where} prompt may name only {{text}} and {{text_pair}} (write {{{{ and }}}} "
+                              f"for braces): {e!r} in {member.prompt!r}") from None
+        if "{text_pair}" in member.prompt and len(config.data.text_columns) < 2:
+            raise ConfigError(f"{config.path}: teacher {member.name!r} prompt uses {{text_pair}}, the second text of "
+                              f"a pair, and the data has one text column (text_columns = "
+                              f"{list(config.data.text_columns)}); remove {{text_pair}} from the prompt, or name both "
+                              f"columns in [data] text_columns")
+
+    @classmethod
+    def from_member(cls, member, source, compute, config, several):
+        return cls(member, source, compute)
+
+    def __init__(self, member: TeacherMember, source: str, compute: TeacherCompute):
+        super().__init__(member.name, compute)
         self.member = member
         self.source = source
         self.prompt = member.prompt
@@ -51,7 +96,7 @@ class CausalLMTeacher(Teacher):
         return None  # it scores the data's labels by name, in the data's order
 
     def check(self, task: Task) -> None:
-        if task.kind.name != "single_label":
+        if not self.teaches(task.kind):
             raise TeacherError(f"teacher {self.name!r} is a causal LM that picks one verbalizer per example, and this "
                                f"study is {task.kind.title}; use a classifier teacher for it")
         given, wanted = set(self.verbalizers), set(task.label_names)
@@ -85,7 +130,7 @@ class CausalLMTeacher(Teacher):
     def ready(self, task: Task) -> None:
         content = teacher_loading.identity(self.source, self.model_config(), self.member.revision)
         words = [[name, self.verbalizers[name]] for name in self._order]
-        self.identity = hashlib.sha256(json.dumps([content, self.prompt, words]).encode()).hexdigest()[:20]
+        self.identity = files.cache_key([content, self.prompt, words], 20)
 
     def _tokenizer(self):
         from transformers import AutoTokenizer
@@ -128,7 +173,7 @@ class CausalLMTeacher(Teacher):
             literal = self.prompt[pos:m.start()].replace("{{", "{").replace("}}", "}")
             if literal:
                 ids += tokenizer(literal, add_special_tokens=False)["input_ids"]
-            ids += tokenizer(values[m.group(1)], add_special_tokens=False)["input_ids"][: self.where.max_length]
+            ids += tokenizer(values[m.group(1)], add_special_tokens=False)["input_ids"][: self.compute.max_length]
             pos = m.end()
         tail = self.prompt[pos:].replace("{{", "{").replace("}}", "}")
         if tail:
@@ -140,7 +185,7 @@ class CausalLMTeacher(Teacher):
     def _label(self, split: Split, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
         """Label log-probabilities for rows start..stop-1 of a split, float32 (rows, labels)."""
         model, tokenizer = self.model()
-        device = self.where.runtime.device
+        device = self.compute.runtime.device
         model.to(device)
         stop = len(split) if stop is None else stop
         verbalizers = self._verbalizer_ids(tokenizer)
@@ -163,7 +208,7 @@ class CausalLMTeacher(Teacher):
 
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         order = sorted(range(len(sequences)), key=lambda k: len(sequences[k][2]))
-        batch = max(1, self.where.inference_batch_size)
+        batch = max(1, self.compute.inference_batch_size)
         with torch.inference_mode():
             for b in range(0, len(order), batch):
                 chunk = [sequences[k] for k in order[b:b + batch]]
@@ -173,7 +218,7 @@ class CausalLMTeacher(Teacher):
                 for r, (_, _, seq, _) in enumerate(chunk):  # right-padded: real positions start at 0
                     ids[r, :len(seq)] = torch.tensor(seq)
                     mask[r, :len(seq)] = 1
-                with self.where.runtime.autocast():
+                with self.compute.runtime.autocast():
                     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
                 logp = torch.log_softmax(logits.float(), dim=-1).cpu()
                 for r, (row, label, seq, n) in enumerate(chunk):
@@ -183,13 +228,13 @@ class CausalLMTeacher(Teacher):
         return out
 
     def logits(self, task: Task) -> TeacherLogits:
-        path = self.where.logits_path(self.identity, task.fingerprint, "causal_lm")
+        path = self.compute.logits_path(self.identity, task.fingerprint, "causal_lm")
         found = logits.cached_logits(path, task, lambda name, split: self._label(split), self.source)
         self.metrics = found.metrics
         return found
 
     def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
-        path = self.where.extra_path(name, self.identity, content)
+        path = self.compute.extra_path(name, self.identity, content)
         return logits.cached_extra_logits(path, name, len(split), len(self._order),
                                            lambda start, stop: self._label(split, start, stop))
 

@@ -7,28 +7,57 @@ it per example (logit KD needs only the same rows in the same order).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from searcher.teachers import finetune, loading as teacher_loading, logits
+from searcher.teachers import loading as teacher_loading, logits
 
 from searcher.train import models
-from searcher.config import TeacherMember
+from searcher.config import FineTuneConfig, TeacherMember
+from searcher.errors import ConfigError
 from searcher.data.loading import Split, Task
 from searcher.teachers.logits import TeacherLogits
-from searcher.teachers._base import Teacher, Where
+from searcher.teachers._base import Teacher, TeacherCompute
 from searcher.data.tokens import encode
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """A classifier teacher's keys: how searcher fine-tunes a `base` once ([teacher.fine_tune]) and with what seed."""
+
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig, metadata={"parse": "table"})
+    seed: Optional[int] = None  # the fine-tune's seed (default: [study] seed)
+
+
 class ClassifierTeacher(Teacher):
     type = "classifier"
+    title = "classifier"
+    selected_by = "model = a fine-tuned classifier, or base = a model to fine-tune"
+    Settings = ClassifierSettings
+    has_layers = True
 
-    def __init__(self, member: TeacherMember, source: str, seed: int, where: Where, map_labels: bool = False):
-        super().__init__(member.name, where)
+    @classmethod
+    def check_settings(cls, member, where: str, config) -> None:
+        ft = member.fine_tune
+        if ft.epochs < 1 or ft.batch_size < 1 or ft.learning_rate <= 0 or not 0 <= ft.warmup_ratio < 1 \
+                or ft.weight_decay < 0:
+            raise ConfigError(f"{where.replace('[teacher]', '[teacher.fine_tune]')} fine_tune needs epochs >= 1, "
+                              f"batch_size >= 1, learning_rate > 0, weight_decay >= 0 and 0 <= warmup_ratio < 1")
+        if member.seed is not None and member.model:
+            raise ConfigError(f"{where} seed is the seed of a fine-tune; it needs base = ..., not model = ...")
+
+    @classmethod
+    def from_member(cls, member, source, compute, config, several):
+        seed = config.study.seed if member.seed is None else member.seed
+        return cls(member, source, seed, compute, map_labels=several)
+
+    def __init__(self, member: TeacherMember, source: str, seed: int, compute: TeacherCompute, map_labels: bool = False):
+        super().__init__(member.name, compute)
         self.member = member
         self.source = source  # a local folder or a Hub id (the fine-tuned model, or the base)
         self.seed = seed  # of the fine-tune, when there is one
@@ -61,7 +90,7 @@ class ClassifierTeacher(Teacher):
         self._map_numbered(task)
         names = teacher_loading.label_names(self.model_config())
         if self.map_labels and names is not None and set(names) == set(task.label_names) \
-                and task.kind.name == "single_label":
+                and task.kind.exclusive_classes:
             self._columns = np.array([names.index(n) for n in task.label_names])  # mapped by label name
             names = list(task.label_names)
             cfg = self.model_config()
@@ -74,7 +103,7 @@ class ClassifierTeacher(Teacher):
         class: when the numbers are the data's label names, its outputs are mapped to them by name; otherwise
         they are used by position, which one log line says."""
         numbers = teacher_loading.numbered_labels(self.model_config())
-        if numbers is None or task.kind.name != "single_label" or len(numbers) != task.num_labels:
+        if numbers is None or not task.kind.exclusive_classes or len(numbers) != task.num_labels:
             return
         shown = ", ".join(numbers)
         if sorted(numbers) == sorted(task.label_names):
@@ -93,9 +122,11 @@ class ClassifierTeacher(Teacher):
 
     def ready(self, task: Task) -> None:
         if self.fine_tuned:
+            from searcher.teachers import finetune  # the training loop (torch): only when a base is fine-tuned
+
             base_identity = teacher_loading.identity(self.source, self.model_config(), self.revision)
             self.directory = finetune.fine_tuned(self.source, self.revision, base_identity, self.member.fine_tune,
-                                                 self.seed, task, self.where)
+                                                 self.seed, task, self.compute)
             self.identity = teacher_loading.identity(self.directory, self.model_config(), None)
         else:
             self.directory = self.source
@@ -113,22 +144,22 @@ class ClassifierTeacher(Teacher):
 
     def _encode(self, split: Split, key: str):
         model, tokenizer = self.model()
-        model.to(self.where.runtime.device)
-        return model, encode(split, tokenizer, self.where.max_length, self.where.cache_dir, key)
+        model.to(self.compute.runtime.device)
+        return model, encode(split, tokenizer, self.compute.max_length, self.compute.cache_dir, key)
 
     def _label(self, model, enc) -> np.ndarray:
-        out = logits.compute_logits(model, enc, self.where.runtime, self.where.inference_batch_size)
+        out = logits.compute_logits(model, enc, self.compute.runtime, self.compute.inference_batch_size)
         return out if self._columns is None else out[:, self._columns]
 
     def logits(self, task: Task) -> TeacherLogits:
-        path = self.where.logits_path(self.identity, task.fingerprint)
+        path = self.compute.logits_path(self.identity, task.fingerprint)
         found = logits.cached_logits(path, task, lambda name, split: self._label(
             *self._encode(split, f"{task.fingerprint}:{name}")), self.directory)
         self.metrics = found.metrics
         return found
 
     def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
-        path = self.where.extra_path(name, self.identity, content)
+        path = self.compute.extra_path(name, self.identity, content)
         encoded = []  # tokenized once, on the first chunk the cache needs
 
         def label(start: int, stop: int) -> np.ndarray:

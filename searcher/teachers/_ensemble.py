@@ -8,40 +8,30 @@ at temperature 1 gives back the mean probabilities). A regression ensemble avera
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Optional
 
 import numpy as np
 
+from searcher import files, tasks
 from searcher.data.loading import Split, Task
 from searcher.errors import TeacherError
 from searcher.teachers.logits import TeacherLogits, split_metrics
-from searcher.teachers._base import Teacher, Where
+from searcher.teachers._base import Teacher, TeacherCompute
 
-EPS = 1e-7
-
-
-def combine(arrays: list[np.ndarray], weights: np.ndarray, how: str, kind: str) -> np.ndarray:
-    """The ensemble's logits from its members' (same shape), float32; `weights` sum to 1."""
+def combine(arrays: list[np.ndarray], weights: np.ndarray, how: str, kind) -> np.ndarray:
+    """The ensemble's logits from its members' (same shape), float32; `weights` sum to 1. How "probabilities" are
+    averaged is the task kind's (a TaskKind or its name: searcher.tasks)."""
     stack = np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
     w = np.asarray(weights, dtype=np.float32).reshape(-1, *([1] * (stack.ndim - 1)))
-    if how == "logits" or kind == "regression":
-        return (w * stack).sum(0)
-    if kind == "multi_label":  # each label on its own: mean probability, back to a logit
-        p = np.clip((w / (1 + np.exp(-stack))).sum(0), EPS, 1 - EPS)
-        return np.log(p) - np.log1p(-p)
-    z = stack - stack.max(-1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
-    return np.log(np.clip((w * probs).sum(0), EPS, None))
+    return (tasks.kind(kind) if isinstance(kind, str) else kind).combine(stack, w, how)
 
 
 class Ensemble(Teacher):
     type = "ensemble"
 
     def __init__(self, members: list[Teacher], weights: list[float], how: str, layer_wise: Optional[str],
-                 where: Where, searched: Optional[tuple[float, float]] = None):
-        super().__init__("ensemble", where)
+                 compute: TeacherCompute, searched: Optional[tuple[float, float]] = None):
+        super().__init__("ensemble", compute)
         self._members = members
         total = float(sum(weights))
         self.weights = np.asarray([w / total for w in weights], dtype=np.float64)
@@ -76,14 +66,13 @@ class Ensemble(Teacher):
         self._task = task
         for m in self._members:
             m.ready(task)
-        self.identity = hashlib.sha256(json.dumps(
-            [[m.identity for m in self._members], [round(float(w), 12) for w in self.weights], self.how]
-        ).encode()).hexdigest()[:20]
+        self.identity = files.cache_key(
+            [[m.identity for m in self._members], [round(float(w), 12) for w in self.weights], self.how], 20)
 
     def logits(self, task: Task) -> TeacherLogits:
         each = [m.logits(task) for m in self._members]
         self._each.update({name: [e.splits[name] for e in each] for name in task.splits()})
-        splits = {name: combine(self._each[name], self.weights, self.how, task.kind.name) for name in task.splits()}
+        splits = {name: combine(self._each[name], self.weights, self.how, task.kind) for name in task.splits()}
         for name, arrays in splits.items():
             if arrays.shape != each[0].splits[name].shape:
                 raise TeacherError(f"the ensemble's teachers give {name} outputs of different shapes")
@@ -94,14 +83,13 @@ class Ensemble(Teacher):
     def extra_logits(self, name: str, split: Split, content: str) -> np.ndarray:
         arrays = [m.extra_logits(name, split, content) for m in self._members]
         self._each[name] = arrays
-        return combine(arrays, self.weights, self.how, self._task.kind.name).astype(np.float16)
+        return combine(arrays, self.weights, self.how, self._task.kind).astype(np.float16)
 
     def reweighted(self, name: str, weights) -> np.ndarray:
         """The target of one split (or teacher-labelled extra) under other weights, e.g. a trial's searched ones:
         formed from the members' cached outputs, once per trial; extras stay float16 as `extra_logits` gives them."""
         arrays = self._each[name]
-        out = combine(arrays, np.asarray(weights, dtype=np.float64) / float(sum(weights)), self.how,
-                      self._task.kind.name)
+        out = combine(arrays, np.asarray(weights, dtype=np.float64) / float(sum(weights)), self.how, self._task.kind)
         return out.astype(arrays[0].dtype) if arrays[0].dtype == np.float16 else out
 
     def describe(self) -> dict:

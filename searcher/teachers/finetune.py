@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Optional
 
 from searcher.train import distill
 from searcher import files, timing
@@ -26,41 +27,36 @@ log = logging.getLogger(__name__)
 RECORD = "searcher_teacher.json"
 
 
-def fine_tuned(base: str, revision, base_identity: str, ft: FineTuneConfig, seed: int, task: Task, where) -> str:
-    """The folder of `base` fine-tuned on the task with `ft` and `seed` (`where`: searcher.teachers.Where), made once."""
-    key = hashlib.sha256(json.dumps({
-        "base": base_identity, "data": task.fingerprint, "max_length": where.max_length,
+def fine_tuned(base: str, revision, base_identity: str, ft: FineTuneConfig, seed: int, task: Task, compute) -> str:
+    """The folder of `base` fine-tuned on the task with `ft` and `seed` (`compute`: searcher.teachers.TeacherCompute), made once."""
+    out = Path(compute.cache_dir) / "teachers" / files.cache_key({
+        "base": base_identity, "data": task.fingerprint, "max_length": compute.max_length,
         "fine_tune": [ft.epochs, ft.learning_rate, ft.batch_size, ft.weight_decay, ft.warmup_ratio], "seed": seed,
-    }).encode()).hexdigest()[:20]
-    out = Path(where.cache_dir) / "teachers" / key
-    with files.lock(out):
-        if _complete(out):
-            log.info("teacher: reusing fine-tuned %s", out)
-            return str(out)
-        log.info("teacher: fine-tuning %s once (%d epochs%s); cached in %s", base, ft.epochs,
-                 f", seed {seed}", out)
+    }, 20)
+
+    def build() -> str:
+        log.info("teacher: fine-tuning %s once (%d epochs%s); cached in %s", base, ft.epochs, f", seed {seed}", out)
         with timing.phase("teacher fine-tune"):
-            _fine_tune(base, revision, ft, seed, task, where, out)
-    return str(out)
+            _fine_tune(base, revision, ft, seed, task, compute, out)
+        return str(out)
+
+    return files.cached("teacher: fine-tuned cache", out, lambda: _complete(out), build, log)
 
 
-def _complete(folder: Path) -> bool:
-    """A finished fine-tune: its record, config and weights are all there and match the checksums its record keeps
-    (a crash never leaves a half folder, but a full disk, a copy or a hand edit can damage one: it is rebuilt)."""
+def _complete(folder: Path) -> Optional[str]:
+    """A finished fine-tune's folder (None: there is none): raises unless its record, config and weights are all there
+    and match the checksums its record keeps (a crash never leaves a half folder, but a full disk, a copy or a hand
+    edit can damage one: it is rebuilt)."""
     if not folder.exists():
-        return False
-    try:
-        with files.reading_cache("teacher: fine-tuned cache", folder):
-            record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-            if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
-                raise ValueError("its config or weights are missing")
-            for name, digest in record.get("sha256", {}).items():  # records written before checksums have none
-                if _sha256(folder / name) != digest:
-                    raise ValueError(f"{name} does not match its checksum")
-        return True
-    except files.DamagedCache as e:
-        files.note_damaged(log, e)
-        return False
+        return None
+    record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise ValueError("its config or weights are missing")
+    for name, digest in record.get("sha256", {}).items():  # records written before checksums have none
+        if _sha256(folder / name) != digest:
+            raise ValueError(f"{name} does not match its checksum")
+    log.info("teacher: reusing fine-tuned %s", folder)
+    return str(folder)
 
 
 def _sha256(path: Path) -> str:
@@ -71,10 +67,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fine_tune(base: str, revision, ft: FineTuneConfig, seed: int, task: Task, where, out: Path) -> None:
+def _fine_tune(base: str, revision, ft: FineTuneConfig, seed: int, task: Task, compute, out: Path) -> None:
     model, tokenizer = teacher_loading.load_model(base, task, revision, new_head=True)
-    train = encode(task.train, tokenizer, where.max_length, where.cache_dir, f"{task.fingerprint}:train")
-    validation = encode(task.validation, tokenizer, where.max_length, where.cache_dir,
+    train = encode(task.train, tokenizer, compute.max_length, compute.cache_dir, f"{task.fingerprint}:train")
+    validation = encode(task.validation, tokenizer, compute.max_length, compute.cache_dir,
                         f"{task.fingerprint}:validation")
     hp = Hyperparams(learning_rate=ft.learning_rate, batch_size=ft.batch_size, temperature=1.0, alpha=1.0,
                      epochs=ft.epochs, weight_decay=ft.weight_decay, warmup_ratio=ft.warmup_ratio, seed=seed)
@@ -85,7 +81,7 @@ def _fine_tune(base: str, revision, ft: FineTuneConfig, seed: int, task: Task, w
         log.info("teacher fine-tune epoch %d: train loss %.4f, validation %s %.4f (%.0fs)",
                  r.epoch, r.train_loss, primary, r.metrics[primary], r.seconds)
 
-    history = distill.train(model, train, None, validation, None, hp, where.runtime, on_epoch=report,
+    history = distill.train(model, train, None, validation, None, hp, compute.runtime, on_epoch=report,
                             metrics=MetricSet(kind=task.kind))
     with files.atomic_dir(out) as tmp:
         model.to("cpu").save_pretrained(tmp)

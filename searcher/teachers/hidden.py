@@ -15,8 +15,6 @@ one log line when damaged. This module knows nothing of Optuna or of the loss fo
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ CHUNK_ROWS = 256  # teacher rows per forward pass while caching
 
 
 @dataclass(frozen=True)
-class RowSet:
+class TokenizedRows:
     """Rows the teacher's outputs are cached for: a name ("train", "transfer", "augmented"), their tokens (the
     teacher's tokenization, the same as the student's for token-level losses) and what they are made of."""
 
@@ -45,37 +43,35 @@ class RowSet:
     content: str
 
 
-def cache_key(teacher_identity: str, rows: RowSet, tokenizer_key: str, max_length: int, runtime: Runtime,
+def cache_key(teacher_identity: str, rows: TokenizedRows, tokenizer_key: str, max_length: int, runtime: Runtime,
               layer: int) -> str:
     device = "cuda" if runtime.is_cuda else runtime.device.split(":")[0]
-    parts = [teacher_identity, rows.content, rows.name, tokenizer_key, max_length, device, runtime.amp, layer]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+    return files.cache_key([teacher_identity, rows.content, rows.name, tokenizer_key, max_length, device,
+                            runtime.amp, layer])
 
 
-def size_bytes(row_sets: Sequence[RowSet], layers: Sequence[int], width: int) -> int:
+def size_bytes(row_sets: Sequence[TokenizedRows], layers: Sequence[int], width: int) -> int:
     """What caching these layers for these rows takes on disk (float16)."""
     tokens = sum(int(r.encoded.offsets[-1]) for r in row_sets)
     return tokens * width * 2 * len(layers)
 
 
+WHAT = "teacher intermediate cache"
+
+
 def _read(path: Path, tokens: int, width: int) -> Optional[np.ndarray]:
-    """The cached states if they are whole (shape, dtype); None means build them (a damaged file is said once)."""
+    """The cached states (None: not cached); raises unless they are whole (seal, shape, dtype)."""
     if not path.is_file():
         return None
-    try:
-        with files.reading_cache("teacher intermediate cache", path):
-            files.check_seal(path)
-            array = np.load(path, mmap_mode="r")
-            if array.shape != (tokens, width) or array.dtype != np.float16:
-                raise ValueError(f"shape {array.shape} {array.dtype}, expected ({tokens}, {width}) float16")
-        return array
-    except files.DamagedCache as e:
-        files.note_damaged(log, e)
-        return None
+    files.check_seal(path)
+    array = np.load(path, mmap_mode="r")
+    if array.shape != (tokens, width) or array.dtype != np.float16:
+        raise ValueError(f"shape {array.shape} {array.dtype}, expected ({tokens}, {width}) float16")
+    return array
 
 
 def cached_states(cache_dir: Path, teacher, teacher_identity: str, tokenizer_key: str, max_length: int,
-                  rows: RowSet, layers: Sequence[int], width: int, runtime: Runtime,
+                  rows: TokenizedRows, layers: Sequence[int], width: int, runtime: Runtime,
                   batch_size: int = CHUNK_ROWS) -> dict[int, np.ndarray]:
     """{layer: (tokens, width) float16 memmap} of the teacher's hidden states over `rows`, computed once.
 
@@ -84,24 +80,28 @@ def cached_states(cache_dir: Path, teacher, teacher_identity: str, tokenizer_key
     paths = {layer: Path(cache_dir) / "intermediate" /
              f"{rows.name}-L{layer}-{cache_key(teacher_identity, rows, tokenizer_key, max_length, runtime, layer)}.npy"
              for layer in layers}
-    found = {layer: a for layer, path in paths.items() if (a := _read(path, tokens, width)) is not None}
-    missing = [layer for layer in layers if layer not in found]
-    if not missing:
-        return found
-    with files.lock(paths[missing[0]]):  # workers starting together compute once; the others wait and read
-        for layer in list(missing):  # another worker may have built them while this one waited
-            again = _read(paths[layer], tokens, width)
-            if again is not None:
-                found[layer] = again
-                missing.remove(layer)
-        if missing:
-            log.info("teacher intermediate outputs: computing hidden states of layers %s for %d %s rows once (%.0f "
-                     "MB); cached in %s", missing, len(rows.encoded), rows.name,
-                     size_bytes([rows], missing, width) / 1e6, paths[missing[0]].parent)
-            _compute(teacher(), rows.encoded, {layer: paths[layer] for layer in missing}, width, runtime, batch_size)
-            for layer in missing:
-                found[layer] = np.load(paths[layer], mmap_mode="r")
-    return found
+
+    def each() -> dict[int, Optional[np.ndarray]]:
+        return {layer: files.read_entry(WHAT, path, lambda path=path: _read(path, tokens, width), log)
+                for layer, path in paths.items()}
+
+    def read() -> Optional[dict[int, np.ndarray]]:
+        found = each()
+        return found if all(a is not None for a in found.values()) else None
+
+    def build() -> dict[int, np.ndarray]:  # the layers still missing, in one teacher pass
+        found = each()
+        missing = [layer for layer, a in found.items() if a is None]
+        log.info("teacher intermediate outputs: computing hidden states of layers %s for %d %s rows once (%.0f MB); "
+                 "cached in %s", missing, len(rows.encoded), rows.name, size_bytes([rows], missing, width) / 1e6,
+                 paths[missing[0]].parent)
+        _compute(teacher(), rows.encoded, {layer: paths[layer] for layer in missing}, width, runtime, batch_size)
+        return {**found, **{layer: np.load(paths[layer], mmap_mode="r") for layer in missing}}
+
+    if not layers:
+        return {}
+    # one lock for all of a row set's layers (the first one's): workers starting together compute once
+    return files.cached(WHAT, paths[layers[0]], read, build, log)
 
 
 def _compute(model, enc: Encoded, paths: dict[int, Path], width: int, runtime: Runtime, batch_size: int) -> None:
@@ -137,8 +137,8 @@ def _compute(model, enc: Encoded, paths: dict[int, Path], width: int, runtime: R
             files.seal(tmp, paths[layer])
 
 
-class Rows:
-    """The cached states of several row sets as one, by training-set row (as searcher.data.rows.Stacked does for
+class StackedStates:
+    """The cached states of several row sets as one, by training-set row (as searcher.data.rows.StackedLogits does for
     logits): the train split, then teacher-labelled text, each with its token offsets."""
 
     def __init__(self, parts: list[tuple[dict[int, np.ndarray], np.ndarray, int]]):
@@ -159,11 +159,11 @@ class Rows:
         return out
 
 
-class CachedTeacher:
+class CachedTeacherStates:
     """The teacher's intermediate outputs from the cache: hidden states as stored, Q/K/V through the teacher's own
     attention projections (kept on the device, a few small matrices)."""
 
-    def __init__(self, rows: Rows, needs: Side, projections_by_layer: dict, heads: int):
+    def __init__(self, rows: StackedStates, needs: Side, projections_by_layer: dict, heads: int):
         self.rows, self.needs, self.projections, self.heads = rows, needs, projections_by_layer, heads
 
     def outputs(self, part: np.ndarray, inputs: dict, to_device) -> Outputs:
@@ -182,7 +182,7 @@ class CachedTeacher:
         return out
 
 
-class OnlineTeacher:
+class OnlineTeacherStates:
     """The teacher running beside the student on each batch (what TextBrewer does every step): for studies whose
     cache would exceed its budget."""
 
@@ -199,3 +199,7 @@ class OnlineTeacher:
         out.hidden = {k: v.clone() for k, v in out.hidden.items()}
         out.attention = {k: tuple(t.clone() for t in v) for k, v in out.attention.items()}
         return out
+
+
+# the names before issue 28 ("teacher" is searcher.teachers' seam; these serve its intermediate outputs to the loop)
+CachedTeacher, OnlineTeacher, RowSet, Rows = CachedTeacherStates, OnlineTeacherStates, TokenizedRows, StackedStates

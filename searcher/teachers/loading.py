@@ -74,8 +74,8 @@ def check_labels(name: str, teacher_config, task: Task) -> None:
                            f"{task.num_labels} ({', '.join(task.label_names[:6])}{'...' if task.num_labels > 6 else ''}); "
                            f"use a teacher fine-tuned on this task, or set [teacher] base = ... to fine-tune one")
     names = label_names(teacher_config)
-    if kind.name == "regression":
-        return  # one score: no label names to line up
+    if not kind.named_outputs:
+        return  # e.g. one score: no label names to line up
     if names is not None and set(names) != set(task.label_names):
         raise TeacherError(f"teacher {name!r} predicts the labels {names[:6]} but the data has "
                            f"{list(task.label_names)[:6]}; set [data] label_names to the teacher's names in its "

@@ -10,7 +10,6 @@ read half a file; a damaged cache is rebuilt with one log line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -45,23 +44,21 @@ def logits_path(cache_dir: Path, parts: list) -> Path:
     """Where a teacher's cached logits live: keyed by what they depend on (`parts`: the teacher's content, the data,
     max_length, and the device kind and AMP dtype they were computed with: bf16 logits on a GPU differ from fp32 ones
     on a CPU)."""
-    return Path(cache_dir) / "logits" / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.npz"
+    return Path(cache_dir) / "logits" / f"{files.cache_key(parts)}.npz"
 
 
 def device_kind(runtime: Runtime) -> str:
     return "cuda" if runtime.is_cuda else runtime.device.split(":")[0]
 
 
+WHAT = "teacher logits cache"
+
+
 def cached_logits(path: Path, task: Task, label: Callable[[str, Split], np.ndarray], what: str) -> TeacherLogits:
     """A teacher's logits for every split: read from the cache at `path`, or computed once under a lock by
     `label(split name, split)` (which loads the teacher on its first call)."""
-    found = _read_logits(path, task)
-    if found is not None:
-        return found
-    with files.lock(path):
-        found = _read_logits(path, task)  # another worker may have built it while we waited for the lock
-        if found is not None:
-            return found
+
+    def build() -> TeacherLogits:
         log.info("teacher logits: computing once for %s (%s examples); cached in %s", what,
                  sum(len(s) for s in task.splits().values()), path)
         splits, metrics = {}, {}
@@ -75,31 +72,28 @@ def cached_logits(path: Path, task: Task, label: Callable[[str, Split], np.ndarr
                                                                 "metrics": metrics}, indent=1))
         return TeacherLogits(splits, metrics)
 
+    return files.cached(WHAT, path, lambda: _read_logits(path, task), build, log)
+
 
 def _read_logits(path: Path, task: Task) -> Optional[TeacherLogits]:
-    """The cached logits if they are whole and fit the task (every split, its row count, one finite float row per
-    example, the label count); None means build them (a damaged file is said once in the log)."""
+    """The cached logits (None: not cached); raises unless they are whole and fit the task (every split, its row
+    count, one finite float row per example, the label count)."""
     meta_path = path.with_suffix(".json")
     if not path.is_file() and not meta_path.is_file():
         return None
-    try:
-        with files.reading_cache("teacher logits cache", path):
-            meta = files.read_json(meta_path)
-            if meta is None or not isinstance(meta.get("metrics"), dict):
-                raise ValueError(f"{meta_path.name} is missing or has no metrics")
-            files.check_seal(path)
-            with np.load(path) as z:
-                splits = {name: z[name] for name in z.files}
-            for name, split in task.splits().items():
-                a = splits.get(name)
-                if a is None or a.ndim != 2 or a.shape != (len(split), task.num_labels) or not np.isfinite(a).all():
-                    raise ValueError(f"split {name!r} has shape {None if a is None else a.shape}, expected "
-                                     f"({len(split)}, {task.num_labels})")
-            if set(meta["metrics"]) != set(task.splits()) - {"train"}:
-                raise ValueError("its metrics do not cover the evaluation splits")
-    except files.DamagedCache as e:
-        files.note_damaged(log, e)
-        return None
+    meta = files.read_json(meta_path)
+    if meta is None or not isinstance(meta.get("metrics"), dict):
+        raise ValueError(f"{meta_path.name} is missing or has no metrics")
+    files.check_seal(path)
+    with np.load(path) as z:
+        splits = {name: z[name] for name in z.files}
+    for name, split in task.splits().items():
+        a = splits.get(name)
+        if a is None or a.ndim != 2 or a.shape != (len(split), task.num_labels) or not np.isfinite(a).all():
+            raise ValueError(f"split {name!r} has shape {None if a is None else a.shape}, expected "
+                             f"({len(split)}, {task.num_labels})")
+    if set(meta["metrics"]) != set(task.splits()) - {"train"}:
+        raise ValueError("its metrics do not cover the evaluation splits")
     return TeacherLogits(splits, meta["metrics"])
 
 
@@ -107,7 +101,7 @@ EXTRA_CHUNK = 16384  # rows per teacher pass over extra text: the logits go to d
 
 
 def extra_path(cache_dir: Path, name: str, parts: list) -> Path:
-    return Path(cache_dir) / "logits" / f"{name}-{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.npy"
+    return Path(cache_dir) / "logits" / f"{name}-{files.cache_key(parts)}.npy"
 
 
 def cached_extra_logits(path: Path, name: str, rows: int, width: int,
@@ -116,13 +110,8 @@ def cached_extra_logits(path: Path, name: str, rows: int, width: int,
     `label(start, stop)` in chunks and kept on disk as float16, memory-mapped: a worker reads only the rows it trains
     on, however large the set (1M rows x 151 labels is 0.3 GB on disk and next to nothing resident). float16 keeps ~3
     significant digits of a logit, far finer than what a temperature-softened KL target needs."""
-    found = _read_extra(path, rows)
-    if found is not None:
-        return found
-    with files.lock(path):
-        found = _read_extra(path, rows)
-        if found is not None:
-            return found
+
+    def build() -> np.ndarray:
         log.info("teacher logits: labelling %d %s rows once; cached in %s", rows, name, path)
         with files.atomic_file(path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, width))
@@ -133,24 +122,20 @@ def cached_extra_logits(path: Path, name: str, rows: int, width: int,
             out.flush()
             del out
             files.seal(tmp, path)
-    return _read_extra(path, rows, strict=True)
+        with files.reading_cache(WHAT, path):  # just written: damaged now is a fault of the disk, not a cache miss
+            return _read_extra(path, rows)
+
+    return files.cached(WHAT, path, lambda: _read_extra(path, rows), build, log)
 
 
-def _read_extra(path: Path, rows: int, strict: bool = False) -> Optional[np.ndarray]:
+def _read_extra(path: Path, rows: int) -> Optional[np.ndarray]:
     if not path.is_file():
         return None
-    try:
-        with files.reading_cache("teacher logits cache", path):
-            files.check_seal(path)
-            logits = np.load(path, mmap_mode="r")
-            if logits.ndim != 2 or logits.shape[0] != rows or logits.dtype != np.float16:
-                raise ValueError(f"shape {logits.shape} {logits.dtype}, expected ({rows}, labels) float16")
-        return logits
-    except files.DamagedCache as e:
-        if strict:
-            raise
-        files.note_damaged(log, e)
-        return None
+    files.check_seal(path)
+    logits = np.load(path, mmap_mode="r")
+    if logits.ndim != 2 or logits.shape[0] != rows or logits.dtype != np.float16:
+        raise ValueError(f"shape {logits.shape} {logits.dtype}, expected ({rows}, labels) float16")
+    return logits
 
 
 def split_metrics(logits: np.ndarray, labels: np.ndarray, kind=None) -> dict:

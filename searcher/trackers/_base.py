@@ -13,6 +13,8 @@ environment variables) and must send nothing unredacted: `clean()` is the one wa
 from __future__ import annotations
 
 import abc
+import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,16 +73,43 @@ def clean(value: Any) -> Any:
     return redact.deep(value)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """A tracker's [report.NAME] options (none by default). A field's metadata "env" names the environment variable
+    that stands in for it when the table leaves it out (the tracker's own, e.g. MLFLOW_TRACKING_URI)."""
+
+
 class Tracker(abc.ABC):
-    """One experiment tracker. Subclasses set `name` (as in [report] to), `module` (what must be importable) and
-    `extra` (the pip extra that installs it), and are built with the study's config."""
+    """One experiment tracker. Subclasses set `name` (as in [report] to), `module` (what must be importable),
+    `extra` (the pip extra that installs it), `Settings` (a frozen dataclass: its [report.NAME] table, checked when
+    the study file is read) and `secrets` (the environment variables that hold its credentials: the only place for
+    them, redacted wherever searcher prints or stores), and are built with the study's config."""
 
     name: ClassVar[str]
     module: ClassVar[str]
     extra: ClassVar[str]
+    Settings: ClassVar[type] = Settings
+    secrets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config) -> None:
         self.config = config
+        self.settings = getattr(config.report, self.name, None) or self.Settings()
+        for var in self.secrets:
+            redact.secret(os.environ.get(var))
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """[report.NAME] key, else its environment variable, else `default`."""
+        value = getattr(self.settings, key)
+        if value is None:
+            env = {f.name: f for f in dataclasses.fields(self.Settings)}[key].metadata.get("env")
+            value = os.environ.get(env) if env else None
+        return value if value is not None else default
+
+    @classmethod
+    def environment(cls, key: str) -> tuple[str, ...]:
+        """Where a value of [report.NAME] key belongs instead of the study file: its variable and the secrets'."""
+        env = {f.name: f for f in dataclasses.fields(cls.Settings)}[key].metadata.get("env")
+        return ((env,) if env else ()) + tuple(v for v in cls.secrets if v != env)
 
     @abc.abstractmethod
     def start_study(self, study: StudyInfo) -> Optional[dict[int, Known]]:

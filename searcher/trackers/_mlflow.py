@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Optional
 
-from searcher import redact
 from searcher.trackers._base import Known, StudyInfo, Tracker, TrialEnd, TrialStart
 
 # MLflow retries a failed request 7 times with a doubling backoff (minutes in all) before it raises: a tracker that
@@ -25,20 +25,27 @@ STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
 
 
+@dataclass(frozen=True)
+class MLflowSettings:
+    """[report.mlflow]"""
+
+    tracking_uri: Optional[str] = field(default=None, metadata={"env": "MLFLOW_TRACKING_URI"})  # else MLflow's default
+    experiment: Optional[str] = field(default=None, metadata={"env": "MLFLOW_EXPERIMENT_NAME"})  # else the study's name
+
+
 class MLflowTracker(Tracker):
     name = "mlflow"
     module = "mlflow"
     extra = "mlflow"
+    Settings = MLflowSettings
+    secrets = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        for var in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
-            redact.secret(os.environ.get(var))
         for var, value in CLIENT_ENV.items():
             os.environ.setdefault(var, value)
-        settings = config.report.mlflow
-        self.tracking_uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        self.experiment = settings.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.study.name
+        self.tracking_uri = self.setting("tracking_uri")
+        self.experiment = self.setting("experiment", config.study.name)
         self.client = None
         self.experiment_id: Optional[str] = None
         self.parent: Optional[str] = None

@@ -9,6 +9,7 @@ the same folder, which TensorBoard reads as one run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -18,14 +19,22 @@ from searcher.trackers._base import StudyInfo, Tracker, TrialEnd, TrialStart
 FLUSH_SECONDS = 10  # tensorboardX's default is 120: a killed worker would lose two minutes of curves
 
 
+@dataclass(frozen=True)
+class TensorBoardSettings:
+    """[report.tensorboard]"""
+
+    log_dir: Optional[Path] = field(default=None, metadata={"parse": "path"})  # default: <output_dir>/tensorboard
+
+
 class TensorBoardTracker(Tracker):
     name = "tensorboard"
     module = "tensorboardX"
     extra = "tensorboard"
+    Settings = TensorBoardSettings
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.root: Path = (config.report.tensorboard.log_dir or config.output_dir / "tensorboard") / config.study.name
+        self.root: Path = (self.settings.log_dir or config.output_dir / "tensorboard") / config.study.name
         self.writers: dict[int, object] = {}
         self.params: dict[int, dict] = {}
         self.last: dict[int, int] = {}

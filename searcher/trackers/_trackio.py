@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -44,14 +44,23 @@ def _quiet():
         log.debug("trackio: %s", out.getvalue().strip())
 
 
+@dataclass(frozen=True)
+class TrackioSettings:
+    """[report.trackio]"""
+
+    project: Optional[str] = field(default=None, metadata={"env": "TRACKIO_PROJECT"})  # else the study's name
+
+
 class TrackioTracker(Tracker):
     name = "trackio"
     module = "trackio"
     extra = "trackio"
+    Settings = TrackioSettings
+    secrets = ("HF_TOKEN",)  # a Space on the Hub: Hugging Face's own login
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.project = config.report.trackio.project or os.environ.get("TRACKIO_PROJECT") or config.study.name
+        self.project = self.setting("project", config.study.name)
         self.group = config.study.name
         self.runs: dict[int, object] = {}
         self.names: dict[int, str] = {}

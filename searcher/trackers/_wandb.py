@@ -13,25 +13,35 @@ trial, no curves.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
-from searcher import redact
 from searcher.trackers._base import StudyInfo, Tracker, TrialEnd, TrialStart
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """[report.wandb]"""
+
+    project: Optional[str] = field(default=None, metadata={"env": "WANDB_PROJECT"})  # else the study's name
+    entity: Optional[str] = field(default=None, metadata={"env": "WANDB_ENTITY"})  # else the API key's default entity
+    mode: Optional[Literal["online", "offline", "disabled"]] = field(default=None,
+                                                                     metadata={"env": "WANDB_MODE"})  # else online
 
 
 class WandbTracker(Tracker):
     name = "wandb"
     module = "wandb"
     extra = "wandb"
+    Settings = WandbSettings
+    secrets = ("WANDB_API_KEY",)
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        redact.secret(os.environ.get("WANDB_API_KEY"))
-        settings = config.report.wandb
-        self.project = settings.project or os.environ.get("WANDB_PROJECT") or config.study.name
-        self.entity = settings.entity  # None: W&B reads $WANDB_ENTITY itself
-        self.mode = settings.mode  # None: W&B reads $WANDB_MODE itself
+        self.project = self.setting("project", config.study.name)
+        self.entity = self.settings.entity  # None: W&B reads $WANDB_ENTITY itself
+        self.mode = self.settings.mode  # None: W&B reads $WANDB_MODE itself
         self.dir = Path(os.environ.get("WANDB_DIR") or config.output_dir)  # W&B adds wandb/ under it
         self.group = config.study.name
         self.uid = ""

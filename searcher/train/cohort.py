@@ -38,7 +38,7 @@ import torch
 from searcher import timing
 from searcher.errors import NonFiniteLossError
 from searcher.hyperparams import Hyperparams
-from searcher.losses import Batch, DistillationLoss, LogitKD, Needs, Outputs
+from searcher.losses import Batch, DistillationLoss, Needs, Outputs
 from searcher.tasks.metrics import BUILTIN_SET
 from searcher.train import distill
 from searcher.train.batching import epoch_batches

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from searcher import timing
-from searcher.data.rows import Stacked
+from searcher.data.rows import StackedLogits
 from searcher.train.batching import TokenRows, epoch_batches, epoch_parts
 from searcher.errors import NonFiniteLossError
 from searcher.hyperparams import Hyperparams
@@ -55,8 +55,7 @@ SYNC_EVERY = 50  # optimizer steps between reads of the loss on the host (one de
 
 def recipe(losses: Optional[list[DistillationLoss]] = None) -> dict:
     """What the loop does, as the card and the trial record state it."""
-    formula = " + ".join(f"{loss.hyperparams[0].name} * {loss.formula()}" if loss.hyperparams else loss.formula()
-                         for loss in losses) if losses else LOSS
+    formula = " + ".join(loss.weighted_formula() for loss in losses) if losses else LOSS
     return {"optimizer": f"AdamW with betas=({ADAMW['betas'][0]},{ADAMW['betas'][1]}) and epsilon={ADAMW['eps']:g}",
             "lr_scheduler_type": SCHEDULE, "loss": formula, "kl_reduction": "batchmean"}
 
@@ -202,8 +201,8 @@ class Batches:
         self.runtime, self.device = runtime, runtime.device
         self.rows = TokenRows(data, self.device)
         self.labels = torch.from_numpy(np.ascontiguousarray(data.labels)).to(self.device)
-        self.targets = teacher_logits  # None, or host rows read batch by batch (Stacked, or too large)
-        if teacher_logits is not None and not isinstance(teacher_logits, Stacked):
+        self.targets = teacher_logits  # None, or host rows read batch by batch (StackedLogits, or too large)
+        if teacher_logits is not None and not isinstance(teacher_logits, StackedLogits):
             array = np.asarray(teacher_logits, dtype=np.float32)
             if array.nbytes <= DEVICE_TARGETS_BYTES:
                 self.targets = torch.from_numpy(array).to(self.device)
@@ -252,8 +251,8 @@ def stage_losses(losses: list[DistillationLoss], epoch: int, intermediate_epochs
     `intermediate_epochs` epochs, then the logit loss alone; without one, every loss every epoch."""
     if not intermediate_epochs:
         return losses
-    layer_wise = [loss for loss in losses if not isinstance(loss, LogitKD)]
-    return layer_wise if epoch <= intermediate_epochs else [loss for loss in losses if isinstance(loss, LogitKD)]
+    stage = "layers" if epoch <= intermediate_epochs else "logits"
+    return [loss for loss in losses if loss.stage == stage]
 
 
 def train(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional[np.ndarray],
@@ -277,7 +276,8 @@ def epochs(model: torch.nn.Module, train_data: Encoded, teacher_logits: Optional
     iteration (that is how the objective prunes). Raises NonFiniteLossError when the loss stops being finite.
 
     `losses` default to the logit loss alone; layer-wise ones read the teacher's intermediate outputs from
-    `teacher` (searcher.teachers.hidden.CachedTeacher or OnlineTeacher), matched by layer to `teacher_config`."""
+    `teacher` (searcher.teachers.hidden.CachedTeacherStates or OnlineTeacherStates), matched by layer to
+    `teacher_config`."""
     device = runtime.device
     torch.manual_seed(hp.seed)
     model.to(device)
