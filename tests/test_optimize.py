@@ -596,14 +596,14 @@ def test_a_diverged_member_stops_alone_and_its_cohort_goes_on(world, tmp_path, c
     values they have alone; the sampler's own trial (TPE with constant liar) fills the cohort of 4."""
     import torch
 
-    from searcher.losses import _logits
+    from searcher.tasks import _single
 
-    real = _logits.kd_loss
+    real = _single.kd_loss
 
     def nan_at_temperature_3_25(s, t, y, alpha, temperature):  # vmap-safe: no branching on a member's value
         return real(s, t, y, alpha, temperature) + torch.where(torch.as_tensor(temperature) == 3.25, float("nan"), 0.)
 
-    monkeypatch.setattr(_logits, "kd_loss", nan_at_temperature_3_25)
+    monkeypatch.setattr(_single, "kd_loss", nan_at_temperature_3_25)
     trials = COHORT_TRIALS[:2] + [{"learning_rate": 2e-3, "temperature": 3.25, "alpha": 0.5}]
     paths = {}
     for size in (1, 4):
