@@ -221,8 +221,11 @@ def measure_study(args, run, quick: bool, out: Path) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import perf
 
+    import shutil
+
     work = out / "gpu-study-work"
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # a fresh study, cache and peer each run
+    work.mkdir(parents=True)
     n_trials, epochs, rows, sample = (4, 1, 256, 2) if quick else (64, 8, 67349, 4)
     train, dev = perf.write_slice(args.data, work, rows, 128 if quick else 872)
     teacher = {"model": str(perf.base_shaped_teacher(work))}

@@ -119,6 +119,11 @@ class Cohort:
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
         self.state = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
+        # the fused AdamW kernel (as a trial alone uses) where the device has it: per member, its own step counts
+        self._fused = device.split(":")[0] in ("cpu", "cuda")
+        self._steps_done = 0
+        self._step_counts = [[torch.zeros((), dtype=torch.float32, device=device) for _ in self.params]
+                             for _ in self.members]
         # as distill._param_groups: no weight decay on biases, LayerNorm weights, nor on the losses' projections
         self.decays = {k: k.startswith("model.") and v.ndim > 2 and "LayerNorm" not in k and "layer_norm" not in k
                        for k, v in self.params.items()}
@@ -197,11 +202,17 @@ class Cohort:
 
     @torch.no_grad()
     def _update(self) -> None:
-        """One AdamW step per member, as torch.optim.AdamW computes it, after per-member unscaling and clipping.
-        In place, one pass per operation over the stacked tensors (the update is memory-bound)."""
+        """One AdamW step per member, after per-member unscaling and clipping. Without fp16 every member steps: each
+        member's rows go through torch's fused AdamW kernel (the one a trial alone uses, so the arithmetic is the
+        same), with its learning rate from the schedule computed on the host (no device read). With fp16 a member
+        may skip a step, and the update below is torch's AdamW written over the stacked axis."""
         h, K = self.hyper, len(self.active)
         view = lambda v, p: v.view(K, *([1] * (p.ndim - 1)))  # noqa: E731
         grads = {k: p.grad for k, p in self.params.items()}
+        if self.runtime.amp != "fp16" and self._fused:
+            self._clip(grads, view)
+            self._fused_step(grads)
+            return
         ok = None
         if self.runtime.amp == "fp16":  # GradScaler per member: a member whose gradients overflowed skips its step
             for g in grads.values():
@@ -209,9 +220,7 @@ class Cohort:
             ok = torch.stack([torch.isfinite(g).reshape(K, -1).all(1) for g in grads.values()]).all(0)
             for g in grads.values():
                 torch.where(view(ok, g), g, 0.0, out=g)
-        clipped = [g for k, g in grads.items() if self.clipped[k]]
-        norms = torch.stack([g.reshape(K, -1).pow(2).sum(1) for g in clipped]).sum(0).sqrt()
-        coef = torch.where(h["max_grad_norm"] > 0, (h["max_grad_norm"] / (norms + 1e-6)).clamp(max=1.0), 1.0)
+        coef = self._clip(grads, view, apply=False)
         steps = h["steps"] + (ok.float() if ok is not None else 1.0)
         lr = h["lr"] * _linear(h["steps"], h["warmup"], self.total_steps)  # the schedule's value before this step
         if ok is not None:  # a skipped member's step changes nothing: no decay, no moment update, no move
@@ -241,6 +250,41 @@ class Cohort:
             grow = h["growth"] >= GROWTH_INTERVAL
             h["scale"] = torch.where(ok, torch.where(grow, h["scale"] * GROWTH, h["scale"]), h["scale"] * BACKOFF)
             h["growth"] = torch.where(grow, 0.0, h["growth"])
+
+    def _clip(self, grads: dict, view, apply: bool = True):
+        """clip_grad_norm_ per member over the student's gradients (a member with max_grad_norm 0: no clipping)."""
+        h, K = self.hyper, len(self.active)
+        clipped = [g for k, g in grads.items() if self.clipped[k]]
+        norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(K, -1), dim=1)
+                                                      for g in clipped]), dim=0)
+        coef = torch.where(h["max_grad_norm"] > 0, (h["max_grad_norm"] / (norms + 1e-6)).clamp(max=1.0), 1.0)
+        if apply:
+            for k, g in grads.items():
+                if self.clipped[k]:
+                    g.mul_(view(coef, g))
+        return coef
+
+    def _fused_step(self, grads: dict) -> None:
+        beta1, beta2 = distill.ADAMW["betas"]
+        self._steps_done += 1
+        names = list(self.params)
+        for row, index in enumerate(self.active):
+            hp, steps = self.members[index].hp, self._step_counts[index]
+            warmup = distill.warmup_steps(hp.warmup_ratio, self.total_steps)
+            lr = hp.learning_rate * _linear_factor(self._steps_done - 1, warmup, self.total_steps)
+            torch._foreach_add_(steps, 1)
+            for decays, weight_decay in ((True, hp.weight_decay), (False, 0.0)):
+                chosen = [i for i, k in enumerate(names) if self.decays[k] == decays]
+                if not chosen:
+                    continue
+                torch._fused_adamw_(
+                    [self.params[names[i]][row] for i in chosen], [grads[names[i]][row] for i in chosen],
+                    [self.state[names[i]][0][row] for i in chosen], [self.state[names[i]][1][row] for i in chosen],
+                    [], [steps[i] for i in chosen], amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+                    weight_decay=weight_decay, eps=distill.ADAMW["eps"], maximize=False, grad_scale=None,
+                    found_inf=None)
+        for p in self.params.values():
+            p.grad = None
 
     # --- epochs --------------------------------------------------------------------------------------------------
 
@@ -314,6 +358,13 @@ class Cohort:
         if bad:
             self._drop(bad)
         return out, keep
+
+
+def _linear_factor(steps: int, warmup: int, total: int) -> float:
+    """transformers' get_linear_schedule_with_warmup factor after `steps` steps (the LambdaLR a trial alone uses)."""
+    if steps < warmup:
+        return steps / max(1, warmup)
+    return max(0.0, (total - steps) / max(1, total - warmup))
 
 
 def _linear(steps, warmup, total: int):
