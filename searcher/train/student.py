@@ -22,10 +22,18 @@ from searcher.train.models import load_classifier, shape
 class StudentSpec:
     """Which student a trial trains. For a checkpoint list, layers/hidden/heads are read from its config."""
 
-    init: str  # pretrained | teacher | random
+    init: str  # pretrained | teacher | random (family "bert"); "static" for the static family
     layers: Optional[int] = None
     hidden: Optional[int] = None
     checkpoint: Optional[str] = None
+    family: str = "bert"  # bert | static (searcher.train.static)
+    static_dim: Optional[int] = None
+    static_train_embeddings: Optional[bool] = None
+    static_head: Optional[str] = None
+
+    @property
+    def static(self) -> bool:
+        return self.family == "static"
 
 
 def grid_checkpoint(config: StudyConfig, layers: int, hidden: int) -> str:
@@ -33,8 +41,13 @@ def grid_checkpoint(config: StudyConfig, layers: int, hidden: int) -> str:
 
 
 def spec_for(config: StudyConfig, layers: Optional[int] = None, hidden: Optional[int] = None,
-             checkpoint: Optional[str] = None, init: Optional[str] = None) -> StudentSpec:
+             checkpoint: Optional[str] = None, init: Optional[str] = None, family: Optional[str] = None,
+             static_dim: Optional[int] = None, static_train_embeddings: Optional[bool] = None,
+             static_head: Optional[str] = None) -> StudentSpec:
     st = config.student
+    if (family or st.family[0]) == "static":
+        return StudentSpec("static", family="static", static_dim=int(static_dim),
+                           static_train_embeddings=bool(static_train_embeddings), static_head=str(static_head))
     if st.checkpoints is not None:
         return StudentSpec(init="pretrained", checkpoint=checkpoint)
     init = init or st.init[0]
@@ -153,7 +166,11 @@ def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
 
 
 def describe(model, spec: StudentSpec) -> dict:
-    """L/H/A, parameters and origin of a built student (JSON-safe)."""
-    return {**shape(model), "init": spec.init, "checkpoint": spec.checkpoint,
-            "model_type": str(getattr(model.config, "model_type", ""))}
+    """L/H/A, parameters and origin of a built student (JSON-safe); a static student's own settings too."""
+    out = {**shape(model), "init": spec.init, "checkpoint": spec.checkpoint,
+           "model_type": str(getattr(model.config, "model_type", "")), "family": spec.family}
+    if spec.static:
+        out.update(static_dim=spec.static_dim, static_train_embeddings=spec.static_train_embeddings,
+                   static_head=spec.static_head, base=getattr(model.config, "base", None))
+    return out
 
