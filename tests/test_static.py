@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 
-from conftest import make_bert, make_tokenizer
+from conftest import TOKEN, make_bert, make_tokenizer
 from searcher import data
 from searcher.config import load_study
 from searcher.errors import ConfigError
@@ -231,3 +231,49 @@ def test_study_searches_both_families_and_saves_model2vec_students(world, tmp_pa
     with caplog.at_level("INFO"):
         assert cli("optimize", path2)[0] == 0
     assert "distilling a" not in caplog.text
+
+
+# ---- card, Hub, import ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def static_study(world, tmp_path_factory):
+    from searcher.cli import main
+
+    directory = tmp_path_factory.mktemp("static")
+    path = world.study(directory, name="tiny", study={"n_trials": 2, "keep_best": 2},
+                       student={"family": ["static"], "static_dim": [8, 16], "static_head": ["linear", "mlp"],
+                                "layers": None, "hidden": None, "init": None},
+                       hub={"repo_id": "acme/{study}-static-t{trial}"})
+    assert main(["-q", "optimize", str(path)]) == 0
+    return path
+
+
+def test_static_card_push_and_load_back_from_the_hub(static_study, hub, cli, tmp_path):
+    from model2vec.inference import StaticModelPipeline
+
+    study = optuna.load_study(study_name="tiny", storage=load_study(static_study).storage_url())
+    best = study.best_trial
+    code, _, err = cli("card", static_study, "--trial", best.number, "--out", tmp_path / "cards")
+    assert code == 0, err
+    card = next((tmp_path / "cards").rglob("README.md")).read_text()
+    assert "StaticModelPipeline.from_pretrained(" in card and "library_name: model2vec" in card
+    assert "static-embedding student" in card and "from transformers import pipeline" not in card
+    code, out, err = cli("push", static_study)
+    assert code == 0, err
+    (repo_id,) = list(hub.repos)
+    files = set(hub.repos[repo_id].head.files)
+    assert {"model.safetensors", "head.safetensors", "config.json", "tokenizer.json", "README.md"} <= files
+    pipeline = StaticModelPipeline.from_pretrained(repo_id, token=TOKEN)
+    assert set(pipeline.predict(["a good film", "a bad film"])) <= {"neg", "pos"}
+
+    # searcher import of that card brings the static student's settings back as an [[enqueue]] block
+    readme = tmp_path / "README.md"
+    readme.write_bytes(hub.repos[repo_id].head.files["README.md"])
+    from searcher import recipes
+
+    (recipe,) = recipes.read(str(readme))
+    assert recipe.values["family"] == "static"
+    for key in ("static_dim", "static_head", "static_train_embeddings"):
+        assert recipe.values[key] == best.params.get(key, best.user_attrs["student"][key]), key
+    text = recipes.to_toml([recipe], load_study(static_study))
+    assert "static_dim" in text and recipes.conflicts([recipe], load_study(static_study)) == []

@@ -394,7 +394,17 @@ def _distillation(r: records.TrialRecord, recipe: dict, dataset: dict, cfg: dict
         layers=s.get("layers"), hidden=s.get("hidden"), heads=s.get("heads"), params=s.get("params"),
         params_m=round(s.get("params", 0) / 1e6, 1), init=s.get("init"),
         checkpoint=escape(display_name(s.get("checkpoint"))) if pretrained else None,
-        checkpoint_link=hub_id(s.get("checkpoint")) if pretrained else None)
+        checkpoint_link=hub_id(s.get("checkpoint")) if pretrained else None,
+        static=_static_words(s))
+
+
+def _static_words(s: dict) -> Optional[str]:
+    if s.get("family") != "static":
+        return None
+    return (f"static embeddings of dimension {s.get('static_dim')} "
+            f"({'trained' if s.get('static_train_embeddings') else 'frozen'}), mean-pooled, "
+            f"{'a linear head' if s.get('static_head') == 'linear' else 'a one-hidden-layer head'}; the table was "
+            f"distilled from {escape(display_name(s.get('base'))) or 'the teacher'} (Model2Vec's recipe)")
 
 
 def _efficiency(r: records.TrialRecord, teacher: dict, primary: str = "accuracy") -> Efficiency:

@@ -116,6 +116,7 @@ class Distillation:
     init: Optional[str]
     checkpoint: Optional[str]
     checkpoint_link: Optional[str]
+    static: Optional[str] = None  # a static-embedding student, in words (searcher.train.static)
 
 
 @dataclass(frozen=True)
