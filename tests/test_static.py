@@ -277,3 +277,33 @@ def test_static_card_push_and_load_back_from_the_hub(static_study, hub, cli, tmp
         assert recipe.values[key] == best.params.get(key, best.user_attrs["student"][key]), key
     text = recipes.to_toml([recipe], load_study(static_study))
     assert "static_dim" in text and recipes.conflicts([recipe], load_study(static_study)) == []
+
+
+def test_warm_start_of_a_bert_study_into_a_study_of_both_families(world, tmp_path):
+    """Trials recorded before student families (no family param) are bert trials of a study that searches both."""
+    from searcher.search import warmstart
+
+    config = load_study(world.study(tmp_path, student=BOTH))
+    dims, dists = space.dimensions(config), space.distributions(config)
+    old = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=0.8,
+        params={"learning_rate": 3e-3, "batch_size": 8, "temperature": 2.0, "alpha": 0.5, "layers": 2},
+        distributions={"learning_rate": optuna.distributions.FloatDistribution(2e-3, 6e-3),
+                       "batch_size": optuna.distributions.CategoricalDistribution([8, 16]),
+                       "temperature": optuna.distributions.FloatDistribution(1.0, 4.0),
+                       "alpha": optuna.distributions.FloatDistribution(0.0, 1.0),
+                       "layers": optuna.distributions.CategoricalDistribution([1, 2])},
+        user_attrs={"student": {"layers": 2, "hidden": 64, "init": "random"}})
+    params, dropped, why = warmstart.convert(old, dims, dists)
+    assert why is None and params["family"] == "bert" and params["layers"] == 2
+    assert not any(k.startswith("static_") for k in params)
+    static_trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=0.7, params={**old.params, "family": "static"},
+        distributions={**old.distributions, "family": optuna.distributions.CategoricalDistribution(["bert", "static"])},
+        user_attrs={"student": {"family": "static", "static_dim": 16, "static_head": "mlp",
+                                "static_train_embeddings": True, "layers": 0, "hidden": 16, "init": "static"}})
+    params, _, why = warmstart.convert(static_trial, dims, dists)
+    assert why is None and params["static_dim"] == 16 and "layers" not in params
+    bert_only = load_study(world.study(tmp_path / "b"))
+    _, _, why = warmstart.convert(static_trial, space.dimensions(bert_only), space.distributions(bert_only))
+    assert why is not None
