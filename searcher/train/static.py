@@ -69,12 +69,9 @@ def token_outputs(encoder, tokenizer, device: str = "cpu", batch_size: int = TOK
 
     vocab = len(tokenizer)
     prefix, suffix = special_frame(tokenizer)
-    rows = [prefix + [i] + suffix for i in range(vocab)]
-    width = len(rows[0])
-    ids = torch.tensor(rows, dtype=torch.long)  # every row has the same length: no padding needed
+    ids = torch.tensor([prefix + [i] + suffix for i in range(vocab)], dtype=torch.long)  # one length: no padding
     encoder = encoder.to(device).eval()
     accepted = _accepts(encoder)
-    out = np.empty((vocab, 0), dtype=np.float32)
     parts = []
     with torch.inference_mode():
         for start in range(0, vocab, batch_size):
@@ -84,10 +81,8 @@ def token_outputs(encoder, tokenizer, device: str = "cpu", batch_size: int = TOK
                 inputs["token_type_ids"] = torch.zeros_like(batch)
             result = encoder(**inputs, output_hidden_states=True)
             hidden = result.hidden_states[-1] if getattr(result, "hidden_states", None) else result.last_hidden_state
-            parts.append(hidden.float().mean(dim=1).cpu().numpy())
-    out = np.concatenate(parts) if parts else out
-    if out.shape != (vocab, out.shape[1]) or width < 1:
-        raise StaticError(f"the base encoder gave {out.shape} token outputs for a vocabulary of {vocab}")
+            parts.append(hidden.float().mean(dim=1).cpu().numpy())  # Model2Vec's mean over the framed token
+    out = np.concatenate(parts)
     return np.nan_to_num(out)
 
 
