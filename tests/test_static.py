@@ -307,3 +307,36 @@ def test_warm_start_of_a_bert_study_into_a_study_of_both_families(world, tmp_pat
     bert_only = load_study(world.study(tmp_path / "b"))
     _, _, why = warmstart.convert(static_trial, space.dimensions(bert_only), space.distributions(bert_only))
     assert why is not None
+
+
+@pytest.mark.parametrize("kind_name,labels", [("regression", ("score",)), ("multi_label", ("a", "b", "c")),
+                                              ("single_label", ("neg", "pos"))])
+def test_static_students_learn_every_task_kind_from_teacher_logits(kind_name, labels):
+    """The distill loop trains a static student unchanged, with each kind's logit loss."""
+    from searcher import tasks
+    from searcher.data.tokens import Encoded
+    from searcher.hyperparams import Hyperparams
+    from searcher.tasks.metrics import MetricSet
+    from searcher.train import distill, runtime
+
+    kind = tasks.kind(kind_name)
+    tok = make_tokenizer()
+    rng = np.random.default_rng(0)
+    texts = ["good film", "bad film", "a good good movie", "bad bad", "fine film", "good"] * 4
+    ids = tok(texts)["input_ids"]
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])])
+    flat = np.concatenate([np.asarray(x, dtype=np.int32) for x in ids])
+    n = len(texts)
+    labels_ = (rng.normal(size=n).astype(np.float32) if kind_name == "regression" else
+               (rng.random((n, len(labels))) > 0.5).astype(np.float32) if kind_name == "multi_label" else
+               rng.integers(0, len(labels), n))
+    enc = Encoded(flat, np.zeros_like(flat, dtype=np.int8), offsets, labels_, 0)
+    teacher = rng.normal(size=(n, len(labels))).astype(np.float32)
+    model = static.build(rng.normal(size=(len(tok), 8)).astype(np.float32), tok,
+                         tiny_task(kind.problem_type, labels), "mlp", True, 32, "tiny")
+    before = model.embed.weight.detach().clone()
+    hp = Hyperparams(learning_rate=1e-2, batch_size=8, temperature=2.0, alpha=0.5, epochs=2, seed=0)
+    results = distill.train(model, enc, teacher, enc, teacher, hp, runtime.resolve("cpu", "off"),
+                            metrics=MetricSet([], kind))
+    assert len(results) == 2 and np.isfinite(results[-1].train_loss)
+    assert not torch.equal(before, model.embed.weight)  # the table trained with the head
