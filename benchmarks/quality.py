@@ -367,7 +367,8 @@ def static_section(part: dict) -> list[str]:
              f"the teacher fine-tuned on the same slice; "
              f"reported split SST-2 dev ({part['reported_split_rows']} rows). Study: {s['wall_time_s'] / 60:.1f} min, "
              f"{len(s['trials'])} enqueued trials (objectives accuracy and latency_ms).", "",
-             *table({"studies": {"quality-static": s}, "measured": m}, teacher["accuracy"]), "", "Targets:"]
+             *table({"studies": {"quality-static": s}, "measured": m}, teacher["accuracy"]),
+             *(["", part["note"]] if part.get("note") else []), "", "Targets:"]
     t = m["teacher"]
     for tr in statics:
         f = m[tr["model_dir"]]["pytorch"]

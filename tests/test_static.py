@@ -340,3 +340,9 @@ def test_static_students_learn_every_task_kind_from_teacher_logits(kind_name, la
                             metrics=MetricSet([], kind))
     assert len(results) == 2 and np.isfinite(results[-1].train_loss)
     assert not torch.equal(before, model.embed.weight)  # the table trained with the head
+
+
+def test_the_leaderboard_names_static_students(static_study, cli):
+    code, out, err = cli("best", static_study)
+    assert code == 0, err
+    assert "static/D" in out and "L0/H" not in out
