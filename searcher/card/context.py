@@ -113,7 +113,10 @@ def _format_rows(formats: dict, teacher_latency: Optional[dict], safetensors: st
     return rows
 
 
-def _usage(formats: dict) -> Usage:
+def _usage(formats: dict, static: bool = False) -> Usage:
+    if static:  # Model2Vec's layout: transformers, optimum and transformers.js do not read its config.json
+        return Usage(onnx_file=None, onnx_folder=None, onnx_name=None, transformers_js=False, js_dtype="fp32",
+                     static=True)
     files = formats.get("files", {})
     onnx_file = files.get("onnx-int8") or files.get("onnx")
     folder, _, name = (onnx_file or "").rpartition("/")
@@ -232,13 +235,14 @@ def context(study: optuna.Study, trial: FrozenTrial, repo_id: Optional[str] = No
     # base_model only names real Hub ids: a local or package path means nothing on the Hub (an override, [card]
     # base_model, says which Hub model a local copy is)
     derived = hub_id(s.get("checkpoint")) if s.get("init") == "pretrained" else \
-        hub_id(teacher_source) if s.get("init") == "teacher" else None
+        hub_id(teacher_source) if s.get("init") == "teacher" else \
+        hub_id(s.get("base")) if s.get("family") == "static" else None  # the encoder its table was distilled from
     card_base_model = None if s.get("init") == "random" else (derived or base_model)
     if teacher.get("members"):  # an ensemble's card lists every teacher that is a Hub id, after the student's start
         listed = [card_base_model] if card_base_model else []
         card_base_model = list(dict.fromkeys(listed + teacher_hub_ids(teacher))) or None
     study_text = (attrs.get(ATTR_STUDY_FILES) or {}).get(r.study_file) or attrs.get(ATTR_STUDY_FILE)
-    usage = _usage(r.formats)
+    usage = _usage(r.formats, static=s.get("family") == "static")
     return CardContext(
         model_name=escape(model_name),
         repo_id=repo_id,
@@ -387,7 +391,17 @@ def _distillation(r: records.TrialRecord, recipe: dict, dataset: dict, cfg: dict
         layers=s.get("layers"), hidden=s.get("hidden"), heads=s.get("heads"), params=s.get("params"),
         params_m=round(s.get("params", 0) / 1e6, 1), init=s.get("init"),
         checkpoint=escape(display_name(s.get("checkpoint"))) if pretrained else None,
-        checkpoint_link=hub_id(s.get("checkpoint")) if pretrained else None)
+        checkpoint_link=hub_id(s.get("checkpoint")) if pretrained else None,
+        static=_static_words(s))
+
+
+def _static_words(s: dict) -> Optional[str]:
+    if s.get("family") != "static":
+        return None
+    return (f"static embeddings of dimension {s.get('static_dim')} "
+            f"({'trained' if s.get('static_train_embeddings') else 'frozen'}), mean-pooled, "
+            f"{'a linear head' if s.get('static_head') == 'linear' else 'a one-hidden-layer head'}; the table was "
+            f"distilled from {escape(display_name(s.get('base'))) or 'the teacher'} (Model2Vec's recipe)")
 
 
 def _efficiency(r: records.TrialRecord, teacher: dict, primary: str = "accuracy") -> Efficiency:

@@ -40,10 +40,11 @@ def card_data(model_name: str, base_model: Optional[str], dataset_id: Optional[s
         datasets=[dataset_id] if hub_id(dataset_id) else None,
         language=language,
         license=license,
-        library_name="transformers",
+        library_name="model2vec" if usage and usage.static else "transformers",
         pipeline_tag=task.pipeline_tag,
         # what a Hub user filters by: onnx files, and transformers.js when its whole layout is there
         tags=["generated_from_searcher", "knowledge-distillation", task.pipeline_tag]
+        + (["model2vec", "static-embeddings"] if usage and usage.static else [])
         + (["onnx"] if usage and usage.onnx_file else []) + (["transformers.js"] if usage and usage.transformers_js
                                                               else []),
         metrics=[k for k in names if k not in LEAD_METRICS],
@@ -59,7 +60,9 @@ def recipe_data(study_name: str, number: int, params: dict, hyperparams: dict, s
     path). Floats go into YAML with repr, so they read back to the same bits."""
     from searcher.hyperparams import user_params
 
-    shape = {k: student[k] for k in ("layers", "hidden", "heads", "init") if student.get(k) is not None}
+    keys = ("family", "static_dim", "static_train_embeddings", "static_head") if student.get("family") == "static" \
+        else ("layers", "hidden", "heads", "init")  # a bert student's record stays as it was before families
+    shape = {k: student[k] for k in keys if student.get(k) is not None}
     if checkpoint:
         shape["checkpoint"] = checkpoint
     return {"study": study_name, "trial": number, "params": user_params(params),

@@ -116,6 +116,7 @@ class Distillation:
     init: Optional[str]
     checkpoint: Optional[str]
     checkpoint_link: Optional[str]
+    static: Optional[str] = None  # a static-embedding student, in words (searcher.train.static)
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class Usage:
     onnx_name: Optional[str]
     transformers_js: bool  # config.json + tokenizer.json + onnx/: the layout transformers.js reads
     js_dtype: str  # "q8" selects onnx/model_quantized.onnx, "fp32" onnx/model.onnx
+    static: bool = False  # a static student (Model2Vec's layout): model2vec's StaticModelPipeline loads it
 
 
 @dataclass(frozen=True)

@@ -69,9 +69,13 @@ def render(study: optuna.Study, config, top: int) -> str:
             cells.append(f"{r['metrics'].get(side, float('nan')):.4f}")
         if test:
             cells.append(f"{r['test_metrics'].get(tested, float('nan')):.4f}" if r["test_metrics"] else "-")
-        label = f"L{s.get('layers')}/H{s.get('hidden')}/A{s.get('heads')}"
-        if s.get("init") != "pretrained":
-            label += f" {s.get('init')}"
+        if s.get("family") == "static":  # a table and a head: its dimension, head and whether the table trained
+            label = f"static/D{s.get('static_dim')} {s.get('static_head')}" + \
+                ("" if s.get("static_train_embeddings") else " frozen")
+        else:
+            label = f"L{s.get('layers')}/H{s.get('hidden')}/A{s.get('heads')}"
+            if s.get("init") != "pretrained":
+                label += f" {s.get('init')}"
         cells += [label, f"{s.get('params', 0) / 1e6:.1f}M", *[hyperparams.cell(h, hp.get(h.name)) for h in shown]]
         if extra_rows:
             t = r["training_rows"]

@@ -234,7 +234,7 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
         return value
     if origin is tuple:
         item = typing.get_args(hint)[0]
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, (str, int, float)):  # one value (a bool too) is a list of one
             value = [value]
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list of {_name(item)}, got {value!r}")

@@ -97,6 +97,10 @@ def _check_study(config: StudyConfig) -> StudySection:
         raise ConfigError(f"{p}: [study] objective 'latency_ms' needs [train] latency = true")
     _check_sampler(p, s.sampler, multi=len(s.directions) > 1)
     st = config.student
+    if s.sampler.type == "cmaes" and len(st.family) > 1:
+        raise ConfigError(f"{p}: [study] sampler = \"cmaes\" needs a fixed search space, and [student] family = "
+                          f"{list(st.family)} asks each family's own parameters; search one family per study, or use "
+                          f"\"tpe\" (the default) or \"gp\"")
     if s.sampler.type == "cmaes" and "teacher" in st.init and len(st.init) > 1 and len(st.hidden or ()) > 1:
         # the hidden size is a parameter of non-teacher students only; CMA-ES keys its generations by number, not
         # by search space, and fails when the space changes between trials (Optuna: no dynamic search space)
@@ -351,9 +355,14 @@ def _check_teacher(config: StudyConfig) -> None:
                           f"{', '.join(repr(n) for n in names)}")
     _check_search_weights(config, members)
     classifiers = [m for m in members if TYPES[m.type].has_layers]
-    if not classifiers and (config.student.needs_teacher_model or config.distill.layer_wise):
+    if not classifiers and (config.student.needs_teacher_model or config.distill.layer_wise
+                            or config.student.static_from_teacher):
         what = "[student] init \"teacher\"/\"random\"" if config.student.needs_teacher_model else \
             f"[distill] {config.distill.layer_wise[0]}"
+        if config.student.static_from_teacher:
+            raise ConfigError(f"{p}: [student] family \"static\" distils its table from the teacher by default, and "
+                              f"this study's teachers are causal LMs; set [student] static_base = an encoder "
+                              f"(e.g. \"sentence-transformers/all-MiniLM-L6-v2\")")
         raise ConfigError(f"{p}: {what} needs a classifier teacher's layers and tokenizer, and this study's teachers "
                           f"are causal LMs; use init = \"pretrained\" (or [student] checkpoints) and logit KD, or "
                           f"add a classifier teacher")
@@ -389,8 +398,41 @@ def _check_member(config: StudyConfig, where: str, m: TeacherMember) -> None:
     TYPES[m.type].check_settings(m, f"{p}: {where}", config)
 
 
+BERT_KEYS = ("layers", "hidden", "checkpoint", "init", "checkpoints")
+STATIC_KEYS = ("static_dim", "static_base", "static_train_embeddings", "static_head")
+
+
+def _check_families(config: StudyConfig) -> None:
+    """[student] family: each family's keys only where the family is searched; a static student's own checks."""
+    p, st = config.path, config.student
+    given = config.raw.get("student", {})
+    if not st.family:
+        raise ConfigError(f"{p}: [student] family must name at least one of \"bert\", \"static\"")
+    for family, keys in (("bert", BERT_KEYS), ("static", STATIC_KEYS)):
+        extra = [k for k in keys if k in given]
+        if family not in st.family and extra:
+            raise ConfigError(f"{p}: [student] {extra[0]} is a setting of the {family!r} family, which family = "
+                              f"{list(st.family)} does not search; add \"{family}\" to family or remove {extra[0]}")
+    if "static" not in st.family:
+        return
+    if not st.static_dim or any(d < 1 or d > 4096 for d in st.static_dim):
+        raise ConfigError(f"{p}: [student] static_dim must be a list of integers between 1 and 4096 (e.g. [64, 128, "
+                          f"256]), got {list(st.static_dim)}")
+    if not st.static_train_embeddings or not st.static_head:
+        raise ConfigError(f"{p}: [student] static_train_embeddings and static_head need at least one value")
+    if st.static_base is not None and not st.static_base.strip():
+        raise ConfigError(f"{p}: [student] static_base is empty; name an encoder (a Hub id or a folder) or remove it "
+                          f"to distil from the teacher")
+    if config.distill.layer_wise:
+        raise ConfigError(f"{p}: [distill] {config.distill.layer_wise[0]} is a layer-wise loss and a static student "
+                          f"has no layers; search the static family with losses = [\"logits\"] (in a study of its own)")
+
+
 def _check_student(config: StudyConfig) -> None:
     p, st = config.path, config.student
+    _check_families(config)
+    if not st.bert:
+        return
     if not st.init:
         raise ConfigError(f"{p}: [student] init must name at least one of \"pretrained\", \"teacher\", \"random\"")
     if st.checkpoints is not None:

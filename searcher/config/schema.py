@@ -230,10 +230,25 @@ class StudentSection:
     checkpoint: str = DEFAULT_CHECKPOINT
     init: tuple[Literal["pretrained", "teacher", "random"], ...] = ("pretrained",)  # a list is searched
     checkpoints: Optional[tuple[str, ...]] = None
+    # student families searched side by side: "bert" (the grid, teacher-initialised, random, or a checkpoint list:
+    # any AutoModelForSequenceClassification) and "static" (searcher.train.static: a Model2Vec-style table + head)
+    family: tuple[Literal["bert", "static"], ...] = ("bert",)
+    static_dim: tuple[int, ...] = (256,)  # the table's dimension (PCA of the base's outputs; <= its hidden size)
+    static_base: Optional[str] = None  # the encoder the table is distilled from (default: the teacher)
+    static_train_embeddings: tuple[bool, ...] = (True,)  # train the table with the head, or keep it frozen
+    static_head: tuple[Literal["linear", "mlp"], ...] = ("linear",)  # "mlp": one hidden layer of the table's width
 
     @property
     def needs_teacher_model(self) -> bool:
-        return any(i != "pretrained" for i in self.init)
+        return "bert" in self.family and any(i != "pretrained" for i in self.init)
+
+    @property
+    def static_from_teacher(self) -> bool:
+        return "static" in self.family and self.static_base is None
+
+    @property
+    def bert(self) -> bool:
+        return "bert" in self.family
 
 
 # one field per hyperparameter of the registry (searcher.hyperparams): a number fixes it, a range or list searches it

@@ -5,14 +5,14 @@ what it cannot take (never clipped: one line naming the key to change).
 from __future__ import annotations
 
 from searcher.recipes.cards import _miniature
-from searcher.recipes.names import PARAMETERS, STUDENT_KEYS
+from searcher.recipes.names import PARAMETERS, STATIC_KEYS, STUDENT_KEYS
 from searcher.recipes.recipe import Fit, Recipe, distill_table, distill_text, fmt as _fmt, ordered as _ordered
 
 
 def _section_of(key: str) -> str:
     if key == "checkpoint":
         return "[student] checkpoints"
-    return f"[student] {key}" if key in STUDENT_KEYS else f"[search] {key}"
+    return f"[student] {key}" if key in STUDENT_KEYS + STATIC_KEYS else f"[search] {key}"
 
 
 def _describe_dim(dim) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from searcher import hyperparams
 
 STUDENT_KEYS = ("layers", "hidden", "init", "checkpoint")
+STATIC_KEYS = ("family", "static_dim", "static_train_embeddings", "static_head")  # [student] family "static"
 # What an [[enqueue]] block may set, in the order blocks list them.
-PARAMETERS = hyperparams.NAMES + STUDENT_KEYS
-INTEGERS = {h.name for h in hyperparams.REGISTRY if h.value_type is int} | {"layers", "hidden"}
+PARAMETERS = hyperparams.NAMES + STUDENT_KEYS + STATIC_KEYS
+INTEGERS = ({h.name for h in hyperparams.REGISTRY if h.value_type is int}
+            | {"layers", "hidden", "static_dim"})
 # published name -> searcher name: each entry's own name, its card name and its other published names
 ALIASES = {alias: h.name for h in hyperparams.REGISTRY if h.imported_as == "value"
            for alias in dict.fromkeys((h.name, *((h.card,) if h.card else ()), *h.aliases))}

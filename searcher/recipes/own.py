@@ -11,7 +11,7 @@ from typing import Optional
 
 from searcher.errors import RecipeError, first_line
 from searcher.hyperparams import TEACHER_WEIGHT
-from searcher.recipes.names import PARAMETERS, SEED
+from searcher.recipes.names import PARAMETERS, SEED, STATIC_KEYS
 from searcher.recipes.recipe import (HUB, LOOKED_FOR, PublishedResult, Recipe, distill_text,
                                      fmt as _fmt, ordered as _ordered)
 
@@ -90,6 +90,9 @@ def _searcher_values(params: dict, hyperparams: dict, student: dict, origin: str
     fixed_student = {"init": init, "layers": student.get("layers")}
     if init != "teacher":
         fixed_student["hidden"] = student.get("hidden")
+    if params.get("family", student.get("family")) == "static":  # a static student: its own settings, no shape
+        fixed_student = {k: params.get(k, student.get(k)) for k in STATIC_KEYS}
+        init = None
     if "checkpoint" not in params:
         for key, value in fixed_student.items():
             if key not in values and value is not None:

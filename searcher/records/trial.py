@@ -194,6 +194,9 @@ class TrialRecord:
     @property
     def student_label(self) -> str:
         s = self.student
+        if s.get("family") == "static":
+            return f"static/D{s.get('static_dim')} ({s.get('static_head')}, " \
+                   f"{'trained' if s.get('static_train_embeddings') else 'frozen'} table)"
         if s.get("layers") and s.get("hidden"):
             label = f"L{s['layers']}/H{s['hidden']}/A{s.get('heads', '?')}"
         else:

@@ -136,6 +136,8 @@ class Objective:
 
     def _build(self, plan: space.Plan):
         p = self.prepared
+        if plan.student.static:  # [families] a static student: its cached table + a head (searcher.train.static)
+            return p.static_student(plan.student, seed=plan.hyperparams.seed)
         teacher_model, teacher_tokenizer = (p.teacher_model() if plan.student.init != "pretrained" else (None, None))
         return student.build(plan.student, p.task, teacher_model, teacher_tokenizer, seed=plan.hyperparams.seed,
                              hidden_dropout=plan.hyperparams.hidden_dropout)

@@ -44,6 +44,7 @@ class Prepared:
     _encoded: dict = field(default_factory=dict, repr=False)
     _projections: dict = field(default_factory=dict, repr=False)  # the teacher's attention projections, by layer
     _reweighted: dict = field(default_factory=dict, repr=False)  # (split or extra, weights) -> target, one trial's
+    static: Optional["StaticBase"] = None  # [student] family "static": the distilled tables and their tokenizer
 
     @property
     def primary(self) -> Optional[teachers.Teacher]:
@@ -70,6 +71,15 @@ class Prepared:
             raise StudentError("this study's teachers are causal LMs: no classifier teacher to copy or to take a "
                                "tokenizer from; use [student] init = \"pretrained\"")
         return self.primary.model()
+
+    def static_student(self, spec: student.StudentSpec, seed: int):
+        """(model, tokenizer) of a static student on its cached table (searcher.train.static)."""
+        from searcher.train import static
+
+        base = self.static
+        model = static.build(base.tables[spec.static_dim], base.tokenizer, self.task, spec.static_head,
+                             spec.static_train_embeddings, self.config.data.max_length, base.name, seed)
+        return model, base.tokenizer
 
     def encoded(self, tokenizer) -> dict[str, tokens.Encoded]:
         """Every split tokenized by `tokenizer`: once per tokenizer per worker, and once per machine on disk."""
@@ -143,7 +153,7 @@ def with_task(config: StudyConfig, kind: str) -> StudyConfig:
 def check_students(config: StudyConfig, teacher_config) -> None:
     """Shape checks that need the teacher's config: init "teacher" copies its layers."""
     st = config.student
-    if st.checkpoints is not None or "teacher" not in st.init or teacher_config is None:
+    if not st.bert or st.checkpoints is not None or "teacher" not in st.init or teacher_config is None:
         return
     t_hidden = int(getattr(teacher_config, "hidden_size", 0) or 0)
     t_layers = int(getattr(teacher_config, "num_hidden_layers", 0) or 0)
@@ -156,11 +166,108 @@ def check_students(config: StudyConfig, teacher_config) -> None:
                            f"init = \"teacher\" needs layers <= {t_layers}")
 
 
+@dataclass
+class StaticBase:
+    """The encoder static students are distilled from: its name, tokenizer (the students' too), and one table per
+    searched dimension."""
+
+    name: str
+    tokenizer: object
+    tables: dict  # static_dim -> (vocab, dim) float32
+
+
+def static_base_config(config: StudyConfig, primary):
+    """(name, source, transformers config) of the encoder the static tables come from: [student] static_base, or the
+    teacher."""
+    from searcher.teachers import loading as teacher_loading
+
+    base = config.student.static_base
+    if base is None:
+        return "the teacher", primary.directory, primary.model_config()
+    source = teacher_loading.locate_source(config.resolve_model(base))
+    try:
+        return base, source, teacher_loading.load_config(source, where="[student] static_base")
+    except Exception as e:
+        raise StudentError(f"{config.path}: [student] static_base {base!r} cannot be loaded: {first_line(e)}") from e
+
+
+def is_encoder(model_config) -> bool:
+    """An encoder reads the whole text at once: not a decoder-only or encoder-decoder model."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    kind = getattr(model_config, "model_type", "")
+    if getattr(model_config, "is_encoder_decoder", False) or getattr(model_config, "is_decoder", False):
+        return False
+    return not (kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def check_static(config: StudyConfig, primary) -> None:
+    """[student] family "static": model2vec installed, the base an encoder, each static_dim within its hidden size."""
+    st = config.student
+    if "static" not in st.family:
+        return
+    from searcher.train import static
+
+    try:
+        static.require()
+    except static.StaticError as e:
+        raise ConfigError(f"{config.path}: {e}") from e
+    name, _, base_config = static_base_config(config, primary)
+    what = "the teacher" if st.static_base is None else f"static_base {st.static_base!r}"
+    if not is_encoder(base_config):
+        raise ConfigError(f"{config.path}: [student] {what} is a {base_config.model_type!r} model, not an encoder; "
+                          f"a static table is distilled from an encoder's token outputs: set static_base to an "
+                          f"encoder (BERT, MiniLM, ModernBERT, a sentence-transformer)")
+    hidden = int(getattr(base_config, "hidden_size", 0) or 0)
+    if hidden and max(st.static_dim) > hidden:
+        raise ConfigError(f"{config.path}: [student] static_dim {max(st.static_dim)} is larger than the hidden size "
+                          f"{hidden} of {what} (PCA cannot add dimensions); use static_dim <= {hidden}")
+
+
+def _prepare_static(p: Prepared) -> None:
+    """One table per searched static_dim, each distilled once per (base, dimension) and cached on disk; the base's
+    token outputs are computed at most once here, for every dimension missing from the cache."""
+    from searcher.teachers import loading as teacher_loading
+    from searcher.train import static
+
+    config = p.config
+    name, source, base_config = static_base_config(config, p.primary)
+    if config.student.static_base is None:
+        identity = p.primary.identity
+        load = p.teacher_model
+    else:
+        identity = teacher_loading.identity(source, base_config)
+
+        def load():
+            from transformers import AutoModel, AutoTokenizer
+
+            return AutoModel.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+
+    tokenizer = load()[1] if config.student.static_base is not None else p.teacher_model()[1]
+    outputs: dict = {}
+
+    def token_outputs():
+        if "x" not in outputs:
+            encoder = load()[0]
+            with_device = p.runtime.device if p.runtime.is_cuda else "cpu"
+            outputs["x"] = static.token_outputs(encoder, tokenizer, with_device)
+        return outputs["x"]
+
+    key = tokens.tokenizer_fingerprint(tokenizer)
+    tables = {dim: static.cached_table(static.table_path(config.cache_dir, identity, key, dim), len(tokenizer), dim,
+                                       token_outputs, name if name != "the teacher" else f"the teacher ({source})")
+              for dim in config.student.static_dim}
+    p.static = StaticBase(name if config.student.static_base is not None else str(source), tokenizer, tables)
+
+
 def check_pretrained(config: StudyConfig) -> None:
     """Every pretrained student candidate must resolve (a config download at most) before the study starts."""
     from transformers import AutoConfig
 
     st = config.student
+    if not st.bert:
+        return
     if st.checkpoints is not None:
         candidates = [config.resolve_model(c) for c in st.checkpoints]
     elif "pretrained" in st.init:
@@ -185,7 +292,7 @@ def check_max_length(config: StudyConfig, model_config, what: str) -> None:
                           f"read ({positions} positions); set max_length <= {positions}")
 
 
-CACHES = ("tokens", "logits", "teachers", "latency", "intermediate")
+CACHES = ("tokens", "logits", "teachers", "latency", "intermediate", "static")
 
 
 def export_formats(config: StudyConfig) -> tuple:
@@ -222,6 +329,7 @@ def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
                              "the teacher" if len(study_teacher.members) == 1 else f"teacher {member.name!r}")
     primary = study_teacher.primary
     check_students(config, primary.model_config() if primary is not None else None)
+    check_static(config, primary)
     task = data.load_task(config, label_order=study_teacher.label_order())
     config = with_task(config, task.kind.name)
     task = data.load_transfer(config, task)
@@ -251,6 +359,8 @@ def prepare(config: StudyConfig, runtime: Runtime, check_data=None) -> Prepared:
         task.description["teacher_labeled"] = {e.name: len(e.split) for e in extras}
     prepared = Prepared(config, task, runtime, study_teacher, logits, {}, study_metrics, formats, extras)
     _plan_layerwise(prepared)
+    if "static" in config.student.family:
+        _prepare_static(prepared)
     prepared.teacher_info = {**_teacher_info(prepared), "baseline": verdict}
     return prepared
 

@@ -112,19 +112,40 @@ def _choice(values) -> Dimension:
     return Choices(values) if len(values) > 1 else Fixed(values[0] if values else None)
 
 
+BERT_DIMS = ("checkpoint", "init", "layers", "hidden")
+STATIC_DIMS = ("static_dim", "static_train_embeddings", "static_head")
+
+
 def _student_dims(config: StudyConfig) -> dict[str, Dimension]:
-    """layers/hidden of the miniature grid (and init when several are searched), or a checkpoint list.
-    A teacher-initialised student has the teacher's hidden size, so hidden is only searched for the others."""
+    """The family (when several are searched), then each family's own dimensions. bert: layers/hidden of the
+    miniature grid (and init when several are searched), or a checkpoint list; a teacher-initialised student has
+    the teacher's hidden size, so hidden is only searched for the others. static: the table's dimension, whether
+    it trains, the head."""
     st = config.student
-    if st.checkpoints is not None:
-        return {"checkpoint": _choice(st.checkpoints)}
-    dims = {"init": _choice(st.init), "layers": _choice(st.layers)}
-    dims["hidden"] = _choice(st.hidden or ())
+    dims: dict[str, Dimension] = {"family": _choice(st.family)}
+    if st.bert and st.checkpoints is not None:
+        dims["checkpoint"] = _choice(st.checkpoints)
+    elif st.bert:
+        dims.update(init=_choice(st.init), layers=_choice(st.layers), hidden=_choice(st.hidden or ()))
+    if "static" in st.family:
+        dims.update(static_dim=_choice(st.static_dim), static_train_embeddings=_choice(st.static_train_embeddings),
+                    static_head=_choice(st.static_head))
     return dims
 
 
 def _wants_hidden(values: dict) -> bool:
     return values.get("init") != "teacher"
+
+
+def applies(name: str, values: dict) -> bool:
+    """Whether parameter `name` belongs to the trial whose earlier values are `values`: conditional parameters are
+    asked only of the family (and init) they describe, so TPE, GP and the Pareto front see each sub-space right."""
+    family = values.get("family", "bert")
+    if name in BERT_DIMS and family != "bert":
+        return False
+    if name in STATIC_DIMS and family != "static":
+        return False
+    return name != "hidden" or _wants_hidden(values)
 
 
 def dimensions(config: StudyConfig) -> dict[str, Dimension]:
@@ -166,8 +187,8 @@ def suggest(trial: optuna.Trial, config: StudyConfig) -> Plan:
     values = {}
     params = parameters(config)
     for name, dim in dimensions(config).items():
-        if name == "hidden" and not _wants_hidden(values):
-            continue  # a conditional parameter: Optuna's TPE (group=True) handles the two sub-spaces
+        if not applies(name, values):
+            continue  # a conditional parameter: Optuna's TPE (group=True) handles the sub-spaces
         if isinstance(dim, Fixed):
             values[name] = dim.value
         else:
@@ -179,7 +200,8 @@ def suggest(trial: optuna.Trial, config: StudyConfig) -> Plan:
 def plan_from_values(config: StudyConfig, values: dict) -> Plan:
     hp = hyperparams.from_values(values, seed=config.study.seed, loss_names=config.distill.losses)
     student = spec_for(config, layers=values.get("layers"), hidden=values.get("hidden"),
-                       checkpoint=values.get("checkpoint"), init=values.get("init"))
+                       checkpoint=values.get("checkpoint"), init=values.get("init"), family=values.get("family"),
+                       **{name: values.get(name) for name in STATIC_DIMS})
     raw = [float(values[name]) for name in teacher_weight_names(config)]
     return Plan(hp, student, tuple(w / sum(raw) for w in raw))
 

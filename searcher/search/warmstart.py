@@ -36,6 +36,7 @@ from searcher.hyperparams import Fixed
 log = logging.getLogger(__name__)
 
 STUDENT_KEYS = ("layers", "hidden", "init", "checkpoint")
+STATIC_KEYS = ("static_dim", "static_train_embeddings", "static_head")
 
 
 @dataclass
@@ -187,7 +188,12 @@ def _recorded(trial: FrozenTrial) -> dict:
     hp = trial.user_attrs.get(records.HYPERPARAMS)
     student = trial.user_attrs.get(records.STUDENT)
     values = {k: v for k, v in (hp or {}).items() if k in hyperparams.NAMES}
-    values.update({k: v for k, v in (student or {}).items() if k in STUDENT_KEYS and v is not None})
+    student = student or {}
+    values["family"] = student.get("family", "bert")  # trials from before student families were bert students
+    if values["family"] == "static":
+        values.update({k: student[k] for k in STATIC_KEYS if student.get(k) is not None})
+        return values
+    values.update({k: v for k, v in student.items() if k in STUDENT_KEYS and v is not None})
     if values.get("init") == "teacher":
         values.pop("hidden", None)  # the teacher's size, not a choice
     if values.get("init") != "pretrained":
@@ -211,8 +217,8 @@ def convert(trial: FrozenTrial, dims: dict, dists: dict[str, BaseDistribution]
     init = values.get("init", dims["init"].value if isinstance(dims.get("init"), Fixed) else None)
     params = {}
     for name, dim in dims.items():
-        if name == "hidden" and init == "teacher":
-            continue  # conditional: teacher-initialised students have the teacher's size
+        if not space.applies(name, {**values, "init": init}):
+            continue  # conditional: another family's parameter, or hidden of a teacher-initialised student
         if isinstance(dim, Fixed):
             if dim.value is not None and name in values and values[name] != dim.value:
                 return None, dropped, f"{name} other than the {dim.value!r} this study fixes"

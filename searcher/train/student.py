@@ -22,10 +22,18 @@ from searcher.train.models import load_classifier, shape
 class StudentSpec:
     """Which student a trial trains. For a checkpoint list, layers/hidden/heads are read from its config."""
 
-    init: str  # pretrained | teacher | random
+    init: str  # pretrained | teacher | random (family "bert"); "static" for the static family
     layers: Optional[int] = None
     hidden: Optional[int] = None
     checkpoint: Optional[str] = None
+    family: str = "bert"  # bert | static (searcher.train.static)
+    static_dim: Optional[int] = None
+    static_train_embeddings: Optional[bool] = None
+    static_head: Optional[str] = None
+
+    @property
+    def static(self) -> bool:
+        return self.family == "static"
 
 
 def grid_checkpoint(config: StudyConfig, layers: int, hidden: int) -> str:
@@ -33,8 +41,13 @@ def grid_checkpoint(config: StudyConfig, layers: int, hidden: int) -> str:
 
 
 def spec_for(config: StudyConfig, layers: Optional[int] = None, hidden: Optional[int] = None,
-             checkpoint: Optional[str] = None, init: Optional[str] = None) -> StudentSpec:
+             checkpoint: Optional[str] = None, init: Optional[str] = None, family: Optional[str] = None,
+             static_dim: Optional[int] = None, static_train_embeddings: Optional[bool] = None,
+             static_head: Optional[str] = None) -> StudentSpec:
     st = config.student
+    if (family or st.family[0]) == "static":
+        return StudentSpec("static", family="static", static_dim=int(static_dim),
+                           static_train_embeddings=bool(static_train_embeddings), static_head=str(static_head))
     if st.checkpoints is not None:
         return StudentSpec(init="pretrained", checkpoint=checkpoint)
     init = init or st.init[0]
@@ -55,6 +68,28 @@ def evenly_spread(teacher_layers: int, student_layers: int) -> list[int]:
 
 
 LAYER_KEY = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
+
+
+def first_layer_differs(state_names: list[str]) -> bool:
+    """Whether a model's first layer has other weights than the next (ModernBERT's layer 0 has no attention norm:
+    the embeddings are normed already), so that only the teacher's own first layer fits a student's first layer."""
+    by_layer: dict[int, set] = {}
+    for name in state_names:
+        m = LAYER_KEY.match(name)
+        if m:
+            by_layer.setdefault(int(m.group(2)), set()).add(m.group(1) + "#" + m.group(3))
+    return 0 in by_layer and 1 in by_layer and by_layer[0] != by_layer[1]
+
+
+def teacher_layers(teacher_layers: int, student_layers: int, keep_first: bool = False) -> list[int]:
+    """The teacher layers a teacher-initialised student copies: evenly spread (DistilBERT), or, when the first layer
+    is built differently from the rest (`keep_first`), the teacher's first layer and the others spread evenly
+    over the remaining layers, so every copied weight has its place."""
+    if not keep_first or student_layers == 1 or student_layers > teacher_layers:
+        if keep_first and student_layers == 1:
+            return [0]
+        return evenly_spread(teacher_layers, student_layers)
+    return [0] + [1 + i for i in evenly_spread(teacher_layers - 1, student_layers - 1)]
 
 
 def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, seed: int = 0,
@@ -84,9 +119,17 @@ def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, s
 
 def set_dropout(model, p: float) -> None:
     """The student's dropout on hidden states, in its config (so a saved student keeps it) and in its modules.
-    BERT-like configs call it hidden_dropout_prob, DistilBERT's `dropout`."""
+    BERT-like configs call it hidden_dropout_prob, DistilBERT's `dropout`, ModernBERT's mlp_dropout and
+    embedding_dropout."""
     import torch
 
+    if hasattr(model.config, "mlp_dropout") and hasattr(model.config, "embedding_dropout"):
+        # ModernBERT: dropout on hidden states is its embeddings' and MLP outputs' (attention and head have their own)
+        model.config.mlp_dropout = model.config.embedding_dropout = float(p)
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Dropout) and name.endswith(("embeddings.drop", "mlp.drop")):
+                module.p = float(p)
+        return
     key = "hidden_dropout_prob" if hasattr(model.config, "hidden_dropout_prob") else "dropout"
     if not hasattr(model.config, key):
         raise StudentError(f"{type(model).__name__} has no hidden dropout setting; remove [search] hidden_dropout")
@@ -126,9 +169,14 @@ def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
     if spec.hidden is not None and spec.hidden != t_hidden:
         raise StudentError(f"init = \"teacher\" copies the teacher's layers, so hidden must be the teacher's "
                            f"{t_hidden}, got {spec.hidden}; set [student] hidden = [{t_hidden}] or init = \"random\"")
-    keep = evenly_spread(t_layers, int(spec.layers))
+    state_names = list(teacher.state_dict())
+    keep = teacher_layers(t_layers, int(spec.layers), first_layer_differs(state_names))
     cfg = copy.deepcopy(tcfg)
     cfg.num_hidden_layers = int(spec.layers)
+    if isinstance(getattr(tcfg, "layer_types", None), (list, tuple)) and len(tcfg.layer_types) == t_layers:
+        # each copied layer keeps its attention kind (ModernBERT: global or sliding-window), which its weights and
+        # rotary settings were trained for; a pattern recomputed from global_attn_every_n_layers would not match
+        cfg.layer_types = [tcfg.layer_types[i] for i in keep]
     for k, v in labels.items():
         setattr(cfg, k, v)
     model = AutoModelForSequenceClassification.from_config(cfg)
@@ -143,8 +191,12 @@ def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
             name = f"{m.group(1)}{remap[old]}{m.group(3)}"
         state[name] = tensor
     target = model.state_dict()
+    unplaced = [k for k, v in state.items() if LAYER_KEY.match(k) and (k not in target or target[k].shape != v.shape)]
+    if unplaced:
+        raise StudentError(f"cannot copy the teacher's layers into the student: the teacher's {unplaced[0]} has no "
+                           f"place in it; init = \"teacher\" supports BERT-like and ModernBERT teachers")
     state = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
-    missing = [k for k in target if k not in state and not k.startswith("classifier")]
+    missing = [k for k in target if k not in state and not k.startswith(("classifier", "head"))]
     if missing:
         raise StudentError(f"cannot copy the teacher's layers into the student: {len(missing)} weights have no "
                            f"counterpart (e.g. {missing[0]}); init = \"teacher\" supports BERT-like teachers")
@@ -153,7 +205,11 @@ def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
 
 
 def describe(model, spec: StudentSpec) -> dict:
-    """L/H/A, parameters and origin of a built student (JSON-safe)."""
-    return {**shape(model), "init": spec.init, "checkpoint": spec.checkpoint,
-            "model_type": str(getattr(model.config, "model_type", ""))}
+    """L/H/A, parameters and origin of a built student (JSON-safe); a static student's own settings too."""
+    out = {**shape(model), "init": spec.init, "checkpoint": spec.checkpoint,
+           "model_type": str(getattr(model.config, "model_type", "")), "family": spec.family}
+    if spec.static:
+        out.update(static_dim=spec.static_dim, static_train_embeddings=spec.static_train_embeddings,
+                   static_head=spec.static_head, base=getattr(model.config, "base", None))
+    return out
 
