@@ -155,9 +155,10 @@ def test_a_step_the_fp16_scaler_skips_does_not_advance_the_schedule(poison, monk
     hp = Hyperparams(learning_rate=1e-3, batch_size=16, temperature=1.0, alpha=1.0, epochs=2, warmup_ratio=0.3,
                      seed=0)
     scalers, schedules = [], []
-    make_scaler, make_schedule = runtime.Runtime.grad_scaler, distill._linear_schedule
+    make_scaler, make_schedule = runtime.Runtime.grad_scaler, distill.get_linear_schedule_with_warmup
     monkeypatch.setattr(runtime.Runtime, "grad_scaler", lambda self: scalers.append(make_scaler(self)) or scalers[-1])
-    monkeypatch.setattr(distill, "_linear_schedule", lambda *a: schedules.append(make_schedule(*a)) or schedules[-1])
+    monkeypatch.setattr(distill, "get_linear_schedule_with_warmup",
+                        lambda *a: schedules.append(make_schedule(*a)) or schedules[-1])
     model = make_bert(seed=1)
     backward = []
 

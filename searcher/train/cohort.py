@@ -361,7 +361,8 @@ class Cohort:
 
 
 def _linear_factor(steps: int, warmup: int, total: int) -> float:
-    """transformers' get_linear_schedule_with_warmup factor after `steps` steps (the LambdaLR a trial alone uses)."""
+    """transformers' get_linear_schedule_with_warmup factor after `steps` steps (what a trial alone uses), per member
+    on the host: that schedule is a LambdaLR over one optimizer, and a cohort's members step in one kernel call each."""
     if steps < warmup:
         return steps / max(1, warmup)
     return max(0.0, (total - steps) / max(1, total - warmup))

@@ -33,6 +33,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+from transformers import get_linear_schedule_with_warmup
 
 from searcher import timing
 from searcher.data.rows import StackedLogits
@@ -89,15 +90,6 @@ def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
     return math.ceil(warmup_ratio * total_steps)
 
 
-def _linear_schedule(optimizer, warmup: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 class _Step:
     """One optimizer step over an effective batch: backward per micro-batch, clip, step, schedule."""
 
@@ -118,7 +110,9 @@ class _Step:
         fused = runtime.device.split(":")[0] in ("cpu", "cuda")
         lr = torch.tensor(hp.learning_rate, device=runtime.device) if fused else hp.learning_rate
         self.optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused, **ADAMW)
-        self.scheduler = _linear_schedule(self.optimizer, warmup_steps(hp.warmup_ratio, steps_total), steps_total)
+        # the Trainer's own schedule (lr_scheduler_type "linear"); cohorts compute the same factor per member
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup_steps(hp.warmup_ratio, steps_total),
+                                                         steps_total)
         self.scaler = runtime.grad_scaler()
         self.scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # before the first step: no sync
         self.forward = compiled(self._forward, runtime.compile)
