@@ -194,6 +194,8 @@ def test_a_regression_study_runs_prunes_exports_cards_and_imports(world, tmp_pat
     text = (folder / "README.md").read_text()
     assert 'function_to_apply="none")' in text and "- Pearson: " in text and "| Validation MSE |" in text
     assert "type: pearson" in text and "- Task: text regression" in text
+    # the card's loss is the regression one, not single-label KD's softmax/KL formula
+    assert "(student - teacher)^2" in best.user_attrs["recipe"]["loss"] and "KL(softmax" not in text
     exported = json.loads((folder / "config.json").read_text())
     assert exported["problem_type"] == "regression" and len(exported["id2label"]) == 1
     (r,) = recipes.read(str(folder / "README.md"))

@@ -83,6 +83,6 @@ class AttentionLoss(DistillationLoss):
             total = total + per.sum()
         return {self.name: self.weight(batch.hyperparams) * total}
 
-    def formula(self) -> str:
+    def formula(self, task=None) -> str:
         return ("sum over layer pairs of MSE(QK^T/sqrt(d) student, teacher) per head" if self.settings.kind == "mse"
                 else "sum over layer pairs of KL(attention teacher || attention student) per head")

@@ -165,12 +165,14 @@ class DistillationLoss(abc.ABC):
         value = getattr(hp, self.hyperparams[0].name)
         return value if hasattr(value, "dim") else float(value)
 
-    def formula(self) -> str:
+    def formula(self, task=None) -> str:
+        """What it computes, for the card (`task`: the study's TaskKind, for losses whose formula depends on it)."""
         return self.title
 
-    def weighted_formula(self) -> str:
+    def weighted_formula(self, task=None) -> str:
         """Its formula as a term of the sum, times its weight by the parameter's own name (as the records have it)."""
-        return f"{self.hyperparams[0].name} * {self.formula()}" if self.hyperparams else self.formula()
+        formula = self.formula(task)
+        return f"{self.hyperparams[0].name} * {formula}" if self.hyperparams else formula
 
     def describe(self, hp, pairs: Optional[list[tuple[int, int]]] = None) -> dict:
         """What ran, for the trial's records and the card: plain data."""

@@ -47,7 +47,7 @@ class PatientCLS(DistillationLoss):
             total = total + ((F.normalize(c_s, dim=-1) - F.normalize(c_t, dim=-1)) ** 2).sum(-1).sum()
         return {self.name: self.weight(batch.hyperparams) * total}
 
-    def formula(self) -> str:
+    def formula(self, task=None) -> str:
         return "sum over layer pairs of ||norm(W cls_student) - norm(cls_teacher)||^2"
 
     def describe(self, hp, pairs=None) -> dict:

@@ -55,7 +55,7 @@ class HiddenMSE(DistillationLoss):
             total = total + (per_token.sum(1) / (mask.sum(1) * h_t.shape[-1])).sum()
         return {self.name: self.weight(batch.hyperparams) * total}
 
-    def formula(self) -> str:
+    def formula(self, task=None) -> str:
         return "sum over layer pairs of MSE(W h_student, h_teacher) over real tokens"
 
     def describe(self, hp, pairs=None) -> dict:

@@ -31,5 +31,6 @@ class LogitKD(DistillationLoss):
         task = batch.task if batch.task is not None else tasks.kind(tasks.DEFAULT)
         return {self.name: task.kd(student.logits, teacher.logits, batch.labels, hp.alpha, hp.temperature)}
 
-    def formula(self) -> str:
-        return FORMULA
+    def formula(self, task=None) -> str:
+        """The task kind's formula (`task`: a searcher.tasks.TaskKind; single-label classification when None)."""
+        return task.formula if task is not None else FORMULA

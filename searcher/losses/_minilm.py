@@ -87,7 +87,7 @@ class MiniLMRelations(DistillationLoss):
                 total = total + (row_kl(r_t, r_s, mask).sum((1, 2)) / (self.heads * lengths)).sum()
         return {self.name: self.weight(batch.hyperparams) * total}
 
-    def formula(self) -> str:
+    def formula(self, task=None) -> str:
         return f"sum over {', '.join(self.settings.relations)} of KL(R_teacher || R_student) per relation head"
 
     def describe(self, hp, pairs=None) -> dict:

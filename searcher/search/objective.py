@@ -189,7 +189,7 @@ class Objective:
         trial.set_user_attr(records.TRAINING_ROWS, sizes)
         losses = layerwise.build_losses(c, p.layerwise.settings)
         distill.prepare_losses(losses, model, p.teacher_config, run.device)
-        trial.set_user_attr(records.RECIPE, distill.recipe(losses))
+        trial.set_user_attr(records.RECIPE, distill.recipe(losses, p.metrics.kind))
         trial.set_user_attr(records.LOSS_TERMS, records.plain([loss.describe(hp, loss.pairs_in_use)
                                                                for loss in losses]))
         return train, train_logits, losses

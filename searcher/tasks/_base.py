@@ -30,6 +30,7 @@ def labels_only(teacher, alpha) -> bool:
 class TaskKind(abc.ABC):
     name: ClassVar[str]  # the study file's [data] task
     title: ClassVar[str]  # for the card and the log
+    formula: ClassVar[str]  # its logit loss as the card and the records write it
     problem_type: ClassVar[str]  # transformers' config.problem_type
     metrics: ClassVar[dict[str, Metric]]  # built in, computed on every evaluation: name -> (predictions, labels)
     directions: ClassVar[dict[str, str]]  # the direction each built-in metric must be optimized in

@@ -43,6 +43,8 @@ def _subset_accuracy(p: np.ndarray, r: np.ndarray) -> float:
 class MultiLabel(TaskKind):
     name = "multi_label"
     title = "multi-label text classification"
+    formula = ("alpha * BCE(student, labels) + (1 - alpha) * T^2 * BCE(sigmoid(student / T), sigmoid(teacher / T)), "
+               "each the mean over labels")
     problem_type = "multi_label_classification"
     metrics = {"micro_f1": _micro_f1, "macro_f1": _macro_f1, "subset_accuracy": _subset_accuracy}
     directions = {name: "maximize" for name in metrics}

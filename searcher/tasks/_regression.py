@@ -46,6 +46,7 @@ def _mse(p: np.ndarray, r: np.ndarray) -> float:
 class Regression(TaskKind):
     name = "regression"
     title = "text regression (one score per row)"
+    formula = "alpha * (student - label)^2 + (1 - alpha) * (student - teacher)^2"
     problem_type = "regression"
     metrics = {
         "pearson": _pearson,

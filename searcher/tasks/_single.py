@@ -67,6 +67,7 @@ def _macro(name: str):
 class SingleLabel(TaskKind):
     name = "single_label"
     title = "text classification (one label per row)"
+    formula = FORMULA
     problem_type = "single_label_classification"
     metrics = {
         "accuracy": lambda p, r: float(np.mean(p == r)) if len(r) else 0.0,

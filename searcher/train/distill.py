@@ -54,9 +54,9 @@ SCHEDULE = "linear"
 SYNC_EVERY = 50  # optimizer steps between reads of the loss on the host (one device sync each)
 
 
-def recipe(losses: Optional[list[DistillationLoss]] = None) -> dict:
+def recipe(losses: Optional[list[DistillationLoss]] = None, task=None) -> dict:
     """What the loop does, as the card and the trial record state it."""
-    formula = " + ".join(loss.weighted_formula() for loss in losses) if losses else LOSS
+    formula = " + ".join(loss.weighted_formula(task) for loss in losses) if losses else LOSS
     return {"optimizer": f"AdamW with betas=({ADAMW['betas'][0]},{ADAMW['betas'][1]}) and epsilon={ADAMW['eps']:g}",
             "lr_scheduler_type": SCHEDULE, "loss": formula, "kl_reduction": "batchmean"}
 
