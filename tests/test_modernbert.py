@@ -90,7 +90,6 @@ def test_teacher_initialised_modernbert_keeps_each_layers_attention_kind(world, 
 
 
 def test_a_modernbert_teacher_and_its_own_layers_as_students_with_onnx(world, modern_teacher, tmp_path, cli):
-    pytest.importorskip("onnxruntime")
     path = world.study(tmp_path, study={"n_trials": 2}, teacher={"model": str(modern_teacher)},
                        student={"init": "teacher", "layers": [1, 2], "hidden": None},
                        export={"formats": ["onnx"]})
@@ -131,7 +130,6 @@ def test_a_modernbert_checkpoint_student_of_a_bert_teacher(world, tmp_path, cli)
 
 
 def test_static_students_from_a_modernbert_teacher(world, modern_teacher, tmp_path, cli):
-    pytest.importorskip("model2vec")
     path = world.study(tmp_path, study={"n_trials": 1}, teacher={"model": str(modern_teacher)},
                        student={"family": ["static"], "static_dim": [16], "layers": None, "hidden": None,
                                 "init": None})

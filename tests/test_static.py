@@ -16,8 +16,6 @@ from searcher.errors import ConfigError
 from searcher.search import space
 from searcher.train import static
 
-pytest.importorskip("model2vec")
-
 
 def tiny_task(kind="single_label_classification", labels=("neg", "pos")):
     names = list(labels)
