@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from conftest import TOKEN, make_bert, make_tokenizer
-from searcher import data
 from searcher.config import load_study
 from searcher.errors import ConfigError
 from searcher.search import space

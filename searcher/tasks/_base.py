@@ -32,6 +32,7 @@ class TaskKind(abc.ABC):
     title: ClassVar[str]  # for the card and the log
     formula: ClassVar[str]  # its logit loss as the card and the records write it
     problem_type: ClassVar[str]  # transformers' config.problem_type
+    activation: ClassVar[str]  # what turns outputs into scores, as Model2Vec's head config names it
     metrics: ClassVar[dict[str, Metric]]  # built in, computed on every evaluation: name -> (predictions, labels)
     directions: ClassVar[dict[str, str]]  # the direction each built-in metric must be optimized in
     default_objective: ClassVar[str]

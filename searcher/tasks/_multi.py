@@ -46,6 +46,7 @@ class MultiLabel(TaskKind):
     formula = ("alpha * BCE(student, labels) + (1 - alpha) * T^2 * BCE(sigmoid(student / T), sigmoid(teacher / T)), "
                "each the mean over labels")
     problem_type = "multi_label_classification"
+    activation = "sigmoid"
     metrics = {"micro_f1": _micro_f1, "macro_f1": _macro_f1, "subset_accuracy": _subset_accuracy}
     directions = {name: "maximize" for name in metrics}
     default_objective = "micro_f1"

@@ -48,6 +48,7 @@ class Regression(TaskKind):
     title = "text regression (one score per row)"
     formula = "alpha * (student - label)^2 + (1 - alpha) * (student - teacher)^2"
     problem_type = "regression"
+    activation = "identity"
     metrics = {
         "pearson": _pearson,
         "spearmanr": _spearman,

@@ -69,6 +69,7 @@ class SingleLabel(TaskKind):
     title = "text classification (one label per row)"
     formula = FORMULA
     problem_type = "single_label_classification"
+    activation = "softmax"
     metrics = {
         "accuracy": lambda p, r: float(np.mean(p == r)) if len(r) else 0.0,
         "f1": _macro("f1"),

@@ -271,7 +271,10 @@ def build(table: np.ndarray, tokenizer, task, head: str, train_embeddings: bool,
 # ---- Model2Vec's classifier layout --------------------------------------------------------------------------
 
 def _activation(problem_type: Optional[str]) -> str:
-    return {"multi_label_classification": "sigmoid", "regression": "identity"}.get(problem_type or "", "softmax")
+    """The head's activation for a saved config's problem_type, as its task kind says (single-label when unset)."""
+    from searcher.tasks import DEFAULT, KINDS
+
+    return next((k.activation for k in KINDS.values() if k.problem_type == problem_type), KINDS[DEFAULT].activation)
 
 
 def save(model, folder) -> None:
