@@ -15,7 +15,7 @@ from searcher.losses import HiddenMSE, LogitKD
 from searcher.train import cohort, distill, runtime as rt
 
 
-def data(n=80, seed=0):
+def data(n=48, seed=0):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(3, 20, n)
     offsets = np.concatenate([[0], np.cumsum(lengths)])

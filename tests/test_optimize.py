@@ -544,56 +544,48 @@ def cohort_study(world, directory, size, n_trials=3, **sections):
                        train={"cohort": size, "latency": False}, enqueue=COHORT_TRIALS[:n_trials], **sections)
 
 
-def test_a_cohort_gives_each_trial_what_it_gets_alone(world, tmp_path, cli, no_dropout):
+def test_a_cohort_gives_each_trial_what_it_gets_alone(world, tmp_path, cli, no_dropout, monkeypatch):
     """Three queued trials of one shape: trained one at a time, in one cohort of 3, and in a cohort of 3 that runs
     out of memory (halved to 1 + 2): every trial's per-epoch losses and metrics agree to 1e-5, and each is its own
     trial with its checkpoint and a record of the cohort it trained in."""
-    runs = {}
-    for size in (1, 3):
-        path = cohort_study(world, tmp_path / f"c{size}", size)
-        code, out, err = cli("optimize", path)
-        assert code == 0, err
-        runs[size] = {t.number: t for t in load(path).trials}
-    for number, alone in runs[1].items():
-        together = runs[3][number]
-        assert together.state == alone.state == TrialState.COMPLETE
-        assert together.params == alone.params
-        for column in ("train_loss", "eval_loss", "accuracy"):
-            assert together.user_attrs["history"][column] == pytest.approx(alone.user_attrs["history"][column],
-                                                                           abs=1e-5), column
-        assert together.value == pytest.approx(alone.value, abs=1e-5)
-        assert together.user_attrs["cohort"] == {"size": 3, "trials": [0, 1, 2]}
-        assert "cohort" not in alone.user_attrs
-        assert Path(together.user_attrs["model_dir"]).is_dir()
-
-
-def test_a_cohort_that_runs_out_of_memory_is_halved_and_gives_the_same_results(world, tmp_path, cli, monkeypatch,
-                                                                               no_dropout):
     from searcher.train import cohort
 
     real = cohort.Cohort.epochs
 
-    def epochs(self):
+    def out_of_memory_above_2(self):
         if len(self.members) > 2:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         yield from real(self)
 
-    monkeypatch.setattr(cohort.Cohort, "epochs", epochs)
-    alone = cohort_study(world, tmp_path / "alone", 1)
-    halved = cohort_study(world, tmp_path / "halved", 3)
-    for path in (alone, halved):
+    runs = {}
+    for name, size in (("alone", 1), ("together", 3), ("halved", 3)):
+        if name == "halved":
+            monkeypatch.setattr(cohort.Cohort, "epochs", out_of_memory_above_2)
+        path = cohort_study(world, tmp_path / name, size)
         code, out, err = cli("optimize", path)
         assert code == 0, err
+        runs[name] = {t.number: t for t in load(path).trials}
     assert "out of memory in a cohort of 3; training them as cohorts of 1 and 2" in err
-    a, h = ({t.number: t for t in load(p).trials} for p in (alone, halved))
-    for number in a:
-        assert h[number].value == pytest.approx(a[number].value, abs=1e-5)
-    assert "cohort" not in h[0].user_attrs and h[1].user_attrs["cohort"] == {"size": 2, "trials": [1, 2]}
+    for number, alone in runs["alone"].items():
+        for name in ("together", "halved"):
+            other = runs[name][number]
+            assert other.state == alone.state == TrialState.COMPLETE
+            assert other.params == alone.params
+            for column in ("train_loss", "eval_loss", "accuracy"):
+                assert other.user_attrs["history"][column] == pytest.approx(alone.user_attrs["history"][column],
+                                                                            abs=1e-5), (name, column)
+            assert other.value == pytest.approx(alone.value, abs=1e-5)
+            assert Path(other.user_attrs["model_dir"]).is_dir()
+        assert runs["together"][number].user_attrs["cohort"] == {"size": 3, "trials": [0, 1, 2]}
+        assert "cohort" not in alone.user_attrs
+    halved = runs["halved"]
+    assert "cohort" not in halved[0].user_attrs and halved[1].user_attrs["cohort"] == {"size": 2, "trials": [1, 2]}
 
 
 def test_a_diverged_member_stops_alone_and_its_cohort_goes_on(world, tmp_path, cli, no_dropout, monkeypatch):
-    """One member's loss turns NaN: it is pruned with the reason and leaves the stack, the others finish with the
-    values they have alone; the sampler's own trial (TPE with constant liar) fills the cohort of 4."""
+    """One member's loss turns NaN: it is pruned with the reason and leaves the stack, the others finish (the
+    unit test in test_cohort.py holds a remaining member to its values alone); the sampler's own trial (TPE with
+    constant liar) fills the cohort of 4."""
     import torch
 
     from searcher.tasks import _single
@@ -606,7 +598,7 @@ def test_a_diverged_member_stops_alone_and_its_cohort_goes_on(world, tmp_path, c
     monkeypatch.setattr(_single, "kd_loss", nan_at_temperature_3_25)
     trials = COHORT_TRIALS[:2] + [{"learning_rate": 2e-3, "temperature": 3.25, "alpha": 0.5}]
     paths = {}
-    for size in (1, 4):
+    for size in (4,):
         paths[size] = world.study(tmp_path / str(size), study={"n_trials": 4},
                                   student={"layers": [1], "hidden": [64], "init": "random"},
                                   search={"learning_rate": [2e-3, 6e-3], "batch_size": 16, "temperature": [1.0, 4.0],
@@ -614,13 +606,12 @@ def test_a_diverged_member_stops_alone_and_its_cohort_goes_on(world, tmp_path, c
                                   train={"cohort": size, "latency": False}, enqueue=trials)
         code, out, err = cli("optimize", paths[size])
         assert code == 0, err
-    alone, together = (load(paths[size]).trials for size in (1, 4))
+    together = load(paths[4]).trials
     assert [t.state for t in together] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
                                            TrialState.COMPLETE]
     assert together[2].user_attrs["prune_reason"].startswith("non-finite loss: training loss became nan at epoch 1")
     assert all(t.user_attrs["cohort"] == {"size": 4, "trials": [0, 1, 2, 3]} for t in together)
-    for a, t in zip(alone[:2], together[:2]):
-        assert t.value == pytest.approx(a.value, abs=1e-5)
+    assert all(len(t.user_attrs["history"]["epoch"]) == 2 for t in together if t.state == TrialState.COMPLETE)
 
 
 def test_ctrl_c_in_a_cohort_fails_and_requeues_every_member(world, tmp_path, cli, monkeypatch):
