@@ -126,3 +126,14 @@ def test_which_students_can_share_a_cohort():
     assert cohort.key(a, BASE) != cohort.key(a, dataclasses.replace(BASE, batch_size=32))
     a.supports_cohorts = False  # a student family that cannot be stacked says so
     assert not cohort.capable(a)
+
+
+def test_auto_trains_cohorts_on_a_gpu_and_one_trial_at_a_time_on_a_cpu(tmp_path):
+    from searcher.config import parse_study
+
+    assert rt.cohort_size("auto", "cuda:1") == 64 and rt.cohort_size("auto", "cpu") == 1
+    assert rt.cohort_size(5, "cpu") == 5
+    c = parse_study({"study": {"name": "a"}, "data": {"train": "t.csv", "holdout": 0.1}, "teacher": {"model": "m"},
+                     "student": {"layers": [2], "hidden": [128], "init": "random"},
+                     "train": {"cohort": "auto", "compile": "aot_eager"}}, tmp_path / "a.toml")
+    assert c.train.cohort == "auto" and c.train.compile == "aot_eager"

@@ -12,8 +12,9 @@ from typing import Literal, Optional, Union
 
 AmpMode = Literal["bf16", "fp16", "off"]
 
-# [train] cohort = "auto": the first cohort size tried; an out-of-memory halves it (searcher.search.objective)
-AUTO_COHORT = {"cuda": 64, "cpu": 8}
+# [train] cohort = "auto": the first cohort size tried; an out-of-memory halves it (searcher.search.objective). On a
+# CPU a cohort of 8 small students measured 1.60x the same trials one at a time (benchmarks/results/gpu.md): one.
+AUTO_COHORT = {"cuda": 64, "cpu": 1}
 
 # Largest micro-batch tried first on CPU: beyond this, a CPU gains no throughput and only uses memory.
 CPU_MICRO_BATCH = 256
