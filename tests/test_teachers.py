@@ -428,7 +428,7 @@ def test_a_teacher_whose_numbered_labels_are_in_another_order_is_mapped_by_name(
     make_tokenizer().save_pretrained(swapped)
     data = {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "validation.csv")}
     run = runtime.resolve("cpu", "off")
-    found = {}
+    found, preps = {}, {}
     for name, teacher, names in (("swapped", swapped, None), ("plain", world.teacher, None),
                                  ("named", swapped, ["neg", "pos"])):
         path = world.study(tmp_path / name, name=name, data={**data, "label_names": names},
@@ -436,6 +436,7 @@ def test_a_teacher_whose_numbered_labels_are_in_another_order_is_mapped_by_name(
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="searcher"):
             p = prepare(load_study(path), run)
+        preps[name] = p
         found[name] = (p.logits.splits["validation"], p.teacher.metrics["validation"]["accuracy"],
                        [r.getMessage() for r in caplog.records if "numbers in another order" in r.getMessage()])
     assert np.allclose(found["swapped"][0], found["plain"][0], atol=1e-5)
@@ -447,6 +448,16 @@ def test_a_teacher_whose_numbered_labels_are_in_another_order_is_mapped_by_name(
     assert found["named"][2] == ["teacher 'swapped-teacher': its outputs are named 1, 0 (numbers in another order "
                                  "than its outputs), which are not the data's labels neg, pos: used by position; set "
                                  "[data] label_names if that is wrong"]
+    # a student made of all the teacher's layers starts as the mapped teacher: its copied head in the data's order
+    # (it was copied in the teacher's output order, so the swapped teacher's student started with its classes swapped)
+    from searcher.train import inference
+    from searcher.train.student import StudentSpec, build
+
+    for name in ("swapped", "plain"):
+        p = preps[name]
+        model, tok = build(StudentSpec("teacher", 2), p.task, *p.teacher_model(), head_order=p.teacher_head_order())
+        got = inference.logits_of(model.eval(), p.encoded(tok)["validation"], run, 16)
+        assert np.allclose(got, found[name][0], atol=1e-4), name
 
 
 COLLAPSE = {"epochs": 2, "learning_rate": 0.3, "batch_size": 16}  # a fine-tune this steep ends at one class

@@ -140,7 +140,7 @@ class Objective:
             return p.static_student(plan.student, seed=plan.hyperparams.seed)
         teacher_model, teacher_tokenizer = (p.teacher_model() if plan.student.init != "pretrained" else (None, None))
         return student.build(plan.student, p.task, teacher_model, teacher_tokenizer, seed=plan.hyperparams.seed,
-                             hidden_dropout=plan.hyperparams.hidden_dropout)
+                             hidden_dropout=plan.hyperparams.hidden_dropout, head_order=p.teacher_head_order())
 
     def _record_setup(self, trial: optuna.Trial, plan: space.Plan, model, run: rt.Runtime) -> None:
         hp = plan.hyperparams

@@ -72,6 +72,11 @@ class Prepared:
                                "tokenizer from; use [student] init = \"pretrained\"")
         return self.primary.model()
 
+    def teacher_head_order(self):
+        """Which of the primary teacher's outputs is each of the task's labels (None: the same order), for the head
+        a teacher-initialised student copies."""
+        return getattr(self.primary, "output_order", None) if self.primary is not None else None
+
     def static_student(self, spec: student.StudentSpec, seed: int):
         """(model, tokenizer) of a static student on its cached table (searcher.train.static)."""
         from searcher.train import static

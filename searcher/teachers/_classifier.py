@@ -84,6 +84,11 @@ class ClassifierTeacher(Teacher):
     def label_order(self) -> Optional[list[str]]:
         return None if self.fine_tuned else teacher_loading.label_names(self.model_config())
 
+    @property
+    def output_order(self) -> Optional[np.ndarray]:
+        """Which of its outputs is each of the task's labels (None: its outputs are in the task's order)."""
+        return self._columns
+
     def check(self, task: Task) -> None:
         if self.fine_tuned:
             return  # a base gets a fresh head with the data's labels

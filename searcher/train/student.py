@@ -93,9 +93,11 @@ def teacher_layers(teacher_layers: int, student_layers: int, keep_first: bool = 
 
 
 def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, seed: int = 0,
-          hidden_dropout: Optional[float] = None):
+          hidden_dropout: Optional[float] = None, head_order=None):
     """(model, tokenizer) for a spec. `teacher` and `teacher_tokenizer` are needed for init teacher/random.
-    `hidden_dropout` sets the student's dropout on hidden states (None keeps the checkpoint's or teacher's)."""
+    `hidden_dropout` sets the student's dropout on hidden states (None keeps the checkpoint's or teacher's).
+    `head_order`: which of the teacher's outputs is each of the task's labels, when the teacher orders them otherwise
+    (a teacher-initialised student's copied head is put in the task's order)."""
     import torch
 
     labels = {"num_labels": task.num_labels, "id2label": task.id2label, "label2id": task.label2id,
@@ -110,8 +112,11 @@ def build(spec: StudentSpec, task: Task, teacher=None, teacher_tokenizer=None, s
     else:
         if teacher is None or teacher_tokenizer is None:
             raise StudentError(f"init = {spec.init!r} needs the teacher and its tokenizer")
-        build_from = _random if spec.init == "random" else _from_teacher
-        model, tokenizer = build_from(spec, teacher, teacher_tokenizer, labels), teacher_tokenizer
+        if spec.init == "random":
+            model = _random(spec, teacher, teacher_tokenizer, labels)
+        else:
+            model = _from_teacher(spec, teacher, teacher_tokenizer, labels, head_order)
+        tokenizer = teacher_tokenizer
     if hidden_dropout is not None:
         set_dropout(model, hidden_dropout)
     return model, tokenizer
@@ -159,7 +164,7 @@ def _random(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
     return AutoModelForSequenceClassification.from_config(cfg)
 
 
-def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
+def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict, head_order=None):
     """Same shape per layer, fewer layers, weights copied from the teacher's evenly spread layers."""
     from transformers import AutoModelForSequenceClassification
 
@@ -195,6 +200,10 @@ def _from_teacher(spec: StudentSpec, teacher, teacher_tokenizer, labels: dict):
     if unplaced:
         raise StudentError(f"cannot copy the teacher's layers into the student: the teacher's {unplaced[0]} has no "
                            f"place in it; init = \"teacher\" supports BERT-like and ModernBERT teachers")
+    if head_order is not None:  # the head's rows in the task's label order, as the teacher's logits are mapped
+        order = list(head_order)
+        state = {k: (v[order] if k.startswith("classifier") and v.ndim >= 1 and v.shape[0] == len(order) else v)
+                 for k, v in state.items()}
     state = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
     missing = [k for k in target if k not in state and not k.startswith(("classifier", "head"))]
     if missing:
