@@ -25,6 +25,7 @@ Optuna.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -298,7 +299,9 @@ class Cohort:
         step = 0
         try:
             for epoch in range(1, hp0.epochs + 1):
-                self._drop([i for i, m in enumerate(self.active) if m in self._stopped])
+                stopped = [i for i, m in enumerate(self.active) if m in self._stopped]
+                if stopped:
+                    self._drop(stopped)
                 if not self.active:
                     return
                 started = time.perf_counter()
@@ -375,24 +378,15 @@ def _linear(steps, warmup, total: int):
     return torch.where(steps < warmup, warm, decay)
 
 
-class _vmap_context:
+@contextlib.contextmanager
+def _vmap_context(runtime: Runtime):
     """Under vmap, sdpa's CPU flash kernel has no batching rule (torch falls back to a slow loop over members, with
     a warning): on a CPU the math kernel (matrix products vmap batches) runs instead. vmap's own performance
     warnings for ops it loops over are kept out of users' logs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
-
-    def __enter__(self):
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
+    kernels = ([SDPBackend.MATH] if not runtime.is_cuda else
+               [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    with warnings.catch_warnings(), sdpa_kernel(kernels):
         warnings.filterwarnings("ignore", message="There is a performance drop")
-        self._kernel = sdpa_kernel([SDPBackend.MATH] if not self.runtime.is_cuda else
-                                   [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
-        self._kernel.__enter__()
-
-    def __exit__(self, *exc):
-        self._kernel.__exit__(*exc)
-        self._warnings.__exit__(*exc)
+        yield
