@@ -76,6 +76,58 @@ def test_a_worker_waits_for_running_trials_only_where_a_heartbeat_can_retry_them
     assert engine._claim_next(journal, Claim(), c, wait_for_others=True)[0].startswith("the study has")
 
 
+def test_a_dead_workers_retry_is_queued_before_another_worker_counts_the_budget(tmp_path):
+    """A stale trial is failed first and its retry queued a moment later (Optuna's heartbeat callback). Another
+    worker that counted the trials in between saw the failed trial and no retry, started a new trial, and the retry
+    then made one trial too many (closed unrun as SurplusTrial: seen in CI as a second FAIL). Failing stale trials
+    is part of the claimed "count, then create" step, so the other worker counts only after the retry exists."""
+    import threading
+
+    from searcher import internals
+    from searcher.run import optimize as engine
+    from searcher.records import storage
+    from searcher.search.claim import for_study
+
+    c = budget_config(tmp_path, n_trials=2)
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    b = optuna.create_study(storage=storage.open_storage(url, c), study_name="b")
+    b.add_trial(optuna.trial.create_trial(params={"x": 0.0}, distributions={
+        "x": optuna.distributions.FloatDistribution(0, 1)}, value=0.5))
+    dead = b.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    internals.storage_of(b).record_heartbeat(dead._trial_id)
+    other = optuna.load_study(study_name="b", storage=storage.open_storage(url, c))
+    others: list = []
+
+    def other_worker():  # the second worker's whole claim: count, and create a trial if the budget allows
+        claim = for_study(other)
+        verdict, _ = engine._claim_next(other, claim, c, wait_for_others=False)
+        if not verdict:
+            others.append(other.ask().number)
+        claim.release()
+
+    rdb = internals.rdb_storage(internals.storage_of(b))
+    retry = rdb.heartbeat_stale_trial_callback
+    thread = threading.Thread(target=other_worker)
+
+    def between(study, trial):  # the other worker runs between the fail and the retry (or waits for the claim)
+        thread.start()
+        thread.join(timeout=5)
+        retry(study, trial)
+
+    rdb.heartbeat_stale_trial_callback = rdb.failed_trial_callback = between
+    time.sleep((c.study.grace_period or 2 * c.study.heartbeat_interval) + 1.5)  # the dead worker's beat is stale
+    claim = for_study(b)
+    verdict, _ = engine._claim_next(b, claim, c, wait_for_others=False)
+    assert verdict == ""
+    mine = b.ask().number  # the queued retry
+    claim.release()
+    thread.join(timeout=60)
+    states = [(t.number, t.state.name) for t in b.trials]
+    alive = [t for t in b.trials if t.state != TrialState.FAIL]
+    assert len(alive) == 2 and not others, states  # the retry and the finished trial: the budget, no surplus
+    assert b.trials[mine].system_attrs.get("failed_trial") == dead.number, states
+
+
 def test_three_failures_in_a_row_stop_the_worker_but_surplus_trials_do_not_count():
     from searcher.run import optimize as engine
     from searcher.errors import SearcherError

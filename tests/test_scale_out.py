@@ -128,7 +128,9 @@ def test_a_sigkilled_worker_trial_is_retried_and_the_total_stays_right(world, tm
     assert all(p.returncode == 0 for p in procs), outs
     study = study_at(pg_url)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert [t.number for t in failed] == [number]  # the killed worker's trial, failed by the heartbeat
+    # the killed worker's trial, failed by the heartbeat (the message names every failed trial's reason and the logs)
+    assert [t.number for t in failed] == [number], ([(t.number, t.user_attrs.get("fail_reason"),
+                                                      t.system_attrs.get("failed_trial")) for t in failed], outs)
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
     assert len(retries) == 1 and retries[0].params == failed[0].params
     assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)

@@ -266,8 +266,10 @@ def _claim_next(study: optuna.Study, claim, c: StudyConfig, wait_for_others: boo
         if want > 1:
             claim.acquire()
         return "", want
-    _fail_stale(study)
     claim.acquire()  # counting and creating the next trials is one step across workers
+    # a dead worker's trial is failed and its retry queued inside that step: Optuna queues the retry a moment after
+    # the fail, and a worker counting in between would start a new trial and the retry would then be one too many
+    _fail_stale(study)
     counts = _counts(study)
     alive = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))
     if alive < budget:
