@@ -324,6 +324,17 @@ def test_a_study_file_that_does_not_name_temperature_works_for_every_task_kind(t
     assert isinstance(load_study(study("fixed", task="regression", temperature="2.0")).search.temperature, Fixed)
 
 
+def test_searcher_space_of_an_inferred_kind_is_the_space_its_trials_use(world, tmp_path, cli):
+    """`searcher space` listed the default temperature range for a study whose data made it a regression (so
+    `optuna ask --search-space` created trials with a parameter the study never asks): the kind is inferred first."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "m").mkdir()
+    code, out, _ = cli("space", task_study(world, tmp_path / "r", "regression"))
+    assert code == 0 and "temperature" not in json.loads(out) and "learning_rate" in json.loads(out)
+    code, out, _ = cli("space", task_study(world, tmp_path / "m", "multi_label"))
+    assert code == 0 and "temperature" in json.loads(out)
+
+
 def test_absurdly_large_scores_are_refused_when_the_data_is_read():
     """Issue 28: a score of 1e308 became inf in float32 and the trial was pruned blaming the learning rate."""
     kind = tasks.kind("regression")

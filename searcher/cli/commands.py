@@ -218,9 +218,16 @@ def print_leaderboard(study, config, top: int) -> None:
 
 
 def space(args) -> int:
+    """The study's space as Optuna sees it: with [data] task = "auto" the kind is inferred from the data first (a
+    regression study searches no temperature, and `optuna ask` must not create trials with one)."""
     from searcher.search import space as sp
 
     config = load_study(args.study)
+    if config.data.task == "auto":
+        from searcher.data.loading import load_task
+        from searcher.search.prepare import with_task
+
+        config = with_task(config, load_task(config).kind.name)
     print(sp.search_space_json(config))
     return 0
 
