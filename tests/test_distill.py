@@ -215,3 +215,62 @@ def test_device_batches_are_the_host_batches_padded_to_a_bucket():
         assert torch.equal(device[key][:, :n], host[key])
     assert not device["attention_mask"][:, n:].any()
     assert [width_for(k) for k in (1, 8, 9, 64, 65, 250, 257)] == [8, 8, 16, 64, 96, 256, 320]
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra"])
+def test_a_prepared_attention_mask_gives_the_same_logits_and_gradients_without_the_host_check(family, monkeypatch):
+    """The training step hands these encoders the 4D mask transformers would build, so transformers skips its
+    `padding_mask.all()` (a device-to-host sync per forward on a GPU); logits and gradients are unchanged."""
+    import transformers
+    from transformers import masking_utils
+
+    from searcher.train.models import forward_inputs
+
+    names = {"bert": "BertConfig", "roberta": "RobertaConfig", "distilbert": "DistilBertConfig",
+             "electra": "ElectraConfig"}
+    sizes = (dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64) if family == "distilbert" else
+             dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    config = getattr(transformers, names[family])(vocab_size=100, max_position_embeddings=64, num_labels=3,
+                                                  attn_implementation="sdpa", **sizes)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    ids = torch.randint(5, 100, (4, 9))
+    mask = torch.ones(4, 9, dtype=torch.long)
+    mask[1, 6:] = mask[3, 2:] = 0
+    checks = []
+    monkeypatch.setattr(masking_utils, "_ignore_bidirectional_mask_sdpa",
+                        lambda *a, _real=masking_utils._ignore_bidirectional_mask_sdpa, **k: checks.append(1) or
+                        _real(*a, **k))
+
+    def run(inputs):
+        model.zero_grad()
+        logits = model(**inputs).logits
+        logits.square().sum().backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain = {"input_ids": ids, "attention_mask": mask}
+    logits, grads = run(plain)
+    assert checks  # transformers looks at the 2D mask's contents
+    checks.clear()
+    prepared = forward_inputs(model, plain)
+    assert prepared["attention_mask"].shape == (4, 1, 9, 9) and plain["attention_mask"] is mask
+    logits4, grads4 = run(prepared)
+    assert not checks  # ... and not at the prepared one
+    assert torch.allclose(logits, logits4, atol=1e-6, rtol=0)
+    assert len(grads) == len(grads4) and all(torch.allclose(a, b, atol=1e-6, rtol=0) for a, b in zip(grads, grads4))
+
+
+def test_other_models_and_attention_get_their_inputs_unchanged():
+    import transformers
+
+    from searcher.train.models import forward_inputs
+
+    inputs = {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long)}
+    eager = transformers.AutoModelForSequenceClassification.from_config(transformers.BertConfig(
+        vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+        attn_implementation="eager"))
+    assert forward_inputs(eager, inputs) is inputs  # eager attention adds a float mask: left to transformers
+    modern = transformers.AutoModelForSequenceClassification.from_config(transformers.ModernBertConfig(
+        vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2))
+    assert forward_inputs(modern, inputs) is inputs  # its sliding-window mask is built from the 2D one

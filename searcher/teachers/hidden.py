@@ -24,6 +24,7 @@ import numpy as np
 
 from searcher import files
 from searcher.losses import Outputs, Side
+from searcher.train.models import forward_inputs
 from searcher.train.outputs import hidden_layers, outputs
 from searcher.train.runtime import Runtime
 from searcher.data.tokens import Encoded
@@ -193,7 +194,7 @@ class OnlineTeacherStates:
         import torch
 
         with torch.inference_mode(), self.runtime.autocast():
-            states = self.model(**inputs, output_hidden_states=True).hidden_states
+            states = self.model(**forward_inputs(self.model, inputs), output_hidden_states=True).hidden_states
             out = outputs(self.model, states, None, inputs["attention_mask"], self.needs)
         # inference tensors cannot enter autograd as constants of the student's graph otherwise
         out.hidden = {k: v.clone() for k, v in out.hidden.items()}

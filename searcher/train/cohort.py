@@ -43,6 +43,7 @@ from searcher.losses import Batch, DistillationLoss, Needs, Outputs
 from searcher.tasks.metrics import BUILTIN_SET
 from searcher.train import distill
 from searcher.train.batching import epoch_batches
+from searcher.train.models import forward_inputs
 from searcher.train.outputs import hidden_layers, outputs as model_outputs
 from searcher.train.runtime import Runtime
 from searcher.data.tokens import Encoded
@@ -171,7 +172,8 @@ class Cohort:
 
         def loss_terms(hp):
             with self.runtime.autocast():
-                out = model(**inputs, output_hidden_states=bool(hidden_layers(student_needs)))
+                out = model(**forward_inputs(model, inputs),
+                            output_hidden_states=bool(hidden_layers(student_needs)))
                 student = (model_outputs(model, out.hidden_states, out.logits.float(), inputs["attention_mask"],
                                          student_needs) if not student_needs.empty else Outputs(out.logits.float()))
             target = dataclasses.replace(teacher, logits=t) if teacher is not None else Outputs(logits=t)

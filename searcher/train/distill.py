@@ -41,6 +41,7 @@ from searcher.train.batching import TokenRows, epoch_batches, epoch_parts
 from searcher.errors import NonFiniteLossError
 from searcher.hyperparams import Hyperparams
 from searcher.train.inference import logits_of
+from searcher.train.models import forward_inputs
 from searcher.train.outputs import hidden_layers, outputs as model_outputs
 from searcher.losses import FORMULA as LOSS, Batch, DistillationLoss, LogitKD, Needs, Outputs, kd_loss
 from searcher.tasks.metrics import BUILTIN_SET
@@ -128,7 +129,8 @@ class _Step:
         """The student's loss on one micro-batch: its named terms, each summed over the examples."""
         student_needs = self.needs.student
         with self.runtime.autocast():
-            out = self.model(**inputs, output_hidden_states=bool(hidden_layers(student_needs)))
+            out = self.model(**forward_inputs(self.model, inputs),
+                             output_hidden_states=bool(hidden_layers(student_needs)))
             student = model_outputs(self.model, out.hidden_states, out.logits.float(), inputs["attention_mask"],
                                     student_needs) if not student_needs.empty else Outputs(out.logits.float())
         teacher = teacher if teacher is not None else Outputs(logits=t)

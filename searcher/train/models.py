@@ -32,3 +32,25 @@ def load_classifier(path_or_id: str, revision: Optional[str] = None, **kwargs):
         return model, AutoTokenizer.from_pretrained(path_or_id, revision=revision)
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+# encoders whose only use of the 2D padding mask is transformers' create_bidirectional_mask, which returns a 4D mask
+# as it is given (checked in transformers 5.x: bert, roberta, xlm-roberta, electra, distilbert). ModernBERT is not
+# among them: it builds a sliding-window mask of its own from the 2D one.
+PREPARED_MASK_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "distilbert"})
+
+
+def forward_inputs(model, inputs: dict) -> dict:
+    """`inputs` for a training step's forward, with the attention mask already in the 4D boolean form sdpa takes.
+
+    Given the 2D mask, transformers asks `padding_mask.all()` on every forward (to drop the mask when nothing is
+    padded): on a GPU that is a device-to-host sync per step. The 4D mask is returned by transformers as it is, and
+    is the mask transformers would build (True where a key may be attended to), so the results are the same; other
+    models and attention implementations get the inputs unchanged."""
+    cfg = model.config
+    mask = inputs.get("attention_mask")
+    if (mask is None or mask.ndim != 2 or cfg.model_type not in PREPARED_MASK_TYPES
+            or getattr(cfg, "is_decoder", False) or getattr(cfg, "_attn_implementation", None) != "sdpa"):
+        return inputs
+    width = mask.shape[1]
+    return {**inputs, "attention_mask": mask.bool()[:, None, None, :].expand(-1, 1, width, width)}
