@@ -236,7 +236,9 @@ def measure_study(args, run, quick: bool, out: Path) -> dict:
         path = perf.searcher_study_file(work, f"study-{name}", train, dev, teacher, tr, ep, work / "cache",
                                         train_options={**device, "cohort": cohort})
         print(f"  study {name}: {len(tr)} trials x {ep} epochs, cohort {cohort}", flush=True)
-        result[name] = {k: v for k, v in perf.run_searcher(path).items() if k in ("wall_s", "prepare_s", "states")}
+        result[name] = {k: v for k, v in perf.run_searcher(path).items()
+                        if k in ("wall_s", "prepare_s", "states", "phases")}
+        print(f"    time by phase: {result[name]['phases']}", flush=True)
     per_trial_epoch = (result["sequential_sample"]["wall_s"] - result["sequential_sample"]["prepare_s"]) / sample
     result["sequential_estimate_s"] = per_trial_epoch * n_trials * epochs
     result["speedup"] = result["sequential_estimate_s"] / (result["cohorts"]["wall_s"] - result["cohorts"]["prepare_s"])
@@ -320,7 +322,9 @@ def cohort_lines(r: dict) -> list[str]:
                   f"{study['sequential_estimate_s']:.1f} s (its first {study['sample_trials']} trials for one epoch, "
                   f"scaled by trial-epochs): **{study['speedup']:.1f}x**. The textbook peer on the same first trials, "
                   f"scaled the same way: {study['peer_estimate_s']:.1f} s: searcher with cohorts is "
-                  f"**{study['over_peer']:.1f}x** faster."]
+                  f"**{study['over_peer']:.1f}x** faster.", "",
+                  "Where each side's time went (`searcher optimize`'s time by phase):", ""]
+        lines += [f"- {name}: {study[name].get('phases', 'not recorded')}" for name in ("sequential_sample", "cohorts")]
     lines += ["", "## Targets", "", "| target | result |", "|---|---|"]
     lines += [f"| {text} | {verdict} |" for text, verdict in targets(r)]
     return lines + [""]

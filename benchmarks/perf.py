@@ -139,7 +139,10 @@ def run_searcher(study_path: Path) -> dict:
     from searcher.config import load_study
     from searcher.search.prepare import prepare
 
+    from searcher import timing
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    timing.reset()
     started = time.perf_counter()
     config = load_study(study_path)
     prepared = prepare(config, runtime.from_config(config.train))
@@ -163,7 +166,8 @@ def run_searcher(study_path: Path) -> dict:
             "accuracy": [t.user_attrs.get("metrics", {}).get("accuracy") for t in trials],
             "trial_wall_s": [t.user_attrs.get("wall_time_s") for t in trials],
             "history_seconds": [t.user_attrs.get("history", {}).get("seconds") for t in trials],
-            "states": [t.state.name for t in trials]}
+            "states": [t.state.name for t in trials],
+            "phases": timing.summary(total)}  # where the time went, as `searcher optimize` prints it
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -698,3 +698,104 @@ def test_a_bad_cohort_is_one_line_and_writes_nothing(world, tmp_path, cli, value
     code, out, err = cli("optimize", path)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "tiny.db").exists() and not (tmp_path / "tiny").exists()
+
+
+# --- kept students finished in the background ([train] finish_in_background) -------------------------------------
+
+def background_study(world, directory, background, n_trials=3):
+    return world.study(directory, study={"n_trials": n_trials},
+                       student={"layers": [1], "hidden": [64], "init": "random"},
+                       search={"learning_rate": [2e-3, 6e-3], "batch_size": 16, "temperature": [1.0, 4.0],
+                               "alpha": [0.0, 1.0], "epochs": 2},
+                       train={"finish_in_background": background, "latency": True},
+                       export={"formats": ["onnx"]}, enqueue=COHORT_TRIALS[:n_trials])
+
+
+def test_students_finished_in_the_background_give_what_they_give_in_place(world, tmp_path, cli, monkeypatch):
+    """Each kept student's saving, ONNX export, parity and latency rounds run in a thread while the next trial
+    trains, and its trial is told when they are done: the same queued trials give the same values and records as
+    finished in place. Trial 0's finishing waits until trial 1 trains, so the test fails unless they overlap; a
+    trial whose finishing fails fails alone, with its reason; the time line lists the background work apart."""
+    import threading
+
+    from searcher.errors import first_line
+    from searcher.records import checkpoints
+    from searcher.records.checkpoints import CheckpointError
+    from searcher.search.objective import Objective
+
+    runs, logs = {}, {}
+    for background in (False, True):
+        if background:
+            second_trains = threading.Event()
+            real_keep, real_train, real_save = Objective._keep, Objective._train, checkpoints.save
+
+            def keep(self, trial, *args):
+                if trial.number == 0:
+                    assert second_trains.wait(timeout=300), "trial 1 never trained while trial 0 was finished"
+                return real_keep(self, trial, *args)
+
+            def train(self, trial, *args):
+                if trial.number == 1:
+                    second_trains.set()
+                return real_train(self, trial, *args)
+
+            def save(model, tokenizer, out, meta):
+                if meta["trial"] == 2:
+                    raise CheckpointError(f"cannot save the student to {out}: disk full")
+                return real_save(model, tokenizer, out, meta)
+
+            monkeypatch.setattr(Objective, "_keep", keep)
+            monkeypatch.setattr(Objective, "_train", train)
+            monkeypatch.setattr(checkpoints, "save", save)
+        path = background_study(world, tmp_path / str(background), background)
+        code, out, err = cli("optimize", path)
+        assert code == 0, err
+        runs[background], logs[background] = {t.number: t for t in load(path).trials}, err
+    inline, beside = runs[False], runs[True]
+    for number in (0, 1):
+        assert inline[number].state == beside[number].state == TrialState.COMPLETE
+        assert beside[number].value == pytest.approx(inline[number].value, abs=1e-6)
+        timed = ("seconds", "samples_per_s")
+        assert ({k: v for k, v in beside[number].user_attrs["history"].items() if k not in timed} ==
+                {k: v for k, v in inline[number].user_attrs["history"].items() if k not in timed})
+        for key in ("model_dir", "latency_ms", "formats", "size_mb", "metrics", "wall_time_s"):
+            assert key in beside[number].user_attrs, key
+        assert (Path(beside[number].user_attrs["model_dir"]) / "onnx" / "model.onnx").is_file()
+    assert beside[0].datetime_complete > beside[1].datetime_start  # told after the next trial began
+    assert beside[2].state == TrialState.FAIL and inline[2].state == TrialState.COMPLETE
+    assert "disk full" in beside[2].user_attrs["fail_reason"], first_line(str(beside[2].user_attrs))
+    assert "in the background beside them: saving" in logs[True] and "ONNX export" in logs[True]
+    assert "in the background" not in logs[False]
+
+
+def test_ctrl_c_waits_for_students_finishing_in_the_background(world, tmp_path, cli, monkeypatch):
+    """Ctrl-C while trial 1 trains: trial 0, trained already and finishing in the background, is still saved and
+    told; trial 1 is failed and queued again; the next run completes the study."""
+    from searcher.search.objective import Objective
+
+    real_train = Objective._train
+
+    def train(self, trial, *args):
+        if trial.number == 1:
+            raise KeyboardInterrupt
+        return real_train(self, trial, *args)
+
+    monkeypatch.setattr(Objective, "_train", train)
+    path = background_study(world, tmp_path, True)
+    code, out, err = cli("optimize", path)
+    assert code != 0
+    study = load(path)
+    states = {t.number: t.state for t in study.trials}
+    assert states[0] == TrialState.COMPLETE and states[1] == TrialState.FAIL, states
+    assert [t.user_attrs.get("resumes_trial") for t in study.trials if t.state == TrialState.WAITING] == [None, 1]
+    monkeypatch.undo()
+    code, out, err = cli("optimize", path)
+    assert code == 0, err
+    assert sum(t.state == TrialState.COMPLETE for t in load(path).trials) == 3
+
+
+def test_finishing_in_the_background_is_on_by_default_only_on_a_gpu():
+    from searcher.train.runtime import finish_in_background
+
+    assert finish_in_background("auto", "cuda:0") and not finish_in_background("auto", "cpu")
+    assert finish_in_background(True, "cpu") and not finish_in_background(False, "cuda")

@@ -52,7 +52,8 @@ FREE = {
     "data": {"train", "validation", "test"},
     # content counts: "[teacher] content"; the kind follows from the keys that say what the teacher is
     "teacher": {"model", "base", "revision", "inference_batch_size", "name", "type"},
-    "train": {"device", "amp", "micro_batch_size", "eval_batch_size", "latency", "num_threads", "cohort", "compile"},
+    "train": {"device", "amp", "micro_batch_size", "eval_batch_size", "latency", "num_threads", "cohort", "compile",
+              "finish_in_background"},
     "distill": {"cache_budget_gb"},  # the cached and the online teacher give the same loss (to float16)
 }
 FREE_SECTIONS = {"path", "enqueue", "card", "hub", "export", "report"}

@@ -272,6 +272,10 @@ class TrainSection:
     cohort: Union[int, Literal["auto"]] = 1
     # torch.compile the forward and loss of each step: true (the default backend, inductor) or a backend's name
     compile: Union[bool, str] = False
+    # a kept student's saving, ONNX export, parity and CPU latency rounds in a background thread while the next
+    # trial trains, its trial told when they are done: "auto" (on a GPU, whose trials would otherwise wait for the
+    # CPU work; not on a CPU, where both would share the same cores), true or false
+    finish_in_background: Union[bool, Literal["auto"]] = "auto"
 
 
 @dataclass(frozen=True)

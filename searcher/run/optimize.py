@@ -30,15 +30,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from searcher.records import checkpoints, storage as st
-from searcher import files, internals, records
+from searcher import files, internals, records, timing
 from searcher.search import space, strategy, warmstart
 from searcher.records.checkpoints import CheckpointError
 from searcher.search.claim import for_study as claim_for
 from searcher.config import StudyConfig, changed_settings, defining, resolved_dict
 from searcher.errors import ConfigError, ExportFailed, SearcherError, StudentError, SurplusTrial, first_line
-from searcher.search.objective import Objective
+from searcher.search.objective import Finishing, Objective
 from searcher.search.prepare import Prepared
-from searcher.train.runtime import cohort_size
+from searcher.train.runtime import cohort_size, finish_in_background
 
 log = logging.getLogger(__name__)
 
@@ -177,55 +177,128 @@ def run(prepared: Prepared, study: optuna.Study, n_trials: Optional[int] = None,
     """Run trials until this worker's n_trials, the study's n_trials (all workers), or the timeout."""
     c = prepared.config
     claim = claim_for(study)
-    objective = Objective(prepared, budget=c.study.n_trials, on_epoch=on_epoch, on_start=claim.release)
+    background = finish_in_background(c.train.finish_in_background, prepared.runtime.device)
+    objective = Objective(prepared, budget=c.study.n_trials, on_epoch=on_epoch, on_start=claim.release,
+                          background=background)
     summary = Summary(study)
-    callbacks = [_retention(c)] + list(after_trial or [])
+    callbacks = [_timed(callback) for callback in [_retention(c)] + list(after_trial or [])]
+    pending = Pending(study, callbacks)  # trials whose students are finished in the background, told when done
     started = time.monotonic()
     failures = storage_errors = 0
     seen: dict = {}  # the stop rule's last verdict, by the number of finished trials it saw
     size = cohort_size(c.train.cohort, prepared.runtime.device)
-    while True:
-        summary.stopped_because = _limit_reached(len(summary.ran), n_trials, timeout, started)
-        if summary.stopped_because:
-            break
-        objective.current = None
-        try:
-            summary.stopped_because = _stop_check(study, prepared, seen)
+
+    def told(numbers: list[int]) -> None:
+        nonlocal failures
+        summary.ran.extend(numbers)
+        for number in numbers:
+            failures = _consecutive_failures(_trial(study, number), failures)
+
+    try:
+        while True:
+            told(pending.tell_done(wait_beyond=Pending.BACKLOG))
+            summary.stopped_because = _limit_reached(len(summary.ran) + len(pending), n_trials, timeout, started)
             if summary.stopped_because:
                 break
-            want = min(size, n_trials - len(summary.ran)) if n_trials is not None else size
-            verdict, count = _claim_next(study, claim, c, wait_for_others, want)
-            if verdict == WAIT:
-                continue
-            if verdict:
-                summary.stopped_because = verdict
-                break
-            if count > 1:
-                numbers = _round(study, objective, claim, count, callbacks)
-                summary.ran.extend(numbers)
-                for number in numbers:
-                    failures = _consecutive_failures(_trial(study, number), failures)
+            objective.current = None
+            try:
+                summary.stopped_because = _stop_check(study, prepared, seen)
+                if summary.stopped_because:
+                    break
+                left = n_trials - len(summary.ran) - len(pending) if n_trials is not None else size
+                verdict, count = _claim_next(study, claim, c, wait_for_others, min(size, left))
+                if verdict == WAIT:
+                    continue
+                if verdict:
+                    summary.stopped_because = verdict
+                    break
+                if count > 1 or background:
+                    told(_round(study, objective, claim, count, callbacks, pending))
+                    storage_errors = 0
+                    continue
+                study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS, callbacks=callbacks, gc_after_trial=True)
+                claim.release()
+                last = _trial(study, objective.current)
                 storage_errors = 0
-                continue
-            study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS, callbacks=callbacks, gc_after_trial=True)
-            claim.release()
-            last = _trial(study, objective.current)
-            storage_errors = 0
-        except KeyboardInterrupt:
-            claim.release()
-            if objective.current is not None:
-                _requeue(study, objective.current)
-            raise
-        except Exception as e:
-            claim.release()
-            if not _is_storage_error(e):
+            except KeyboardInterrupt:
+                claim.release()
+                if objective.current is not None:
+                    _requeue(study, objective.current)
                 raise
-            storage_errors += 1
-            _recover(study, e, storage_errors, objective.current)
-            continue
-        summary.ran.append(last.number)
-        failures = _consecutive_failures(last, failures)
+            except Exception as e:
+                claim.release()
+                if not _is_storage_error(e):
+                    raise
+                storage_errors += 1
+                _recover(study, e, storage_errors, objective.current)
+                continue
+            told([last.number])
+        told(pending.tell_done(wait_beyond=0))
+    except KeyboardInterrupt:
+        if pending:  # trained already: their students are saved and told, unless Ctrl-C comes again
+            log.warning("interrupted: waiting for %d trial(s) finishing in the background (Ctrl-C again to drop "
+                        "them)", len(pending))
+            try:
+                told(pending.tell_done(wait_beyond=0))
+            except KeyboardInterrupt:
+                objective.close(wait=False)
+                pending.abandon()
+        raise
+    except BaseException:
+        with contextlib.suppress(Exception):  # the trials finishing in the background are still told
+            pending.tell_done(wait_beyond=0)
+        raise
+    finally:
+        objective.close()
     return summary
+
+
+class Pending:
+    """Trials whose kept students are being finished in the background (Objective.finisher), still RUNNING with
+    their heartbeat, and told (with the callbacks, as study.optimize would) once their value is known."""
+
+    BACKLOG = 2  # at most this many trials wait for the finisher: beyond, the worker waits before training more
+
+    def __init__(self, study: optuna.Study, callbacks: list):
+        self.study, self.callbacks = study, callbacks
+        self.items: list[tuple[optuna.Trial, Finishing, contextlib.ExitStack]] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, trial: optuna.Trial, finishing: Finishing, heartbeat: contextlib.ExitStack) -> None:
+        self.items.append((trial, finishing, heartbeat))
+
+    def tell_done(self, wait_beyond: int) -> list[int]:
+        """Tell the trials whose finishing is done, first waiting (oldest first) while more than `wait_beyond`
+        are not; returns the numbers told."""
+        numbers, raised = [], None
+        while self.items:
+            trial, finishing, heartbeat = self.items[0]
+            if not finishing.future.done() and len(self.items) <= wait_beyond:
+                break
+            self.items.pop(0)
+            with heartbeat:
+                error = finishing.future.exception()
+                outcome = error if error is not None else finishing.future.result()
+                if _tell(self.study, trial, outcome, self.callbacks):
+                    raised = raised or outcome
+            numbers.append(trial.number)
+        if raised is not None:
+            raise raised
+        return numbers
+
+    def numbers(self) -> set[int]:
+        return {trial.number for trial, _, _ in self.items}
+
+    def abandon(self) -> None:
+        """Ctrl-C: fail the trials not told yet and queue them again (their finishing is dropped or ends alone)."""
+        for trial, _, heartbeat in self.items:
+            with heartbeat:
+                with contextlib.suppress(Exception):
+                    self.study.tell(trial, state=TrialState.FAIL)
+                _requeue(self.study, trial.number)
+        self.items.clear()
 
 
 WAIT = "wait"
@@ -283,10 +356,12 @@ def _claim_next(study: optuna.Study, claim, c: StudyConfig, wait_for_others: boo
     return f"the study has its n_trials = {budget}", 0
 
 
-def _round(study: optuna.Study, objective: Objective, claim, count: int, callbacks: list) -> list[int]:
+def _round(study: optuna.Study, objective: Objective, claim, count: int, callbacks: list,
+           pending: Optional[Pending] = None) -> list[int]:
     """Ask `count` trials (under the claim lock, released once they exist), train them (in cohorts where they fit)
     and tell each its outcome, as study.optimize would: a heartbeat per trial, the trial-level errors failing only
-    their trial, the callbacks after each. Ctrl-C fails and requeues every trial not told yet."""
+    their trial, the callbacks after each. A trial whose student is finished in the background goes to `pending`
+    with its heartbeat, told later. Ctrl-C fails and requeues every trial not told yet."""
     try:
         with warnings.catch_warnings():  # optuna warns that heartbeats belong to study.optimize: they are given below
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -294,38 +369,66 @@ def _round(study: optuna.Study, objective: Objective, claim, count: int, callbac
     finally:
         claim.release()
     told: list[int] = []
+    beats = {trial.number: contextlib.ExitStack() for trial in trials}
     try:
-        with contextlib.ExitStack() as beats:
-            for trial in trials:
-                beats.enter_context(internals.heartbeat(study, trial))
-            outcomes = objective.run_many(trials)
-            raised = None
-            for trial in trials:
-                outcome = outcomes.get(trial.number)
-                if isinstance(outcome, optuna.TrialPruned):
-                    frozen = study.tell(trial, state=TrialState.PRUNED)
-                elif isinstance(outcome, BaseException):
-                    frozen = study.tell(trial, state=TrialState.FAIL)
-                    if not isinstance(outcome, TRIAL_ERRORS):
-                        log.warning("trial %d failed: %s", trial.number, first_line(outcome))
-                        raised = raised or outcome
-                else:
-                    frozen = study.tell(trial, outcome)
-                told.append(trial.number)
-                for callback in callbacks:
-                    callback(study, frozen)
-            gc.collect()
-            if raised is not None:
-                raise raised
+        for trial in trials:
+            beats[trial.number].enter_context(internals.heartbeat(study, trial))
+        outcomes = objective.run_many(trials)
+        raised = None
+        for trial in trials:
+            outcome = outcomes.get(trial.number)
+            if isinstance(outcome, Finishing) and pending is not None:
+                pending.add(trial, outcome, beats.pop(trial.number))
+                continue
+            with beats.pop(trial.number):
+                if isinstance(outcome, Finishing):  # no one to tell it later: wait for it here
+                    error = outcome.future.exception()
+                    outcome = error if error is not None else outcome.future.result()
+                if _tell(study, trial, outcome, callbacks):
+                    raised = raised or outcome
+            told.append(trial.number)
+        gc.collect()
+        if raised is not None:
+            raise raised
     except KeyboardInterrupt:
         objective.current = None  # requeued here, every one of them (the caller requeues a single trial)
         for trial in trials:
-            if trial.number not in told:
+            if trial.number not in told and (pending is None or trial.number not in pending.numbers()):
                 with contextlib.suppress(Exception):
                     study.tell(trial, state=TrialState.FAIL)
                 _requeue(study, trial.number)
         raise
+    finally:
+        for beat in beats.values():
+            beat.close()
     return told
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome, callbacks: list) -> bool:
+    """Tell a trial its outcome (value(s), TrialPruned, or the error that failed it) and run the callbacks; True
+    when the error is not a trial-level one (the worker must stop with it once the others are told)."""
+    fatal = False
+    if isinstance(outcome, optuna.TrialPruned):
+        frozen = study.tell(trial, state=TrialState.PRUNED)
+    elif isinstance(outcome, BaseException):
+        frozen = study.tell(trial, state=TrialState.FAIL)
+        if not isinstance(outcome, TRIAL_ERRORS):
+            log.warning("trial %d failed: %s", trial.number, first_line(outcome))
+            fatal = True
+    else:
+        frozen = study.tell(trial, outcome)
+    for callback in callbacks:
+        callback(study, frozen)
+    return fatal
+
+
+def _timed(callback: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """A callback whose time counts as the "after trial" phase (retention, progress, reports, cards)."""
+    def call(study: optuna.Study, trial: FrozenTrial) -> None:
+        with timing.phase("after trial"):
+            callback(study, trial)
+
+    return call
 
 
 def _recover(study: optuna.Study, error: Exception, attempt: int, current: Optional[int]) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,7 +23,7 @@ from optuna.trial import TrialState
 
 from searcher.records import artifacts, checkpoints, latency, storage as st
 from searcher.train import cohort, distill, runtime as rt, student
-from searcher import files, records
+from searcher import files, records, timing
 from searcher.search import layerwise, space
 from searcher.tasks import metrics as metrics_lib
 from searcher.errors import ExportFailed, NonFiniteLossError, SurplusTrial, first_line
@@ -32,6 +33,14 @@ from searcher.teachers.logits import split_metrics
 log = logging.getLogger(__name__)
 
 ALIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclasses.dataclass
+class Finishing:
+    """A trial whose kept student is being saved, exported and timed in the background: `future` gives its
+    objective value(s), or raises the error that failed it (its reason already recorded)."""
+    number: int
+    future: Future
 
 
 LATENCY_KEYS = ("single_median", "single_p90", "batched_median", "batched_p90", "batch", "throughput_per_s",
@@ -70,7 +79,7 @@ def _group_key(plan: space.Plan) -> tuple:
 class Objective:
     def __init__(self, prepared: Prepared, budget: Optional[int] = None,
                  on_epoch: Optional[Callable[[optuna.Trial, distill.EpochResult], None]] = None,
-                 on_start: Optional[Callable[[], None]] = None):
+                 on_start: Optional[Callable[[], None]] = None, background: bool = False):
         self.prepared = prepared
         self.config = prepared.config
         self.budget = budget  # the study's n_trials in total, over all workers
@@ -78,6 +87,9 @@ class Objective:
         self.current: Optional[int] = None  # number of the trial being run (the engine reads it afterwards)
         self.on_start = on_start  # the trial exists: the engine releases its claim lock
         self.study_file = st.study_file(self.config)[0]
+        # [train] finish_in_background: trials run through run_many keep their students in this thread, one at a
+        # time, while the next trial trains (study.optimize's path, __call__, always finishes in place)
+        self.finisher = ThreadPoolExecutor(1, thread_name_prefix="searcher-finish") if background else None
 
     def __call__(self, trial: optuna.Trial):
         self.current = trial.number
@@ -97,13 +109,13 @@ class Objective:
         finally:
             rt.empty_cache(self.prepared.runtime.device)
 
-    def _run_with_oom_retry(self, trial: optuna.Trial, plan: space.Plan):
+    def _run_with_oom_retry(self, trial: optuna.Trial, plan: space.Plan, defer: bool = False):
         """Out of memory: run again with half the micro-batch (the effective batch, and so the result, is the same).
         Memory is freed after leaving the handler: inside it the traceback still holds the model and optimizer."""
         micro = self.prepared.runtime.micro_for(plan.hyperparams.batch_size)
         while True:
             try:
-                return self._run(trial, plan, micro)
+                return self._run(trial, plan, micro, defer)
             except Exception as e:
                 if not rt.is_oom(e) or micro <= 1:
                     raise
@@ -120,7 +132,7 @@ class Objective:
             raise SurplusTrial(f"the study already has its n_trials = {self.budget} trials (another worker was "
                                f"faster); nothing was trained")
 
-    def _run(self, trial: optuna.Trial, plan: space.Plan, micro: int):
+    def _run(self, trial: optuna.Trial, plan: space.Plan, micro: int, defer: bool = False):
         p = self.prepared
         run = dataclasses.replace(p.runtime, micro_batch_size=micro)
         started = time.perf_counter()
@@ -128,13 +140,14 @@ class Objective:
         enc = p.encoded(tokenizer)
         self._record_setup(trial, plan, model, run)
         history = self._train(trial, model, enc, plan, run)
-        metrics, lat, size = self._finish(trial, model, tokenizer, enc, plan, run, history)
-        trial.set_user_attr(records.WALL_TIME, round(time.perf_counter() - started, 2))
-        del model
-        values = [self._objective(name, trial, metrics, lat, size) for name in self.config.study.objectives]
-        return values[0] if len(values) == 1 else tuple(values)
+        metrics = self._final_metrics(trial, model, enc, plan, run, history)
+        return self._conclude(trial, model, tokenizer, enc, plan, run, history, metrics, started, defer)
 
     def _build(self, plan: space.Plan):
+        with timing.phase("building"):
+            return self._build_student(plan)
+
+    def _build_student(self, plan: space.Plan):
         p = self.prepared
         if plan.student.static:  # [families] a static student: its cached table + a head (searcher.train.static)
             return p.static_student(plan.student, seed=plan.hyperparams.seed)
@@ -269,7 +282,7 @@ class Objective:
     def _alone(self, trial: optuna.Trial, plan: space.Plan) -> object:
         self.current = trial.number
         try:
-            return self._run_with_oom_retry(trial, plan)
+            return self._run_with_oom_retry(trial, plan, defer=True)
         except KeyboardInterrupt:
             _note_reason(trial, "interrupted (Ctrl-C or SIGTERM); queued again for the next run")
             raise
@@ -319,20 +332,19 @@ class Objective:
             if trial.number in outcomes:
                 continue
             try:
-                metrics, lat, size = self._finish(trial, model, tokenizer, enc, plan, run, history[trial.number])
-                trial.set_user_attr(records.WALL_TIME, round(time.perf_counter() - started, 2))
-                values = [self._objective(name, trial, metrics, lat, size) for name in c.study.objectives]
-                outcomes[trial.number] = values[0] if len(values) == 1 else tuple(values)
+                metrics = self._final_metrics(trial, model, enc, plan, run, history[trial.number])
+                outcomes[trial.number] = self._conclude(trial, model, tokenizer, enc, plan, run,
+                                                        history[trial.number], metrics, started, defer=True)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 - this member's failure (export, checkpoint): the others go on
                 outcomes[trial.number] = self._failed(trial, e)
         return outcomes
 
-    def _finish(self, trial: optuna.Trial, model, tokenizer, enc: dict, plan: space.Plan, run: rt.Runtime,
-                history: list[distill.EpochResult]) -> tuple[dict, dict, float]:
-        """Final metrics (validation, test), CPU latency, and the saved student."""
-        p, c, hp = self.prepared, self.config, plan.hyperparams
+    def _final_metrics(self, trial: optuna.Trial, model, enc: dict, plan: space.Plan, run: rt.Runtime,
+                       history: list[distill.EpochResult]) -> dict:
+        """The trial's final metrics (validation, and the test split's on the training device), recorded."""
+        p, hp = self.prepared, plan.hyperparams
         last = history[-1]
         metrics = {"loss": last.eval_loss, "cross_entropy": last.cross_entropy, **last.metrics}
         trial.set_user_attr(records.METRICS, records.plain(metrics))
@@ -342,6 +354,42 @@ class Objective:
             test = distill.evaluate(model, enc["test"], p.target("test", plan.teacher_weights), hp, run, p.metrics,
                                     threshold=last.threshold)
             trial.set_user_attr(records.TEST_METRICS, records.plain(test))
+        return metrics
+
+    def _conclude(self, trial: optuna.Trial, model, tokenizer, enc: dict, plan: space.Plan, run: rt.Runtime,
+                  history: list[distill.EpochResult], metrics: dict, started: float, defer: bool):
+        """Keep the student (saved, exported, timed on the CPU) and return the trial's objective value(s); with
+        `defer` and a background finisher, a Finishing instead, while the caller trains the next trial."""
+        model.to("cpu")  # frees the device for the next trial; the CPU work below needs it there anyway
+
+        def keep():
+            lat, size = self._keep(trial, model, tokenizer, enc, plan, run, history)
+            trial.set_user_attr(records.WALL_TIME, round(time.perf_counter() - started, 2))
+            values = [self._objective(name, trial, metrics, lat, size) for name in self.config.study.objectives]
+            return values[0] if len(values) == 1 else tuple(values)
+
+        if not defer or self.finisher is None:
+            return keep()
+
+        def beside():
+            with timing.background():
+                try:
+                    return keep()
+                except Exception as e:
+                    raise self._failed(trial, e)
+
+        return Finishing(trial.number, self.finisher.submit(beside))
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the background finisher (after the work it holds, unless `wait` is False: queued work is dropped)."""
+        if self.finisher is not None:
+            self.finisher.shutdown(wait=wait, cancel_futures=not wait)
+
+    def _keep(self, trial: optuna.Trial, model, tokenizer, enc: dict, plan: space.Plan, run: rt.Runtime,
+              history: list[distill.EpochResult]) -> tuple[dict, float]:
+        """The saved student, its deployable forms and its CPU latency: (latency, size in MB)."""
+        p, c, hp = self.prepared, self.config, plan.hyperparams
+        last = history[-1]
         out = checkpoints.trial_dir(c.models_dir, trial.number)
         checkpoints.save(model.to("cpu"), tokenizer, out, {
             "study": c.study.name, "study_uid": trial.study.user_attrs.get(st.ATTR_UID), "trial": trial.number,
@@ -358,7 +406,7 @@ class Objective:
             lat = latency.measure(model, enc["validation"])
         if lat:
             trial.set_user_attr(records.LATENCY, lat)
-        return metrics, lat, size
+        return lat, size
 
     def _export(self, trial: optuna.Trial, model, out, validation, threshold=None) -> dict:
         """The deployable forms (ONNX fp32, int8) beside the checkpoint, measured side by side with PyTorch on the

@@ -94,6 +94,14 @@ def cohort_size(cohort, device: str) -> int:
     return int(cohort)
 
 
+def finish_in_background(setting, device: str) -> bool:
+    """Whether kept students are finished (saved, exported, timed) beside the next trial's training:
+    [train] finish_in_background, with "auto" resolved for this device (yes on a GPU, no on a CPU)."""
+    if setting == "auto":
+        return device.startswith("cuda")
+    return bool(setting)
+
+
 def from_config(train_section, num_threads_default: Optional[int] = None) -> Runtime:
     import torch
 
