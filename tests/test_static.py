@@ -230,6 +230,27 @@ def test_study_searches_both_families_and_saves_model2vec_students(world, tmp_pa
     assert "distilling a" not in caplog.text
 
 
+def test_static_students_asked_as_a_cohort_train_alone_and_give_what_they_give_alone(world, tmp_path, cli):
+    """[train] cohort = 2 with two static trials of one shape: they form a group, cannot be stacked
+    (supports_cohorts = False), and each trains alone: the same values as with cohort = 1, and no cohort record."""
+    trials = [{"family": "static", "static_dim": 8, "static_head": "linear", "static_train_embeddings": False,
+               "learning_rate": lr} for lr in (2e-3, 5e-3)]
+    values = {}
+    for size in (1, 2):
+        path = world.study(tmp_path / str(size), study={"n_trials": 2},
+                           student={"family": ["static"], "static_dim": [8], "static_head": ["linear"],
+                                    "static_train_embeddings": [False], "layers": None, "hidden": None,
+                                    "init": None},
+                           train={"cohort": size, "latency": False}, enqueue=trials)
+        code, out, err = cli("optimize", path)
+        assert code == 0, err
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / str(size)}/tiny.db")
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+        assert not any("cohort" in t.user_attrs for t in study.trials)
+        values[size] = [t.value for t in study.trials]
+    assert values[2] == pytest.approx(values[1], abs=1e-6)
+
+
 # ---- card, Hub, import ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
