@@ -124,6 +124,9 @@ def test_which_students_can_share_a_cohort():
     assert cohort.key(a, BASE) == cohort.key(b, BASE)  # one shape: the seed of the weights does not matter
     assert cohort.key(a, BASE) != cohort.key(bert(0, hidden=64), BASE)
     assert cohort.key(a, BASE) != cohort.key(a, dataclasses.replace(BASE, batch_size=32))
+    with pytest.raises(ValueError, match="cohort member 1 does not share member 0's architecture and batches"):
+        cohort.Cohort([cohort.Member(a, BASE, []), cohort.Member(bert(0, hidden=64), BASE, [])], None, None, None,
+                      None, None)
     a.supports_cohorts = False  # a student family that cannot be stacked says so
     assert not cohort.capable(a)
 

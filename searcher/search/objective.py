@@ -70,10 +70,12 @@ def _sampled_by(trial: optuna.Trial) -> str:
 
 
 def _group_key(plan: space.Plan) -> tuple:
-    """Trials that can share a cohort: one student shape (spec and dropout) and the same batches (size, epochs,
-    seed, augmented copies) and teacher targets (ensemble weights)."""
+    """Trials that can share a cohort, told from their plans before any student is built: one student spec and
+    dropout, the same batches (cohort.SHARED) and teacher targets (ensemble weights). The built members are checked
+    again by Cohort (cohort.key, on the models' configs)."""
     hp = plan.hyperparams
-    return (repr(plan.student), hp.hidden_dropout, hp.batch_size, hp.epochs, hp.seed, hp.augment, plan.teacher_weights)
+    return (repr(plan.student), hp.hidden_dropout, *(getattr(hp, name) for name in cohort.SHARED),
+            plan.teacher_weights)
 
 
 class Objective:

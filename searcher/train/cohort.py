@@ -61,11 +61,15 @@ class Member:
     losses: list[DistillationLoss]
 
 
+# the hyperparameters that decide a trial's batches: every member of a cohort sees the same ones
+SHARED = ("batch_size", "epochs", "seed", "augment")
+
+
 def key(model: torch.nn.Module, hp: Hyperparams) -> tuple:
     """What members of one cohort must share: the student's architecture (its config, dropout included) and what
-    decides the batches (size, epochs, seed, augmented copies). Trials with equal keys can train together."""
+    decides the batches (SHARED). Trials with equal keys can train together; Cohort refuses others."""
     config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
-    return (type(model).__name__, repr(sorted(config.items())), hp.batch_size, hp.epochs, hp.seed, hp.augment)
+    return (type(model).__name__, repr(sorted(config.items())), *(getattr(hp, name) for name in SHARED))
 
 
 def capable(model: torch.nn.Module) -> bool:
@@ -95,6 +99,11 @@ class Cohort:
     def __init__(self, members: list[Member], train_data: Encoded, teacher_logits, validation: Encoded,
                  validation_teacher_logits, runtime: Runtime, metrics: Callable = BUILTIN_SET, teacher=None,
                  teacher_config=None, intermediate_epochs: int = 0):
+        keys = [key(m.model, m.hp) for m in members]
+        if any(k != keys[0] for k in keys):
+            differs = next(i for i, k in enumerate(keys) if k != keys[0])
+            raise ValueError(f"cohort member {differs} does not share member 0's architecture and batches "
+                             f"({', '.join(SHARED)}); group members by cohort.key")
         self.members, self.runtime, self.metrics = members, runtime, metrics
         self.train_data, self.validation = train_data, validation
         self.teacher_logits, self.validation_teacher_logits = teacher_logits, validation_teacher_logits
