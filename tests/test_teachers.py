@@ -582,3 +582,33 @@ def test_a_new_teacher_kind_is_one_module_and_its_registry_line(world, tmp_path,
                                                     "one is a causal LM teacher")):
         load_study(world.study(tmp_path / "lm", teacher={"prompt": "{text}", "verbalizers": {"neg": "a"},
                                                          "seed": 1}))
+
+
+def test_cached_hidden_states_gathered_on_the_device_equal_the_rows_read_on_the_host():
+    """Layer-wise targets that fit the device budget are copied there once and each batch is a gather (as tokens
+    and logits are); the result equals the host path's row-by-row copy exactly, over two row sets (the train split
+    and teacher-labelled text, of which only the rows in use count), at widths longer than every row. Over the
+    budget, the host path serves them."""
+    import numpy as np
+    import torch
+
+    from searcher.teachers.hidden import StackedStates
+
+    rng = np.random.default_rng(0)
+
+    def part(lengths, used):
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        states = {layer: rng.normal(size=(int(offsets[-1]), 6)).astype(np.float16) for layer in (1, 3)}
+        return states, offsets, used
+
+    stacked = StackedStates([part([3, 5, 1, 4], 4), part([2, 7, 3], 2), part([4], 0)])
+    assert stacked.to_device([1, 3], "cpu")
+    rows = np.array([5, 0, 4, 2, 1, 3])
+    for width in (7, 8, 16):
+        for layer in (1, 3):
+            host = torch.from_numpy(stacked.padded(rows, layer, width))
+            device = stacked.padded_on_device(torch.from_numpy(rows), layer, width)
+            assert device.dtype == torch.float32 and torch.equal(host, device), (width, layer)
+    small = StackedStates([part([3, 5], 2)])
+    assert not small.to_device([1, 3], "cpu", budget=small.nbytes([1, 3]) - 1)  # over budget: the host path
+    assert small.to_device([1, 3], "cpu", budget=small.nbytes([1, 3]))

@@ -138,6 +138,12 @@ def _compute(model, enc: Encoded, paths: dict[int, Path], width: int, runtime: R
             files.seal(tmp, paths[layer])
 
 
+# the needed layers' cached states are copied to the training device once when they take at most this many bytes
+# (float16, as stored), and each batch is then a gather there; larger ones are read row by row on the host. On a
+# CPU the "device" copy is a second one in memory, so its budget is smaller.
+DEVICE_STATES_BYTES = {"cuda": 4 * 2 ** 30, "cpu": 512 * 2 ** 20}
+
+
 class StackedStates:
     """The cached states of several row sets as one, by training-set row (as searcher.data.rows.StackedLogits does for
     logits): the train split, then teacher-labelled text, each with its token offsets."""
@@ -146,6 +152,51 @@ class StackedStates:
         # (states by layer, token offsets, rows used) per part
         self.parts = [p for p in parts if p[2]]
         self.ends = np.cumsum([p[2] for p in self.parts])
+        self._device: Optional[dict] = None  # by layer: every used token's states, then one zero row (padding)
+        self._where: tuple = ()  # (device, layers, budget) the copy was made for, or refused for
+
+    def nbytes(self, layers: Sequence[int]) -> int:
+        return sum(int(offsets[used] - offsets[0]) * states[layer].shape[1] * states[layer].itemsize
+                   for states, offsets, used in self.parts for layer in layers)
+
+    def to_device(self, layers: Sequence[int], device, budget: Optional[int] = None) -> bool:
+        """Copy the states of `layers` to `device` once, unless they take more than `budget` bytes (default: by
+        device kind, DEVICE_STATES_BYTES); True when batches can be gathered there (`padded_on_device`)."""
+        import torch
+
+        where = (str(device), tuple(sorted(layers)), budget)
+        if self._where == where:
+            return self._device is not None
+        self._where, self._device = where, None
+        kind = "cuda" if str(device).startswith("cuda") else "cpu"
+        if not self.parts or self.nbytes(layers) > (DEVICE_STATES_BYTES[kind] if budget is None else budget):
+            return False
+        starts, lengths, base = [], [], 0
+        for _, offsets, used in self.parts:
+            used_offsets = np.asarray(offsets[: used + 1], dtype=np.int64)
+            starts.append(used_offsets[:-1] - used_offsets[0] + base)
+            lengths.append(np.diff(used_offsets))
+            base += int(used_offsets[-1] - used_offsets[0])
+        self._starts = torch.from_numpy(np.concatenate(starts)).to(device)
+        self._lengths = torch.from_numpy(np.concatenate(lengths)).to(device)
+        self._sentinel = base
+        self._device = {}
+        for layer in layers:
+            chunks = [np.ascontiguousarray(states[layer][int(offsets[0]): int(offsets[used])])
+                      for states, offsets, used in self.parts]
+            width = chunks[0].shape[1]
+            chunks.append(np.zeros((1, width), dtype=chunks[0].dtype))
+            self._device[layer] = torch.from_numpy(np.concatenate(chunks)).to(device)
+        return True
+
+    def padded_on_device(self, rows, layer: int, width: int):
+        """As `padded`, from the device copy: `rows` a device tensor of training-set rows."""
+        import torch
+
+        columns = torch.arange(width, device=rows.device)
+        mask = columns[None, :] < self._lengths[rows][:, None]
+        positions = torch.where(mask, self._starts[rows][:, None] + columns[None, :], self._sentinel)
+        return self._device[layer][positions].float()
 
     def padded(self, rows: np.ndarray, layer: int, width: int) -> np.ndarray:
         """(len(rows), width, hidden) float32, each row's states at its tokens and zeros after."""
@@ -171,8 +222,12 @@ class CachedTeacherStates:
         import torch
 
         width = int(inputs["input_ids"].shape[1])
-        hidden = {layer: to_device(torch.from_numpy(self.rows.padded(part, layer, width)))
-                  for layer in hidden_layers(self.needs)}
+        layers = hidden_layers(self.needs)
+        if self.rows.to_device(layers, inputs["input_ids"].device):  # once; then a gather on the device per batch
+            rows = to_device(torch.from_numpy(np.ascontiguousarray(part, dtype=np.int64)))
+            hidden = {layer: self.rows.padded_on_device(rows, layer, width) for layer in layers}
+        else:
+            hidden = {layer: to_device(torch.from_numpy(self.rows.padded(part, layer, width))) for layer in layers}
         out = Outputs(logits=None, mask=inputs["attention_mask"], heads=self.heads)
         out.hidden = {layer: hidden[layer] for layer in self.needs.hidden}
         with torch.no_grad():
