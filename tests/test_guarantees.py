@@ -387,3 +387,31 @@ def test_sigterm_requeues_the_running_trial_like_ctrl_c(world, tmp_path):
     study = load(path)
     assert study.trials[number].state == TrialState.FAIL
     assert [t.state for t in study.trials[number + 1:]] == [TrialState.WAITING]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupt_landing_in_a_weakref_callback_still_stops_the_run(signum):
+    """Python raises a signal's KeyboardInterrupt wherever the main thread is; inside a weakref callback (or a
+    __del__) it is swallowed with a traceback on stderr and the run went on (seen: a worker's traceback when its
+    supervisor stopped it). The CLI delivers it again to the main flow: no traceback, and the run stops."""
+    script = (
+        "import os, signal, sys, time, weakref\n"
+        "from searcher.cli import entry\n"
+        "entry._terminate_like_ctrl_c()\n"
+        "if sys.argv[2] == 'fixed': entry._redeliver_lost_interrupts()\n"
+        "class Thing: pass\n"
+        "thing = Thing()\n"
+        "ref = weakref.ref(thing, lambda r: (os.kill(os.getpid(), int(sys.argv[1])), time.sleep(0.5)))\n"
+        "try:\n"
+        "    del thing  # the signal arrives while Python runs the weakref callback\n"
+        "    time.sleep(2)\n"
+        "    print('went on')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped')\n")
+    for side, expected in (("plain", "went on"), ("fixed", "stopped")):
+        out = subprocess.run([sys.executable, "-c", script, str(int(signum)), side], capture_output=True, text=True,
+                             timeout=120, preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) if s == signal.SIGTERM
+                                                              else signal.signal(s, signal.default_int_handler)
+                                                              for s in (signal.SIGTERM, signal.SIGINT)])
+        assert out.stdout.strip() == expected, (side, out.stdout, out.stderr)
+        assert ("Traceback" in out.stderr) == (side == "plain"), (side, out.stderr)

@@ -131,14 +131,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _terminate_like_ctrl_c() -> None:
     """SIGTERM (Slurm, Kubernetes, `timeout`) stops a run as Ctrl-C does: the running trial is queued again at
     once, instead of sitting RUNNING until its heartbeat expires. An ignored SIGTERM stays ignored."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+
+
+def _redeliver_lost_interrupts() -> None:
+    """A Ctrl-C (or SIGTERM) that lands while Python runs a weakref callback or a __del__ is raised there, where
+    Python swallows it ("Exception ignored in ...", a traceback on stderr) and the run goes on. Deliver it again to
+    the main flow instead, so it stops the run as any other Ctrl-C (seen: a worker's traceback when its supervisor
+    stopped it). Other unraisable errors keep Python's own report."""
+    previous = sys.unraisablehook
+    if getattr(previous, "redelivers_interrupts", False):
+        return
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            import _thread
+
+            ours = signal.getsignal(signal.SIGTERM) is _sigterm_as_ctrl_c
+            # from a thread, a moment later: raised now, it would land in this hook (and be swallowed again); should
+            # it land in another callback, this hook sends it once more
+            threading.Timer(0.05, _thread.interrupt_main, (signal.SIGTERM if ours else signal.SIGINT,)).start()
+            return
+        previous(unraisable)
+
+    hook.redelivers_interrupts = True
+    sys.unraisablehook = hook
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -147,6 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _logging(args.quiet)
     if threading.current_thread() is threading.main_thread():
         _terminate_like_ctrl_c()
+        _redeliver_lost_interrupts()
     try:
         from searcher.cli import commands
 
