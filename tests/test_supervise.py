@@ -21,7 +21,9 @@ from searcher.run import devices, supervise
 from test_optimize import _sigint_default
 from test_scale_out import check_totals
 
-SLOW = {"epochs": 20}  # ~0.3 s an epoch on an idle machine: a window to act in the middle of a trial
+# a window to act while two workers' trials both run: at 20 epochs a trial took 2 s on an idle machine (0.1 s an
+# epoch), too short for two to overlap mid-trial, and the SIGKILL test failed there; 60 leaves seconds
+SLOW = {"epochs": 60}
 
 
 def program(label: str, code: str) -> supervise.Spec:
