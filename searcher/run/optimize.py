@@ -357,7 +357,7 @@ def _claim_next(study: optuna.Study, claim, c: StudyConfig, wait_for_others: boo
 
 
 def _round(study: optuna.Study, objective: Objective, claim, count: int, callbacks: list,
-           pending: Optional[Pending] = None) -> list[int]:
+           pending: Pending) -> list[int]:
     """Ask `count` trials (under the claim lock, released once they exist), train them (in cohorts where they fit)
     and tell each its outcome, as study.optimize would: a heartbeat per trial, the trial-level errors failing only
     their trial, the callbacks after each. A trial whose student is finished in the background goes to `pending`
@@ -377,13 +377,10 @@ def _round(study: optuna.Study, objective: Objective, claim, count: int, callbac
         raised = None
         for trial in trials:
             outcome = outcomes.get(trial.number)
-            if isinstance(outcome, Finishing) and pending is not None:
+            if isinstance(outcome, Finishing):
                 pending.add(trial, outcome, beats.pop(trial.number))
                 continue
             with beats.pop(trial.number):
-                if isinstance(outcome, Finishing):  # no one to tell it later: wait for it here
-                    error = outcome.future.exception()
-                    outcome = error if error is not None else outcome.future.result()
                 if _tell(study, trial, outcome, callbacks):
                     raised = raised or outcome
             told.append(trial.number)
@@ -393,7 +390,7 @@ def _round(study: optuna.Study, objective: Objective, claim, count: int, callbac
     except KeyboardInterrupt:
         objective.current = None  # requeued here, every one of them (the caller requeues a single trial)
         for trial in trials:
-            if trial.number not in told and (pending is None or trial.number not in pending.numbers()):
+            if trial.number not in told and trial.number not in pending.numbers():
                 with contextlib.suppress(Exception):
                     study.tell(trial, state=TrialState.FAIL)
                 _requeue(study, trial.number)

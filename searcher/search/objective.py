@@ -393,7 +393,7 @@ class Objective:
         p, c, hp = self.prepared, self.config, plan.hyperparams
         last = history[-1]
         out = checkpoints.trial_dir(c.models_dir, trial.number)
-        checkpoints.save(model.to("cpu"), tokenizer, out, {
+        checkpoints.save(model, tokenizer, out, {  # on the CPU already (_conclude)
             "study": c.study.name, "study_uid": trial.study.user_attrs.get(st.ATTR_UID), "trial": trial.number,
             "hyperparams": dataclasses.asdict(hp),
             "student": dataclasses.asdict(plan.student), "teacher": p.teacher_dir,

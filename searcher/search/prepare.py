@@ -43,7 +43,7 @@ class Prepared:
     layerwise: layerwise.TeacherLayers = field(default_factory=layerwise.TeacherLayers)  # the teacher's outputs layer-wise losses read
     _encoded: dict = field(default_factory=dict, repr=False)
     _projections: dict = field(default_factory=dict, repr=False)  # the teacher's attention projections, by layer
-    _states: dict = field(default_factory=dict, repr=False)  # the cached hidden states as stacked for training
+    _states: tuple = field(default=(), repr=False)  # (train rows, augment, their cached hidden states as stacked)
     _reweighted: dict = field(default_factory=dict, repr=False)  # (split or extra, weights) -> target, one trial's
     static: Optional["StaticBase"] = None  # [student] family "static": the distilled tables and their tokenizer
 
@@ -129,15 +129,15 @@ class Prepared:
             return None
         if plan.online:
             return teacher_hidden.OnlineTeacherStates(self.teacher_model()[0], plan.needs, self.runtime)
-        key = (id(encoded["train"]), augment)  # one StackedStates per row set: its device copy serves every trial
-        if key not in self._states:
+        # one StackedStates per row set, so its device copy serves every trial; another tokenizer's or augmentation's
+        # rows replace it (and let the previous copy go)
+        if not self._states or self._states[0] is not encoded["train"] or self._states[1] != augment:
             parts = [(plan.states["train"], encoded["train"].offsets, len(encoded["train"]))]
             for extra in self.extras:
                 parts.append((plan.states[extra.name], encoded[extra.name].offsets, len(extra.rows_for(augment))))
-            self._states.clear()  # another tokenizer's or augmentation's rows: the previous copy is let go
-            self._states[key] = (encoded["train"], teacher_hidden.StackedStates(parts))  # (held: its id stays its)
+            self._states = (encoded["train"], augment, teacher_hidden.StackedStates(parts))
         heads = model_outputs.heads_of(SimpleNamespace(config=self.teacher_config))  # the primary teacher's
-        return teacher_hidden.CachedTeacherStates(self._states[key][1], plan.needs, self._projections, heads)
+        return teacher_hidden.CachedTeacherStates(self._states[2], plan.needs, self._projections, heads)
 
 
 def with_task(config: StudyConfig, kind: str) -> StudyConfig:

@@ -24,6 +24,7 @@ import numpy as np
 
 from searcher import files
 from searcher.losses import Outputs, Side
+from searcher.train.batching import padded_positions
 from searcher.train.models import forward_inputs
 from searcher.train.outputs import hidden_layers, outputs
 from searcher.train.runtime import Runtime
@@ -191,11 +192,7 @@ class StackedStates:
 
     def padded_on_device(self, rows, layer: int, width: int):
         """As `padded`, from the device copy: `rows` a device tensor of training-set rows."""
-        import torch
-
-        columns = torch.arange(width, device=rows.device)
-        mask = columns[None, :] < self._lengths[rows][:, None]
-        positions = torch.where(mask, self._starts[rows][:, None] + columns[None, :], self._sentinel)
+        _, positions = padded_positions(self._starts, self._lengths, rows, width, self._sentinel)
         return self._device[layer][positions].float()
 
     def padded(self, rows: np.ndarray, layer: int, width: int) -> np.ndarray:

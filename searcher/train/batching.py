@@ -71,15 +71,21 @@ class TokenRows:
 
     def batch(self, rows, width: int) -> dict:
         """The model inputs of `rows` (a device tensor of row numbers) padded to `width` tokens."""
-        import torch
-
-        columns = torch.arange(width, device=self.device)
-        mask = columns[None, :] < self._lengths[rows][:, None]
-        positions = torch.where(mask, self._offsets[rows][:, None] + columns[None, :], self.sentinel)
+        mask, positions = padded_positions(self._offsets, self._lengths, rows, width, self.sentinel)
         out = {"input_ids": self._ids[positions], "attention_mask": mask.long()}
         if self._types is not None:
             out["token_type_ids"] = self._types[positions]
         return out
+
+
+def padded_positions(starts, lengths, rows, width: int, sentinel: int) -> tuple:
+    """(mask, positions) of `rows` (a device tensor) padded to `width`: row r's tokens are at starts[r] onwards in a
+    flat table, each padding place reads `sentinel` (the table's padding entry). A batch is then table[positions]."""
+    import torch
+
+    columns = torch.arange(width, device=rows.device)
+    mask = columns[None, :] < lengths[rows][:, None]
+    return mask, torch.where(mask, starts[rows][:, None] + columns[None, :], sentinel)
 
 
 def epoch_parts(batches: list[np.ndarray], lengths: np.ndarray, micro: int) -> tuple[np.ndarray, list[list[tuple]]]:

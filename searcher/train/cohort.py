@@ -100,8 +100,8 @@ class Cohort:
                  validation_teacher_logits, runtime: Runtime, metrics: Callable = BUILTIN_SET, teacher=None,
                  teacher_config=None, intermediate_epochs: int = 0):
         keys = [key(m.model, m.hp) for m in members]
-        if any(k != keys[0] for k in keys):
-            differs = next(i for i, k in enumerate(keys) if k != keys[0])
+        differs = next((i for i, k in enumerate(keys) if k != keys[0]), None)
+        if differs is not None:
             raise ValueError(f"cohort member {differs} does not share member 0's architecture and batches "
                              f"({', '.join(SHARED)}); group members by cohort.key")
         self.members, self.runtime, self.metrics = members, runtime, metrics
