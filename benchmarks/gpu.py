@@ -362,6 +362,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--cohort-rows", type=int, default=None, help="rows per trial in the cohort part "
                                                                       "(default 2048, 256 with --quick)")
+    parser.add_argument("--cpu-cohort", dest="cpu_cohorts", action="append", default=None, metavar="L,H,BATCH,K",
+                        type=lambda text: tuple(int(x) for x in text.split(",")),
+                        help="a student shape for the CPU cohort part, repeatable (default 1,64,32,8: the target's)")
+    parser.add_argument("--cpu-rounds", type=int, default=None, help="interleaved rounds of the CPU cohort part "
+                                                                     "(default 5, 1 with --quick)")
     args = parser.parse_args(argv)
     out = args.out or (Path("/tmp/searcher-gpu-quick") if args.quick else ROOT / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
@@ -380,7 +385,8 @@ def main(argv=None) -> int:
                "cuda": cuda and not args.quick, "device": run.device, "amp": run.amp, "setup": sizes}
     cpu = rt.resolve("cpu", "off")
     rows = args.cohort_rows or (256 if args.quick else 2048)
-    results["cohorts_cpu"] = measure_cohorts(CPU_COHORTS, 1 if args.quick else 3, rows, cpu, args.data)
+    results["cohorts_cpu"] = measure_cohorts(args.cpu_cohorts or CPU_COHORTS, args.cpu_rounds or (1 if args.quick else 5),
+                                            rows, cpu, args.data)
     if cuda and not args.quick:
         results["cohorts_gpu"] = measure_cohorts(GPU_COHORTS, 3, 65536, run, args.data)
     if (cuda or args.quick) and args.data.joinpath("sst2").is_dir():

@@ -89,6 +89,46 @@ def test_members_equal_their_trials_alone_for_hidden_mse_with_its_projection():
             assert t.eval_loss == pytest.approx(a.eval_loss, abs=1e-5)
 
 
+@pytest.mark.parametrize("micro", [None, 5])
+def test_the_word_embedding_gradient_is_summed_into_one_buffer_kept_across_steps(monkeypatch, micro):
+    """The students' word embedding is looked up outside vmap and its gradient added into one buffer that every step
+    reuses (under vmap its backward made a new [K, vocabulary, hidden] tensor per step, with a fill and two copies):
+    the gradients equal the vmap path's, micro-batches (5 rows of 16) and padded rows included."""
+    enc, logits = data()
+    run = rt.resolve("cpu", "off", micro_batch_size=micro)
+    hps = [dataclasses.replace(BASE, **v, epochs=1) for v in VARIANTS]
+
+    def grads_of_each_step(team):
+        seen, update = [], cohort.Cohort._update
+
+        def recording(self):
+            seen.append({k: (p.grad.clone(), p.grad.data_ptr()) for k, p in self.params.items()})
+            update(self)
+
+        monkeypatch.setattr(cohort.Cohort, "_update", recording)
+        list(team.epochs())
+        monkeypatch.setattr(cohort.Cohort, "_update", update)
+        return team, seen
+
+    def team():
+        return cohort.Cohort([cohort.Member(bert(i), hp, [LogitKD()]) for i, hp in enumerate(hps)],
+                             enc, logits, enc, logits, run)
+
+    looked_up, fast = grads_of_each_step(team())
+    name = "model.bert.embeddings.word_embeddings.weight"
+    assert looked_up.embedding is not None and looked_up.embedding.name == name
+    monkeypatch.setattr(cohort._Embedding, "of", classmethod(lambda cls, learner, params: None))
+    under_vmap, slow = grads_of_each_step(team())
+    assert under_vmap.embedding is None
+    assert len(fast) == len(slow) == 3
+    for a, b in zip(fast, slow):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k][0], b[k][0], atol=1e-6, rtol=1e-5)
+        assert a[name][0][:, 0].abs().max() == 0  # the padding row gets no gradient
+    assert len({step[name][1] for step in fast}) == 1  # one buffer, every step
+
+
 def test_a_stopped_member_leaves_and_the_others_are_unchanged():
     enc, logits = data()
     run = rt.resolve("cpu", "off")

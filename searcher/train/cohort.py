@@ -129,6 +129,7 @@ class Cohort:
         params, buffers = torch.func.stack_module_state(learners)
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
+        self.embedding = _Embedding.of(self.base, self.params)
         self.state = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
         # the fused AdamW kernel (as a trial alone uses) where the device has it: per member, its own step counts
         self._fused = device.split(":")[0] in ("cpu", "cuda")
@@ -159,6 +160,8 @@ class Cohort:
         keep = torch.tensor([i for i in range(len(self.active)) if i not in indices], device=self.runtime.device)
         self.params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
         self.buffers = {k: v[keep] for k, v in self.buffers.items()}
+        if self.embedding is not None:
+            self.embedding.grad = None  # made again, for the members that stay, at the next step
         self.state = {k: (m[keep], v[keep]) for k, (m, v) in self.state.items()}
         self.hyper = {k: v[keep] for k, v in self.hyper.items()}
         self.searched = {k: v[keep] for k, v in self.searched.items()}
@@ -191,12 +194,25 @@ class Cohort:
                 named.update(loss.terms(student, target, Batch(y, hp, task)))
             return named
 
-        def one(params, buffers, searched):
-            hp = dataclasses.replace(hp0, **searched)
-            return torch.func.functional_call(self.base, (params, buffers), (lambda: loss_terms(hp),))
+        embedding = self.embedding
+        if embedding is None:
+            def one(params, buffers, searched):
+                hp = dataclasses.replace(hp0, **searched)
+                return torch.func.functional_call(self.base, (params, buffers), (lambda: loss_terms(hp),))
 
+            with _vmap_context(self.runtime):
+                return torch.vmap(one, randomness="different")(self.params, self.buffers, self.searched)
+
+        looked_up = embedding.look_up(self.params, inputs["input_ids"])
+
+        def one_given(params, buffers, searched, rows):
+            hp = dataclasses.replace(hp0, **searched)
+            with embedding.giving(rows):
+                return torch.func.functional_call(self.base, (params, buffers), (lambda: loss_terms(hp),))
+
+        params = {k: v for k, v in self.params.items() if k != embedding.name}
         with _vmap_context(self.runtime):
-            return torch.vmap(one, randomness="different")(self.params, self.buffers, self.searched)
+            return torch.vmap(one_given, randomness="different")(params, self.buffers, self.searched, looked_up)
 
     def _step(self, data: distill.Batches, index: int, stage, needs: Needs, terms: dict) -> torch.Tensor:
         n = data.size(index)
@@ -206,6 +222,8 @@ class Cohort:
             named = self._losses_of(stage, needs, inputs, y, t, teacher)
             loss = sum(v.float() for v in named.values()) / n  # (K,)
             (loss * self.hyper["scale"]).sum().backward()
+            if self.embedding is not None:
+                self.embedding.accumulate(self.params, inputs["input_ids"], first=total is None)
             total = loss.detach() if total is None else total + loss.detach()
             for name, value in named.items():
                 terms[name] = terms.get(name, 0.0) + value.detach().float() / n
@@ -372,6 +390,67 @@ class Cohort:
         if bad:
             self._drop(bad)
         return out, keep
+
+
+class _Embedding:
+    """The students' word embedding, looked up outside vmap and given to each member's forward.
+
+    Under vmap the embedding's backward writes the stacked gradient [K, vocabulary, hidden] into a new tensor on every
+    step (a zero fill and two full copies: 62 MB for 8 BERT-vocabulary L1/H64 students, into freshly mapped pages
+    on a CPU, which made a CPU cohort cost more than its trials one at a time). Here the rows are gathered once for
+    all members (a leaf the forward starts from), and their gradients are added into one gradient buffer kept
+    across steps: the same sums as nn.Embedding's backward (rows of the padding index get none), without the
+    copies."""
+
+    def __init__(self, name: str, module: torch.nn.Embedding):
+        self.name, self.module, self.padding_idx = name, module, module.padding_idx
+        self.grad: Optional[torch.Tensor] = None
+        self.rows: Optional[torch.Tensor] = None
+
+    @classmethod
+    def of(cls, learner: torch.nn.Module, params: dict) -> Optional["_Embedding"]:
+        """The word embedding of a learner's student where it is a plain, unshared nn.Embedding; None otherwise (the
+        cohort then trains it under vmap like every other parameter)."""
+        get = getattr(learner.model, "get_input_embeddings", None)
+        module = get() if get is not None else None
+        if (type(module) is not torch.nn.Embedding or module.max_norm is not None or module.scale_grad_by_freq
+                or module.sparse):
+            return None
+        names = [k for k, p in learner.named_parameters(remove_duplicate=False) if p is module.weight]
+        if len(names) != 1 or names[0] not in params:
+            return None  # tied to another module's weight: its gradient has more than one source
+        return cls(names[0], module)
+
+    def look_up(self, params: dict, input_ids: torch.Tensor) -> torch.Tensor:
+        """Every member's embedding rows of a micro-batch, (K, batch, width, hidden), a leaf whose gradient is kept."""
+        self.rows = params[self.name].detach()[:, input_ids].requires_grad_(True)
+        return self.rows
+
+    @contextlib.contextmanager
+    def giving(self, rows: torch.Tensor):
+        """The embedding module returns `rows` (a member's, under vmap) instead of looking them up."""
+        self.module.forward = lambda *args, **kwargs: rows
+        try:
+            yield
+        finally:
+            del self.module.forward
+
+    def accumulate(self, params: dict, input_ids: torch.Tensor, first: bool) -> None:
+        """After a micro-batch's backward: add its rows' gradients into the weight's gradient (zeroed by the first
+        micro-batch of a step), as nn.Embedding's backward does."""
+        weight = params[self.name]
+        if self.grad is None or self.grad.shape != weight.shape:
+            self.grad = torch.zeros_like(weight)
+        elif first:
+            self.grad.zero_()
+        K, hidden = weight.shape[0], weight.shape[-1]
+        index = input_ids.reshape(-1)
+        grad = self.rows.grad.reshape(K, -1, hidden)
+        if self.padding_idx is not None:  # no host sync: the padding rows add zeros
+            grad = grad.masked_fill((index == self.padding_idx)[None, :, None], 0.0)
+        self.grad.index_add_(1, index, grad.to(self.grad.dtype))
+        self.rows = None
+        weight.grad = self.grad
 
 
 def _linear_factor(steps: int, warmup: int, total: int) -> float:
