@@ -43,9 +43,19 @@ VARIANTS = [dict(learning_rate=1e-3, temperature=2.0, alpha=0.5),
                  max_grad_norm=0.0)]
 
 
-def test_members_equal_their_trials_alone_for_the_logit_loss():
+@pytest.mark.parametrize("fused", [True, False])
+def test_members_equal_their_trials_alone_for_the_logit_loss(monkeypatch, fused):
+    """Both updates: torch's fused AdamW kernel per member (CPU and CUDA without fp16) and the AdamW written over the
+    stacked axis (fp16's per-member loss scaling, other devices)."""
     enc, logits = data()
     run = rt.resolve("cpu", "off")
+    setup = cohort.Cohort._setup
+
+    def with_update(self):
+        setup(self)
+        self._fused = fused
+
+    monkeypatch.setattr(cohort.Cohort, "_setup", with_update)
     hps = [dataclasses.replace(BASE, **v) for v in VARIANTS]
     alone = [distill.train(bert(i), enc, logits, enc, logits, hp, run) for i, hp in enumerate(hps)]
     team = cohort.Cohort([cohort.Member(bert(i), hp, [LogitKD()]) for i, hp in enumerate(hps)],
