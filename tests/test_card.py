@@ -403,3 +403,16 @@ def test_no_published_baseline_from_other_data_or_another_split(change):
     study = golden_study()
     text = render(study, imported(study, 1, published))
     assert "published accuracy" not in text and "imported recipe" not in text
+
+
+def test_latency_timed_beside_training_says_so():
+    """A student finished in the background ([train] finish_in_background) was timed while the next trial trained:
+    its card says so; a student timed alone (the golden cards) does not."""
+    study = golden_study()
+    old = study.trials[0]
+    attrs = {**old.user_attrs, "latency_ms": {**old.user_attrs["latency_ms"], "beside_training": True}}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, params=old.params, distributions=old.distributions,
+                                 user_attrs=attrs, values=old.values))
+    sentence = "Timed while the search trained its next students on the accelerator"
+    assert sentence in render(study, len(study.trials) - 1)
+    assert sentence not in render(study, 0)

@@ -761,6 +761,8 @@ def test_students_finished_in_the_background_give_what_they_give_in_place(world,
         for key in ("model_dir", "latency_ms", "formats", "size_mb", "metrics", "wall_time_s"):
             assert key in beside[number].user_attrs, key
         assert (Path(beside[number].user_attrs["model_dir"]) / "onnx" / "model.onnx").is_file()
+        assert beside[number].user_attrs["latency_ms"]["beside_training"] is True  # the card says so
+        assert "beside_training" not in inline[number].user_attrs["latency_ms"]
     assert beside[0].datetime_complete > beside[1].datetime_start  # told after the next trial began
     assert beside[2].state == TrialState.FAIL and inline[2].state == TrialState.COMPLETE
     assert "disk full" in beside[2].user_attrs["fail_reason"], first_line(str(beside[2].user_attrs))

@@ -411,6 +411,7 @@ def _efficiency(r: records.TrialRecord, teacher: dict, primary: str = "accuracy"
         params_m=round(r.student.get("params", 0) / 1e6, 1),
         latency=_latency(r.latency_ms), speedup=_speedup(r.latency_ms, teacher.get("latency_ms")),
         threads=(r.latency_ms or {}).get("threads"),
+        beside_training=bool((r.latency_ms or {}).get("beside_training")),
         formats=_format_rows(r.formats, teacher.get("latency_ms"), "model.safetensors", primary),
         parity={"rows": parity["rows"], "diff": f"{parity['max_abs_logit_diff']:.1e}"} if parity else None,
         export_reason=escape(r.export_reason))

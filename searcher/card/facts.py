@@ -146,6 +146,7 @@ class Efficiency:
     latency: Optional[Latency]
     speedup: Optional[dict]
     threads: Optional[int]
+    beside_training: bool  # timed in the background while the next trial trained ([train] finish_in_background)
     formats: list[FormatRow]
     parity: Optional[dict]  # rows, largest logit difference of ONNX fp32 against PyTorch
     export_reason: Optional[str]

@@ -364,8 +364,8 @@ class Objective:
         `defer` and a background finisher, a Finishing instead, while the caller trains the next trial."""
         model.to("cpu")  # frees the device for the next trial; the CPU work below needs it there anyway
 
-        def keep():
-            lat, size = self._keep(trial, model, tokenizer, enc, plan, run, history)
+        def keep(beside_training: bool = False):
+            lat, size = self._keep(trial, model, tokenizer, enc, plan, run, history, beside_training)
             trial.set_user_attr(records.WALL_TIME, round(time.perf_counter() - started, 2))
             values = [self._objective(name, trial, metrics, lat, size) for name in self.config.study.objectives]
             return values[0] if len(values) == 1 else tuple(values)
@@ -376,7 +376,7 @@ class Objective:
         def beside():
             with timing.background():
                 try:
-                    return keep()
+                    return keep(beside_training=True)
                 except Exception as e:
                     raise self._failed(trial, e)
 
@@ -388,8 +388,9 @@ class Objective:
             self.finisher.shutdown(wait=wait, cancel_futures=not wait)
 
     def _keep(self, trial: optuna.Trial, model, tokenizer, enc: dict, plan: space.Plan, run: rt.Runtime,
-              history: list[distill.EpochResult]) -> tuple[dict, float]:
-        """The saved student, its deployable forms and its CPU latency: (latency, size in MB)."""
+              history: list[distill.EpochResult], beside_training: bool = False) -> tuple[dict, float]:
+        """The saved student, its deployable forms and its CPU latency: (latency, size in MB). Latency timed in the
+        background while the next trial trains says so in its record (`beside_training`), and the card with it."""
         p, c, hp = self.prepared, self.config, plan.hyperparams
         last = history[-1]
         out = checkpoints.trial_dir(c.models_dir, trial.number)
@@ -406,6 +407,8 @@ class Objective:
         lat = {k: v for k, v in forms.get("pytorch", {}).items() if k in LATENCY_KEYS}  # timed beside the exports
         if not lat and c.train.latency:
             lat = latency.measure(model, enc["validation"])
+        if lat and beside_training:
+            lat = {**lat, "beside_training": True}
         if lat:
             trial.set_user_attr(records.LATENCY, lat)
         return lat, size
