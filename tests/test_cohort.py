@@ -99,6 +99,45 @@ def test_members_equal_their_trials_alone_for_hidden_mse_with_its_projection():
             assert t.eval_loss == pytest.approx(a.eval_loss, abs=1e-5)
 
 
+def family(kind, seed):
+    import transformers as T
+
+    torch.manual_seed(seed)
+    small = dict(vocab_size=100, num_hidden_layers=2, num_attention_heads=2, pad_token_id=0)
+    if kind == "roberta":
+        return T.RobertaForSequenceClassification(T.RobertaConfig(
+            **small, hidden_size=32, intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            max_position_embeddings=40))
+    if kind == "distilbert":
+        return T.DistilBertForSequenceClassification(T.DistilBertConfig(
+            vocab_size=100, n_layers=2, n_heads=2, pad_token_id=0, dim=32, hidden_dim=64, dropout=0.0,
+            attention_dropout=0.0, seq_classif_dropout=0.0))
+    if kind == "electra":  # an embedding narrower than the hidden size, projected up
+        return T.ElectraForSequenceClassification(T.ElectraConfig(
+            **small, embedding_size=16, hidden_size=32, intermediate_size=64, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0))
+    return T.ModernBertForSequenceClassification(T.ModernBertConfig(  # a local and a global attention layer
+        **small, hidden_size=32, intermediate_size=64, max_position_embeddings=64, global_attn_every_n_layers=2,
+        local_attention=8, cls_token_id=1, sep_token_id=2, bos_token_id=1, eos_token_id=2))
+
+
+@pytest.mark.parametrize("kind", ["roberta", "distilbert", "electra", "modernbert"])
+def test_members_of_every_encoder_family_equal_their_trials_alone(kind):
+    enc, logits = data()
+    run = rt.resolve("cpu", "off")
+    hps = [dataclasses.replace(BASE, **v) for v in VARIANTS]
+    alone = [distill.train(family(kind, i), enc, logits, enc, logits, hp, run) for i, hp in enumerate(hps)]
+    team = cohort.Cohort([cohort.Member(family(kind, i), hp, [LogitKD()]) for i, hp in enumerate(hps)],
+                         enc, logits, enc, logits, run)
+    together = list(team.epochs())
+    assert team.embedding is not None  # the word embedding looked up outside vmap
+    for epoch in range(2):
+        for k in range(3):
+            a, t = alone[k][epoch], together[epoch][k]
+            assert t.train_loss == pytest.approx(a.train_loss, abs=1e-5)
+            assert t.eval_loss == pytest.approx(a.eval_loss, abs=1e-5)
+
+
 @pytest.mark.parametrize("micro", [None, 5])
 def test_the_word_embedding_gradient_is_summed_into_one_buffer_kept_across_steps(monkeypatch, micro):
     """The students' word embedding is looked up outside vmap and its gradient added into one buffer that every step
