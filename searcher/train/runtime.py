@@ -13,7 +13,9 @@ from typing import Literal, Optional, Union
 AmpMode = Literal["bf16", "fp16", "off"]
 
 # [train] cohort = "auto": the first cohort size tried; an out-of-memory halves it (searcher.search.objective). On a
-# CPU a cohort of 8 small students measured 1.60x the same trials one at a time (benchmarks/results/gpu.md): one.
+# CPU, one: a cohort of 8 small students pays there (0.72x their trials one at a time for L1/H64, 0.99x for L4/H256:
+# benchmarks/results/gpu.md, README) but running out of host memory is no error to halve on (the kernel's OOM killer
+# or swap), so a CPU user sets K by hand.
 AUTO_COHORT = {"cuda": 64, "cpu": 1}
 
 # Largest micro-batch tried first on CPU: beyond this, a CPU gains no throughput and only uses memory.
