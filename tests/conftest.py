@@ -362,3 +362,45 @@ def chromium() -> str:
     if path is None:
         requirement("browser", "Debian's chromium is not installed (.ci/run installs it)")
     return path
+
+
+# aten ops that read a tensor's values back to the host: on a GPU each is a device-to-host sync
+HOST_READS = frozenset({"_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "masked_select", "_unique2",
+                        "unique_dim", "unique_consecutive", "repeat_interleave"})
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """`watch(owner, name)` wraps a method so that every aten op it runs is seen (a TorchDispatchMode, so ops of
+    transformers, autograd and the optimizer count too); returns {method: [calls, Counter of host reads]}. On a CPU
+    this shows what would stall a GPU step."""
+    import collections
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = {}
+
+    class Reads(TorchDispatchMode):
+        def __init__(self, counter):
+            super().__init__()
+            self.counter = counter
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func._schema.name.split("::")[-1]
+            if name in HOST_READS:
+                self.counter[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    def watch(owner, name):
+        real, key = getattr(owner, name), f"{owner.__name__}.{name}"
+        seen[key] = [0, collections.Counter()]
+
+        def watched(*args, **kwargs):
+            seen[key][0] += 1
+            with Reads(seen[key][1]):
+                return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, watched)
+
+    watch.seen = seen
+    return watch

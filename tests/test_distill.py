@@ -274,3 +274,25 @@ def test_other_models_and_attention_get_their_inputs_unchanged():
         vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
         pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2))
     assert forward_inputs(modern, inputs) is inputs  # its sliding-window mask is built from the 2D one
+
+
+@pytest.mark.parametrize("cohort_size", [1, 2])
+def test_no_training_step_reads_a_device_tensor_back(world, tmp_path, cli, host_reads, cohort_size):
+    """A step (forward with transformers' mask handling, the logit and layer-wise losses on cached teacher states,
+    backward, clipping, AdamW, schedule) runs no op that reads values back to the host, alone and in a cohort: on a
+    GPU nothing in it waits for the device. The loss is read every distill.SYNC_EVERY steps, outside the step."""
+    from searcher.train import cohort
+
+    host_reads(distill._Step, "__call__")
+    host_reads(cohort.Cohort, "_step")
+    path = world.study(tmp_path, name="reads", study={"n_trials": 2},
+                       student={"layers": [1], "hidden": [64], "init": "teacher"},
+                       search={"epochs": 1, "hidden_weight": 0.5, "attention_weight": 0.5, "hidden_dropout": 0.0,
+                               "batch_size": 8, "max_grad_norm": 1.0},
+                       distill={"losses": ["logits", "hidden_mse", "attention"]},
+                       train={"cohort": cohort_size, "latency": False})
+    code, _, err = cli("optimize", path)
+    assert code == 0, err
+    step = "Cohort._step" if cohort_size > 1 else "_Step.__call__"
+    calls, reads = host_reads.seen[step]
+    assert calls >= 4 and not reads, reads
