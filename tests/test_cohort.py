@@ -178,6 +178,37 @@ def test_the_word_embedding_gradient_is_summed_into_one_buffer_kept_across_steps
     assert len({step[name][1] for step in fast}) == 1  # one buffer, every step
 
 
+def test_with_compile_the_cohort_step_is_one_graph_and_trains_as_eager():
+    """[train] compile compiles the cohort's vmapped forward and losses (aot_eager here: the same tracing path,
+    without generating code), a layer-wise loss and its projections included: the same results as eager, and no
+    graph break (transformers' output-capturing hooks are installed before the first compiled forward)."""
+    from torch._dynamo.utils import counters
+
+    from searcher.losses import Side
+    from searcher.teachers.hidden import OnlineTeacherStates
+
+    enc, logits = data()
+    teacher = bert(9, hidden=48, layers=2).eval()
+    hps = [dataclasses.replace(BASE, **v, hidden_weight=w) for v, w in zip(VARIANTS[:2], (1.0, 0.3))]
+
+    def run(how):
+        r = rt.resolve("cpu", "off", compile=how)
+        team = cohort.Cohort([cohort.Member(bert(i), hp, [LogitKD(), HiddenMSE()]) for i, hp in enumerate(hps)],
+                             enc, logits, enc, logits, r, teacher=OnlineTeacherStates(teacher, Side(hidden=frozenset({0, 2})), r),
+                             teacher_config=teacher.config)
+        return list(team.epochs())
+
+    eager = run(False)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = run("aot_eager")
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
+    for epoch in range(2):
+        for k in range(2):
+            assert compiled[epoch][k].terms == pytest.approx(eager[epoch][k].terms, abs=1e-5)
+            assert compiled[epoch][k].eval_loss == pytest.approx(eager[epoch][k].eval_loss, abs=1e-5)
+
+
 def test_a_stopped_member_leaves_and_the_others_are_unchanged():
     enc, logits = data()
     run = rt.resolve("cpu", "off")

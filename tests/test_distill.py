@@ -192,6 +192,27 @@ def test_a_compiled_step_trains_as_the_eager_one():
     assert [r.eval_loss for r in runs[1]] == pytest.approx([r.eval_loss for r in runs[0]], abs=1e-5)
 
 
+def test_a_compiled_step_of_a_layer_wise_loss_has_no_graph_break():
+    """transformers installs its output-capturing hooks at the first forward asking for hidden states, under a lock
+    torch.compile cannot trace: the step installs them first, so a layer-wise loss compiles whole."""
+    from torch._dynamo.utils import counters
+
+    from searcher.losses import HiddenMSE, LogitKD, Side
+    from searcher.teachers.hidden import OnlineTeacherStates
+
+    enc = encoded(n=40)
+    teacher_logits = np.random.default_rng(1).normal(size=(40, 2)).astype(np.float32)
+    teacher = no_dropout_bert(seed=5)
+    hp = Hyperparams(learning_rate=1e-3, batch_size=16, temperature=2.0, alpha=0.5, epochs=1, seed=3)
+    torch._dynamo.reset()
+    counters.clear()
+    run = runtime.resolve("cpu", "off", compile="aot_eager")
+    distill.train(no_dropout_bert(seed=2), enc, teacher_logits, enc, teacher_logits, hp, run,
+                  losses=[LogitKD(), HiddenMSE()], teacher=OnlineTeacherStates(teacher, Side(hidden=frozenset({0, 1, 2})), run),
+                  teacher_config=teacher.config)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
+
+
 def test_an_unknown_compile_backend_is_refused_in_one_line():
     from searcher.errors import ConfigError
 

@@ -26,7 +26,9 @@ Optuna.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -43,7 +45,7 @@ from searcher.losses import Batch, DistillationLoss, Needs, Outputs
 from searcher.tasks.metrics import BUILTIN_SET
 from searcher.train import distill
 from searcher.train.batching import epoch_batches
-from searcher.train.models import forward_inputs
+from searcher.train.models import forward_inputs, ready_for_compile
 from searcher.train.outputs import hidden_layers, outputs as model_outputs
 from searcher.train.runtime import Runtime
 from searcher.data.tokens import Encoded
@@ -124,12 +126,19 @@ class Cohort:
             m.model.to(device)
             distill.prepare_losses(m.losses, m.model, self.teacher_config, device)
             learners.append(_Learner(m.model, m.losses).to(device))
-        self.base = learners[0]  # the module every member runs as (its parameters swapped for the stacked ones)
         self.learners = learners
         params, buffers = torch.func.stack_module_state(learners)
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
+        # the module every member runs as: a copy of member 0's without storage ("meta"), with the losses that use its
+        # projections, every parameter and buffer swapped for a member's by functional_call; its word embedding gives
+        # rows looked up for all members at once
+        self.base, self.base_losses = copy.deepcopy((learners[0], self.members[0].losses))
+        self.base.to("meta")
+        if self.runtime.compile:
+            ready_for_compile(self.base.model)
         self.embedding = _Embedding.of(self.base, self.params)
+        self._terms_of_stage: dict = {}  # the vmapped loss function of each stage's losses ([train] compile: compiled)
         self.state = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
         # the fused AdamW kernel (as a trial alone uses) where the device has it: per member, its own step counts
         self._fused = device.split(":")[0] in ("cpu", "cuda")
@@ -178,6 +187,21 @@ class Cohort:
 
     def _losses_of(self, stage: list[DistillationLoss], needs: Needs, inputs: dict, y, t, teacher: Optional[Outputs]):
         """The named loss terms of every active member on one micro-batch, each a (K,) tensor summed over rows."""
+        params, buffers = self.params, self.buffers
+        if self.embedding is not None:
+            params = {k: v for k, v in params.items() if k != self.embedding.name}
+            buffers = {**buffers, self.embedding.given: self.embedding.look_up(self.params, inputs["input_ids"])}
+        key = (tuple(map(id, stage)), needs)
+        if key not in self._terms_of_stage:
+            self._terms_of_stage[key] = distill.compiled(functools.partial(self._terms, stage, needs),
+                                                         self.runtime.compile)
+        with _vmap_context(self.runtime):
+            return self._terms_of_stage[key](params, buffers, self.searched, inputs, y, t, teacher)
+
+    def _terms(self, stage: list[DistillationLoss], needs: Needs, params: dict, buffers: dict, searched: dict,
+               inputs: dict, y, t, teacher: Optional[Outputs]):
+        """Every member's loss terms: one member's forward and losses under vmap, with the member's parameters,
+        buffers and searched values (a function of tensors: what [train] compile compiles)."""
         hp0, task = self.members[0].hp, self.metrics.kind
         student_needs = needs.student
         model = self.base.model
@@ -194,25 +218,11 @@ class Cohort:
                 named.update(loss.terms(student, target, Batch(y, hp, task)))
             return named
 
-        embedding = self.embedding
-        if embedding is None:
-            def one(params, buffers, searched):
-                hp = dataclasses.replace(hp0, **searched)
-                return torch.func.functional_call(self.base, (params, buffers), (lambda: loss_terms(hp),))
-
-            with _vmap_context(self.runtime):
-                return torch.vmap(one, randomness="different")(self.params, self.buffers, self.searched)
-
-        looked_up = embedding.look_up(self.params, inputs["input_ids"])
-
-        def one_given(params, buffers, searched, rows):
+        def one(params, buffers, searched):
             hp = dataclasses.replace(hp0, **searched)
-            with embedding.giving(rows):
-                return torch.func.functional_call(self.base, (params, buffers), (lambda: loss_terms(hp),))
+            return torch.func.functional_call(self.base, (params, buffers), (lambda: loss_terms(hp),))
 
-        params = {k: v for k, v in self.params.items() if k != embedding.name}
-        with _vmap_context(self.runtime):
-            return torch.vmap(one_given, randomness="different")(params, self.buffers, self.searched, looked_up)
+        return torch.vmap(one, randomness="different")(params, buffers, searched)
 
     def _step(self, data: distill.Batches, index: int, stage, needs: Needs, terms: dict) -> torch.Tensor:
         n = data.size(index)
@@ -324,7 +334,7 @@ class Cohort:
         micro = runtime.micro_for(hp0.batch_size)
         data = distill.Batches(self.train_data, self.teacher_logits, runtime)
         rng = np.random.default_rng(hp0.seed)  # the batches every member would see alone
-        losses0 = self.members[0].losses
+        losses0 = self.base_losses
         step = 0
         try:
             for epoch in range(1, hp0.epochs + 1):
@@ -392,48 +402,54 @@ class Cohort:
         return out, keep
 
 
+class _GivenRows(torch.nn.Module):
+    """Stands in for the word embedding in a cohort's base module: returns its `rows` buffer, which functional_call
+    sets to a member's rows (looked up for all members at once, outside vmap)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("rows", torch.empty(0, device="meta"), persistent=False)
+
+    def forward(self, *args, **kwargs):
+        return self.rows
+
+
 class _Embedding:
     """The students' word embedding, looked up outside vmap and given to each member's forward.
 
     Under vmap the embedding's backward writes the stacked gradient [K, vocabulary, hidden] into a new tensor on every
     step (a zero fill and two full copies: 62 MB for 8 BERT-vocabulary L1/H64 students, into freshly mapped pages
     on a CPU, which made a CPU cohort cost more than its trials one at a time). Here the rows are gathered once for
-    all members (a leaf the forward starts from), and their gradients are added into one gradient buffer kept
-    across steps: the same sums as nn.Embedding's backward (rows of the padding index get none), without the
-    copies."""
+    all members (a leaf the forward starts from, given to the base module as a buffer), and their gradients are added
+    into one gradient buffer kept across steps: the same sums as nn.Embedding's backward (rows of the padding index
+    get none), without the copies."""
 
-    def __init__(self, name: str, module: torch.nn.Embedding):
-        self.name, self.module, self.padding_idx = name, module, module.padding_idx
+    def __init__(self, name: str, given: str, padding_idx: Optional[int]):
+        self.name, self.given, self.padding_idx = name, given, padding_idx
         self.grad: Optional[torch.Tensor] = None
         self.rows: Optional[torch.Tensor] = None
 
     @classmethod
-    def of(cls, learner: torch.nn.Module, params: dict) -> Optional["_Embedding"]:
-        """The word embedding of a learner's student where it is a plain, unshared nn.Embedding; None otherwise (the
-        cohort then trains it under vmap like every other parameter)."""
-        get = getattr(learner.model, "get_input_embeddings", None)
+    def of(cls, base: torch.nn.Module, params: dict) -> Optional["_Embedding"]:
+        """Where the base module's student has a plain, unshared nn.Embedding for its words, it is replaced there by
+        _GivenRows and its parameter's name is returned with it; None otherwise (the cohort then trains the
+        embedding under vmap like every other parameter)."""
+        get = getattr(base.model, "get_input_embeddings", None)
         module = get() if get is not None else None
         if (type(module) is not torch.nn.Embedding or module.max_norm is not None or module.scale_grad_by_freq
                 or module.sparse):
             return None
-        names = [k for k, p in learner.named_parameters(remove_duplicate=False) if p is module.weight]
+        names = [k for k, p in base.named_parameters(remove_duplicate=False) if p is module.weight]
         if len(names) != 1 or names[0] not in params:
             return None  # tied to another module's weight: its gradient has more than one source
-        return cls(names[0], module)
+        path = names[0].rsplit(".", 1)[0]
+        base.set_submodule(path, _GivenRows())
+        return cls(names[0], f"{path}.rows", module.padding_idx)
 
     def look_up(self, params: dict, input_ids: torch.Tensor) -> torch.Tensor:
         """Every member's embedding rows of a micro-batch, (K, batch, width, hidden), a leaf whose gradient is kept."""
         self.rows = params[self.name].detach()[:, input_ids].requires_grad_(True)
         return self.rows
-
-    @contextlib.contextmanager
-    def giving(self, rows: torch.Tensor):
-        """The embedding module returns `rows` (a member's, under vmap) instead of looking them up."""
-        self.module.forward = lambda *args, **kwargs: rows
-        try:
-            yield
-        finally:
-            del self.module.forward
 
     def accumulate(self, params: dict, input_ids: torch.Tensor, first: bool) -> None:
         """After a micro-batch's backward: add its rows' gradients into the weight's gradient (zeroed by the first

@@ -41,7 +41,7 @@ from searcher.train.batching import TokenRows, epoch_batches, epoch_parts
 from searcher.errors import NonFiniteLossError
 from searcher.hyperparams import Hyperparams
 from searcher.train.inference import logits_of
-from searcher.train.models import forward_inputs
+from searcher.train.models import forward_inputs, ready_for_compile
 from searcher.train.outputs import hidden_layers, outputs as model_outputs
 from searcher.losses import FORMULA as LOSS, Batch, DistillationLoss, LogitKD, Needs, Outputs, kd_loss
 from searcher.tasks.metrics import BUILTIN_SET
@@ -116,6 +116,8 @@ class _Step:
                                                          steps_total)
         self.scaler = runtime.grad_scaler()
         self.scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # before the first step: no sync
+        if runtime.compile:
+            ready_for_compile(model)
         self.forward = compiled(self._forward, runtime.compile)
 
     def set_losses(self, losses: list[DistillationLoss]) -> None:

@@ -54,3 +54,14 @@ def forward_inputs(model, inputs: dict) -> dict:
         return inputs
     width = mask.shape[1]
     return {**inputs, "attention_mask": mask.bool()[:, None, None, :].expand(-1, 1, width, width)}
+
+
+def ready_for_compile(model) -> None:
+    """transformers installs its output-capturing hooks at the first forward that asks for hidden states, under a
+    threading lock torch.compile cannot trace (a graph break in every compiled step of a layer-wise loss): install
+    them before the first compiled forward. Does nothing where transformers has no such hooks."""
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:
+        return
+    maybe_install_capturing_hooks(model)
