@@ -306,7 +306,8 @@ def test_no_training_step_reads_a_device_tensor_back(world, tmp_path, cli, host_
 
     host_reads(distill._Step, "__call__")
     host_reads(cohort.Cohort, "_step")
-    path = world.study(tmp_path, name="reads", study={"n_trials": 2},
+    # its own cache: the teacher states it computes are not the session's (test_losses checks they are computed there)
+    path = world.study(tmp_path, name="reads", study={"n_trials": 2, "cache_dir": str(tmp_path / "cache")},
                        student={"layers": [1], "hidden": [64], "init": "teacher"},
                        search={"epochs": 1, "hidden_weight": 0.5, "attention_weight": 0.5, "hidden_dropout": 0.0,
                                "batch_size": 8, "max_grad_norm": 1.0},
