@@ -208,8 +208,8 @@ def test_a_compiled_step_of_a_layer_wise_loss_has_no_graph_break():
     counters.clear()
     run = runtime.resolve("cpu", "off", compile="aot_eager")
     distill.train(no_dropout_bert(seed=2), enc, teacher_logits, enc, teacher_logits, hp, run,
-                  losses=[LogitKD(), HiddenMSE()], teacher=OnlineTeacherStates(teacher, Side(hidden=frozenset({0, 1, 2})), run),
-                  teacher_config=teacher.config)
+                  losses=[LogitKD(), HiddenMSE()], teacher_config=teacher.config,
+                  teacher=OnlineTeacherStates(teacher, Side(hidden=frozenset({0, 1, 2})), run))
     assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
 
 
