@@ -265,6 +265,34 @@ class TestEveryTrackerDeclares(TrackerDeclarations):
         return trackers.TRACKERS[request.param]
 
 
+def test_each_member_of_a_cohort_is_its_own_tracker_run(world, tmp_path, cli):
+    """Trials trained together in one cohort report as trials alone do: one run each, with its own parameters,
+    per-epoch curve and final state (TensorBoard's event files, read with tensorboard's reader)."""
+    from optuna.trial import TrialState
+
+    from searcher.config import load_study
+    from searcher.records.storage import load
+
+    need(trackers.TRACKERS["tensorboard"].module)
+    path = world.study(tmp_path / "s", name="team", study={"n_trials": 3},
+                       student={"layers": [1], "hidden": [64], "init": "random"},
+                       search={"learning_rate": [2e-3, 6e-3], "batch_size": 16, "epochs": 2},
+                       train={"cohort": 3, "latency": False}, report={"to": ["tensorboard"], "tensorboard": {
+                           "log_dir": str(tmp_path / "tb")}},
+                       enqueue=[{"learning_rate": lr} for lr in (2e-3, 4e-3, 6e-3)])
+    code, out, err = cli("optimize", path, "--no-progress")
+    assert code == 0, err
+    trials = {t.number: t for t in load(load_study(path)).trials}
+    assert all(t.user_attrs["cohort"] == {"size": 3, "trials": [0, 1, 2]} for t in trials.values())
+    runs = tensorboard_runs(tmp_path / "tb" / "team")
+    assert sorted(runs) == [0, 1, 2]
+    for number, trial in trials.items():
+        assert trial.state == TrialState.COMPLETE and runs[number].state == "COMPLETE"
+        assert float(runs[number].params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
+        assert [v for _, v in runs[number].curves["accuracy"]][:2] == pytest.approx(
+            trial.user_attrs["history"]["accuracy"])
+
+
 def test_a_study_naming_a_missing_tracker_stops_before_training_with_the_pip_command(world, tmp_path, cli,
                                                                                       monkeypatch):
     import importlib.util
