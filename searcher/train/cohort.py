@@ -130,11 +130,13 @@ class Cohort:
         params, buffers = torch.func.stack_module_state(learners)
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
-        # the module every member runs as: a copy of member 0's without storage ("meta"), with the losses that use its
-        # projections, every parameter and buffer swapped for a member's by functional_call; its word embedding gives
-        # rows looked up for all members at once
-        self.base, self.base_losses = copy.deepcopy((learners[0], self.members[0].losses))
-        self.base.to("meta")
+        # the module every member runs as: a copy of member 0's without storage ("meta" tensors in deepcopy's memo, so
+        # no second copy of its weights is ever made), with the losses that use its projections; every parameter and
+        # buffer is swapped for a member's by functional_call; its word embedding gives rows looked up for all members
+        storage_free = {id(t): (torch.nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad)
+                                if isinstance(t, torch.nn.Parameter) else torch.empty_like(t, device="meta"))
+                        for t in (*learners[0].parameters(), *learners[0].buffers())}
+        self.base, self.base_losses = copy.deepcopy((learners[0], self.members[0].losses), storage_free)
         if self.runtime.compile:
             ready_for_compile(self.base.model)
         self.embedding = _Embedding.of(self.base, self.params)
