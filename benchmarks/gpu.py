@@ -385,8 +385,8 @@ def main(argv=None) -> int:
                "cuda": cuda and not args.quick, "device": run.device, "amp": run.amp, "setup": sizes}
     cpu = rt.resolve("cpu", "off")
     rows = args.cohort_rows or (256 if args.quick else 2048)
-    results["cohorts_cpu"] = measure_cohorts(args.cpu_cohorts or CPU_COHORTS, args.cpu_rounds or (1 if args.quick else 5),
-                                            rows, cpu, args.data)
+    cpu_rounds = args.cpu_rounds or (1 if args.quick else 5)
+    results["cohorts_cpu"] = measure_cohorts(args.cpu_cohorts or CPU_COHORTS, cpu_rounds, rows, cpu, args.data)
     if cuda and not args.quick:
         results["cohorts_gpu"] = measure_cohorts(GPU_COHORTS, 3, 65536, run, args.data)
     if (cuda or args.quick) and args.data.joinpath("sst2").is_dir():

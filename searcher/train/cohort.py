@@ -171,8 +171,6 @@ class Cohort:
         keep = torch.tensor([i for i in range(len(self.active)) if i not in indices], device=self.runtime.device)
         self.params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
         self.buffers = {k: v[keep] for k, v in self.buffers.items()}
-        if self.embedding is not None:
-            self.embedding.grad = None  # made again, for the members that stay, at the next step
         self.state = {k: (m[keep], v[keep]) for k, (m, v) in self.state.items()}
         self.hyper = {k: v[keep] for k, v in self.hyper.items()}
         self.searched = {k: v[keep] for k, v in self.searched.items()}
@@ -457,7 +455,7 @@ class _Embedding:
         """After a micro-batch's backward: add its rows' gradients into the weight's gradient (zeroed by the first
         micro-batch of a step), as nn.Embedding's backward does."""
         weight = params[self.name]
-        if self.grad is None or self.grad.shape != weight.shape:
+        if self.grad is None or self.grad.shape != weight.shape:  # first step, or members left the stack
             self.grad = torch.zeros_like(weight)
         elif first:
             self.grad.zero_()
